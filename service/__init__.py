@@ -1,0 +1,1 @@
+"""herpscore: bulk species identification for field photos (core, no Flask, no torch)."""

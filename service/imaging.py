@@ -1,0 +1,294 @@
+"""Image decoding and preprocessing shared by the workers and training's evaluation.
+
+What is served is what was trained: both sides call `load_rgb` + `to_array` with the
+`InputSpec` read from a model's metadata.json, never with constants.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# herpscore enforces its own, configurable pixel limit (see `open_checked`) before any pixel
+# is decoded; Pillow's global bomb check would otherwise raise or warn at its own fixed limit.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+ResizeRule = Literal["shorter_side", "squash"]
+_INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+}
+_EXIF_IFD = 0x8769
+_GPS_IFD = 0x8825
+_DATETIME_ORIGINAL = 36867
+_DATETIME = 306
+
+
+class ImageError(Exception):
+    """An image that cannot be used; `reason` is a short stable code stored with the row."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a model wants its input: the `input` block of metadata.json."""
+
+    size: int = 224
+    resize: ResizeRule = "shorter_side"
+    crop_pct: float = 0.875
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.size <= 4096:
+            raise ValueError(f"input size {self.size} is out of range 8..4096")
+        if self.resize not in ("shorter_side", "squash"):
+            raise ValueError(f"resize must be 'shorter_side' or 'squash', not {self.resize!r}")
+        if not 0.05 < self.crop_pct <= 1.0:
+            raise ValueError(f"crop_pct {self.crop_pct} is out of range (0.05, 1]")
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std need three values, std all positive")
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> InputSpec:
+        """Read the `input` block of a model's metadata.json."""
+        block = metadata.get("input")
+        if not isinstance(block, dict):
+            raise ValueError("metadata.json has no 'input' object")
+        try:
+            return cls(
+                size=int(block["size"]),
+                resize=block.get("resize", "shorter_side"),
+                crop_pct=float(block.get("crop_pct", 0.875)),
+                interpolation=str(block.get("interpolation", "bilinear")),
+                mean=tuple(float(v) for v in block.get("mean", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
+                std=tuple(float(v) for v in block.get("std", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
+            )
+        except KeyError as exc:
+            raise ValueError(f"metadata.json input block lacks {exc.args[0]!r}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        return data
+
+    @property
+    def resize_to(self) -> int:
+        """Shorter-side target before the centre crop (timm's floor(size / crop_pct))."""
+        return math.floor(self.size / self.crop_pct)
+
+
+@dataclass
+class ImageInfo:
+    """What the scan records of a file without decoding its pixels."""
+
+    width: int
+    height: int
+    format: str
+    captured_at: datetime | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def open_checked(path: str | os.PathLike[str], max_pixels: int, max_bytes: int) -> Image.Image:
+    """Open an image lazily, refusing empty, oversized, unknown or over-pixelled files."""
+    try:
+        size = os.stat(path).st_size
+    except OSError as exc:
+        raise ImageError("unreadable", f"cannot stat file: {exc.strerror}") from None
+    if size == 0:
+        raise ImageError("empty_file", "file has zero bytes")
+    if size > max_bytes:
+        raise ImageError("file_too_large", f"{size} bytes exceeds the limit of {max_bytes}")
+    try:
+        img = Image.open(path)
+    except UnidentifiedImageError:
+        raise ImageError("not_an_image", "not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError("corrupt", f"cannot read image header: {exc}") from None
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        img.close()
+        raise ImageError("corrupt", f"invalid dimensions {width}x{height}")
+    if width * height > max_pixels:
+        img.close()
+        raise ImageError(
+            "too_many_pixels", f"{width}x{height} exceeds the limit of {max_pixels} pixels"
+        )
+    return img
+
+
+def probe(path: str | os.PathLike[str], max_pixels: int, max_bytes: int) -> ImageInfo:
+    """Header-only look at a file: dimensions (after EXIF rotation), capture time, GPS."""
+    with open_checked(path, max_pixels, max_bytes) as img:
+        width, height = img.size
+        info = ImageInfo(width=width, height=height, format=img.format or "")
+        try:
+            exif = img.getexif()
+        except Exception:  # noqa: BLE001 - malformed EXIF must not make a photo unusable
+            return info
+        if exif.get(0x0112) in (5, 6, 7, 8):
+            info.width, info.height = height, width
+        info.captured_at = _capture_time(exif)
+        info.gps_lat, info.gps_lon = _gps(exif)
+        return info
+
+
+def load_rgb(
+    path: str | os.PathLike[str], spec: InputSpec, max_pixels: int, max_bytes: int
+) -> Image.Image:
+    """Decode a file to an RGB image of spec.size x spec.size (EXIF-rotated, resized, cropped)."""
+    img = open_checked(path, max_pixels, max_bytes)
+    try:
+        if img.format == "JPEG":
+            # libjpeg DCT scaling: decode at 1/2, 1/4 or 1/8 while both sides stay >= target.
+            need = spec.resize_to if spec.resize == "shorter_side" else spec.size
+            img.draft("RGB", (need, need))
+        img.load()
+        img = ImageOps.exif_transpose(img) or img
+        rgb = to_rgb(img)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError("too_many_pixels", str(exc)) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError("corrupt", f"cannot decode image data: {exc}") from None
+    finally:
+        img.close()
+    return resize_and_crop(rgb, spec)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB: alpha over white, 16-bit scaled, palette expanded."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if mode == "F":
+            top = 1.0 if float(arr.max(initial=0.0)) <= 1.0 else 255.0
+        else:
+            top = 65535.0 if float(arr.max(initial=0.0)) > 255 else 255.0
+        grey = np.clip(arr * (255.0 / top), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    try:
+        return img.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise ImageError("unsupported_mode", f"cannot convert mode {mode} to RGB: {exc}") from None
+
+
+def resize_and_crop(img: Image.Image, spec: InputSpec) -> Image.Image:
+    """Apply the model's resize rule: `shorter_side` + centre crop, or `squash`."""
+    resample = _INTERPOLATIONS[spec.interpolation]
+    size = spec.size
+    if spec.resize == "squash":
+        return img if img.size == (size, size) else img.resize((size, size), resample)
+    width, height = img.size
+    short = spec.resize_to
+    # torchvision's Resize(int): the shorter side becomes `short`, the longer keeps the ratio.
+    if width <= height:
+        new_w, new_h = short, int(short * height / width)
+    else:
+        new_w, new_h = int(short * width / height), short
+    if (new_w, new_h) != (width, height):
+        img = img.resize((new_w, new_h), resample)
+    left = int(round((new_w - size) / 2.0))
+    top = int(round((new_h - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+
+
+def to_array(img: Image.Image, spec: InputSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """RGB uint8 HWC -> normalised float32 CHW, written into `out` when given."""
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.shape != (spec.size, spec.size, 3):
+        raise ValueError(f"expected {(spec.size, spec.size, 3)}, got {arr.shape}")
+    std = np.asarray(spec.std, dtype=np.float32)
+    scale = (1.0 / (255.0 * std)).reshape(3, 1, 1)
+    offset = (-np.asarray(spec.mean, dtype=np.float32) / std).reshape(3, 1, 1)
+    if out is None:
+        out = np.empty((3, spec.size, spec.size), dtype=np.float32)
+    np.multiply(arr.transpose(2, 0, 1), scale, out=out, casting="unsafe")
+    out += offset
+    return out
+
+
+def preprocess(
+    path: str | os.PathLike[str],
+    spec: InputSpec,
+    max_pixels: int = 120_000_000,
+    max_bytes: int = 256 * 1024 * 1024,
+) -> np.ndarray:
+    """File -> model input (3, size, size) float32; raises ImageError for unusable files."""
+    return to_array(load_rgb(path, spec, max_pixels, max_bytes), spec)
+
+
+def sha256_file(path: str | os.PathLike[str], block: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _capture_time(exif: Image.Exif) -> datetime | None:
+    raw = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.strptime(raw.strip("\x00 ").strip(), "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+
+
+def _gps(exif: Image.Exif) -> tuple[float | None, float | None]:
+    gps = exif.get_ifd(_GPS_IFD)
+    try:
+        lat = _dms(gps[2], gps.get(1, "N"))
+        lon = _dms(gps[4], gps.get(3, "E"))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError):
+        return None, None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return None, None
+    return lat, lon
+
+
+def _dms(values: Any, ref: Any) -> float:
+    deg, minutes, seconds = (float(v) for v in values)
+    decimal = deg + minutes / 60.0 + seconds / 3600.0
+    if isinstance(ref, bytes):
+        ref = ref.decode("ascii", "ignore")
+    return -decimal if str(ref).strip().upper() in ("S", "W") else decimal
+
+
+def is_image_name(path: Path, extensions: list[str]) -> bool:
+    """True when the file's extension is one of the configured image extensions."""
+    return path.suffix.lower().lstrip(".") in extensions

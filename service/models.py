@@ -1,0 +1,321 @@
+"""SQLAlchemy 2.0 typed models: the database schema of herpscore."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+intpk = Annotated[int, mapped_column(Integer, primary_key=True)]
+created = Annotated[datetime, mapped_column(UTCDateTime, default=utcnow, nullable=False)]
+when = Annotated[datetime | None, mapped_column(UTCDateTime, nullable=True)]
+label_str = Annotated[str, mapped_column(String(200), nullable=False)]
+
+
+def str_enum(enum_cls: type[enum.Enum]) -> Enum:
+    """Store enums as their string values (portable, readable, easy to migrate)."""
+    return Enum(
+        enum_cls,
+        native_enum=False,
+        length=20,
+        values_callable=lambda e: [m.value for m in e],
+        validate_strings=True,
+    )
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SCANNING = "scanning"
+    SCORING = "scoring"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ChunkStatus(enum.StrEnum):
+    QUEUED = "queued"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class ItemStatus(enum.StrEnum):
+    PENDING = "pending"
+    SCORED = "scored"
+    FAILED = "failed"
+
+
+class ModelStatus(enum.StrEnum):
+    CANDIDATE = "candidate"
+    ACTIVE = "active"
+    RETIRED = "retired"
+
+
+class ReviewStatus(enum.StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    SKIPPED = "skipped"
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    REVIEWER = "reviewer"
+    VIEWER = "viewer"
+
+    def allows(self, needed: Role) -> bool:
+        """admin > reviewer > viewer: a role may do what every lower role may."""
+        order = [Role.VIEWER, Role.REVIEWER, Role.ADMIN]
+        return order.index(self) >= order.index(needed)
+
+
+class ModelVersion(Base):
+    """One immutable model folder in the registry; promotion only moves `status`."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        # At most one active version, enforced by the database on both backends.
+        Index(
+            "uq_model_versions_one_active",
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
+
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    path: Mapped[str] = mapped_column(String(1024), nullable=False, unique=True)
+    status: Mapped[ModelStatus] = mapped_column(
+        str_enum(ModelStatus), default=ModelStatus.CANDIDATE, nullable=False
+    )
+    num_classes: Mapped[int] = mapped_column(Integer, nullable=False)
+    class_map: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata_json", JSON, nullable=False)
+    files_sha256: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    source: Mapped[str] = mapped_column(String(1024), nullable=False, default="")
+    created_at: Mapped[created]
+    activated_at: Mapped[when]
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.class_map[str(i)] for i in range(self.num_classes)]
+
+
+class ScanJob(Base):
+    """A request to score every image under a folder with one pinned model version."""
+
+    __tablename__ = "scan_jobs"
+
+    id: Mapped[intpk]
+    folder: Mapped[str] = mapped_column(String(4096), nullable=False)
+    recursive: Mapped[bool] = mapped_column(default=True, nullable=False)
+    extensions: Mapped[list[Any]] = mapped_column(JSON, nullable=False)
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    threshold: Mapped[float] = mapped_column(Float, nullable=False)
+    status: Mapped[JobStatus] = mapped_column(
+        str_enum(JobStatus), default=JobStatus.QUEUED, nullable=False, index=True
+    )
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    total: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    scored: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    failed: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    routed: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    chunks_total: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    scan_complete: Mapped[bool] = mapped_column(default=False, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    created_at: Mapped[created]
+    started_at: Mapped[when]
+    scoring_started_at: Mapped[when]
+    finished_at: Mapped[when]
+
+    model_version: Mapped[ModelVersion] = relationship(lazy="joined")
+
+
+class Chunk(Base):
+    """A slice of a job's images, scored by one `score_chunk` task."""
+
+    __tablename__ = "chunks"
+    __table_args__ = (UniqueConstraint("job_id", "seq"),)
+
+    id: Mapped[intpk]
+    job_id: Mapped[int] = mapped_column(
+        ForeignKey("scan_jobs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[ChunkStatus] = mapped_column(
+        str_enum(ChunkStatus), default=ChunkStatus.QUEUED, nullable=False
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    enqueued_at: Mapped[when]
+    finished_at: Mapped[when]
+
+
+class Image(Base):
+    """A photo file known to herpscore, one row per resolved path."""
+
+    __tablename__ = "images"
+
+    id: Mapped[intpk]
+    path: Mapped[str] = mapped_column(String(4096), nullable=False, unique=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    mtime: Mapped[float | None] = mapped_column(Float, nullable=True)
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    format: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    captured_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    gps_lat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    gps_lon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[created]
+    updated_at: Mapped[when]
+
+
+class JobImage(Base):
+    """An image as one job saw it: its place in the folder, its chunk, its outcome."""
+
+    __tablename__ = "job_images"
+    __table_args__ = (
+        UniqueConstraint("job_id", "image_id"),
+        Index("ix_job_images_job_status", "job_id", "status"),
+    )
+
+    id: Mapped[intpk]
+    job_id: Mapped[int] = mapped_column(
+        ForeignKey("scan_jobs.id", ondelete="CASCADE"), nullable=False
+    )
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    chunk_id: Mapped[int | None] = mapped_column(
+        ForeignKey("chunks.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    rel_path: Mapped[str] = mapped_column(String(4096), nullable=False)
+    status: Mapped[ItemStatus] = mapped_column(
+        str_enum(ItemStatus), default=ItemStatus.PENDING, nullable=False
+    )
+    failure_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    failure_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    image: Mapped[Image] = relationship(lazy="joined")
+
+
+class Prediction(Base):
+    """What one model version said about one image: upserted on (image, model version)."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (UniqueConstraint("image_id", "model_version_id"),)
+
+    id: Mapped[intpk]
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), nullable=False
+    )
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("scan_jobs.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    label: Mapped[label_str] = mapped_column(index=True)
+    label_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    confidence: Mapped[float] = mapped_column(Float, nullable=False)
+    topk: Mapped[list[Any]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[created]
+
+
+class ReviewItem(Base):
+    """A prediction that a human should look at, and why."""
+
+    __tablename__ = "review_items"
+
+    id: Mapped[intpk]
+    prediction_id: Mapped[int] = mapped_column(
+        ForeignKey("predictions.id", ondelete="CASCADE"), nullable=False, unique=True
+    )
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("scan_jobs.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    reason: Mapped[str] = mapped_column(String(200), nullable=False)
+    status: Mapped[ReviewStatus] = mapped_column(
+        str_enum(ReviewStatus), default=ReviewStatus.PENDING, nullable=False, index=True
+    )
+    priority: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    claimed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[when]
+    created_at: Mapped[created]
+    decided_at: Mapped[when]
+
+
+class ApiKey(Base):
+    """An API key: only its sha256 is stored; the prefix finds the row."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False, unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    role: Mapped[Role] = mapped_column(str_enum(Role), nullable=False)
+    created_at: Mapped[created]
+    last_used_at: Mapped[when]
+    revoked_at: Mapped[when]

@@ -1,0 +1,110 @@
+"""The one settings class: every HERPSCORE_* environment variable is read here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "tif", "tiff", "webp")
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a JSON-free, comma (or os.pathsep) separated string for list settings."""
+    if isinstance(value, str):
+        parts = [p.strip() for chunk in value.split(os.pathsep) for p in chunk.split(",")]
+        return [p for p in parts if p]
+    return value
+
+
+class Settings(BaseSettings):
+    """herpscore configuration; defaults give the embedded mode (SQLite + filesystem broker)."""
+
+    model_config = SettingsConfigDict(env_prefix="HERPSCORE_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("herpscore-data"), description="Where embedded state lives.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite.")
+    broker_url: str | None = Field(default=None, description="Celery broker; default filesystem.")
+    registry_dir: Path | None = Field(default=None, description="Model registry folder.")
+    thumbnails_dir: Path | None = None
+    allowed_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Folders that jobs may read (comma separated)."
+    )
+    image_extensions: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_EXTENSIONS)
+    )
+    review_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
+    top_k: int = Field(default=5, ge=1, le=50)
+    chunk_size: int = Field(default=64, ge=1, le=10_000)
+    batch_size: int = Field(default=8, ge=1, le=256)
+    worker_threads: int = Field(default=1, ge=1, description="ONNX Runtime threads per process.")
+    decode_threads: int = Field(default=2, ge=1, description="Decode threads per worker process.")
+    worker_concurrency: int = Field(default=0, ge=0, description="0 = one process per core.")
+    max_image_pixels: int = Field(default=120_000_000, ge=1)
+    max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    broker_visibility_timeout: int = Field(default=3600, ge=1)
+    chunk_lease_seconds: int = Field(default=900, ge=5)
+    stalled_check_seconds: float = Field(default=60.0, gt=0)
+    secret_key: str = Field(default="", description="Flask session key; generated if empty.")
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+
+    @field_validator("allowed_roots", "image_extensions", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("image_extensions")
+    @classmethod
+    def _normalise_extensions(cls, value: list[str]) -> list[str]:
+        return sorted({v.lower().lstrip(".") for v in value if v.strip()})
+
+    @cached_property
+    def data_path(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_path / 'herpscore.db'}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.data_path / "broker"
+
+    @property
+    def models_path(self) -> Path:
+        return (self.registry_dir or self.data_path / "models").expanduser().resolve()
+
+    @property
+    def thumbnails_path(self) -> Path:
+        return (self.thumbnails_dir or self.data_path / "thumbnails").expanduser().resolve()
+
+    @property
+    def resolved_roots(self) -> list[Path]:
+        """Allowed roots with symlinks resolved; empty means no folder may be scored."""
+        return [p.expanduser().resolve() for p in self.allowed_roots]
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.celery_broker_url.startswith("filesystem://")
+
+    def ensure_dirs(self) -> None:
+        """Create the local folders that the embedded mode writes to."""
+        self.data_path.mkdir(parents=True, exist_ok=True)
+        self.models_path.mkdir(parents=True, exist_ok=True)
+        if self.is_embedded_broker:
+            for sub in ("in", "processed"):
+                (self.broker_folder / sub).mkdir(parents=True, exist_ok=True)
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, with explicit overrides (tests, CLI flags)."""
+    return Settings(**overrides)
