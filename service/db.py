@@ -66,3 +66,23 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+
+
+def insert_ignoring_conflicts(
+    session: Session, model: Any, rows: list[dict[str, Any]], conflict_columns: list[str]
+) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING on PostgreSQL and SQLite (idempotent writes)."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
+    else:
+        raise NotImplementedError(f"no idempotent insert for {dialect}")
+    session.execute(stmt, rows)

@@ -144,7 +144,7 @@ def probe(path: str | os.PathLike[str], max_pixels: int, max_bytes: int) -> Imag
         info = ImageInfo(width=width, height=height, format=img.format or "")
         try:
             exif = img.getexif()
-        except Exception:  # noqa: BLE001 - malformed EXIF must not make a photo unusable
+        except Exception:
             return info
         if exif.get(0x0112) in (5, 6, 7, 8):
             info.width, info.height = height, width
@@ -157,15 +157,17 @@ def load_rgb(
     path: str | os.PathLike[str], spec: InputSpec, max_pixels: int, max_bytes: int
 ) -> Image.Image:
     """Decode a file to an RGB image of spec.size x spec.size (EXIF-rotated, resized, cropped)."""
-    img = open_checked(path, max_pixels, max_bytes)
+    source = open_checked(path, max_pixels, max_bytes)
     try:
-        if img.format == "JPEG":
+        if source.format == "JPEG":
             # libjpeg DCT scaling: decode at 1/2, 1/4 or 1/8 while both sides stay >= target.
             need = spec.resize_to if spec.resize == "shorter_side" else spec.size
-            img.draft("RGB", (need, need))
-        img.load()
-        img = ImageOps.exif_transpose(img) or img
-        rgb = to_rgb(img)
+            source.draft("RGB", (need, need))
+        source.load()
+        oriented = ImageOps.exif_transpose(source) or source
+        out = resize_and_crop(to_rgb(oriented), spec)
+        if out is source:
+            out = out.copy()  # never hand out the file-backed image closed below
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -173,8 +175,8 @@ def load_rgb(
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError("corrupt", f"cannot decode image data: {exc}") from None
     finally:
-        img.close()
-    return resize_and_crop(rgb, spec)
+        source.close()
+    return out
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -218,8 +220,8 @@ def resize_and_crop(img: Image.Image, spec: InputSpec) -> Image.Image:
         new_w, new_h = int(short * width / height), short
     if (new_w, new_h) != (width, height):
         img = img.resize((new_w, new_h), resample)
-    left = int(round((new_w - size) / 2.0))
-    top = int(round((new_h - size) / 2.0))
+    left = round((new_w - size) / 2.0)
+    top = round((new_h - size) / 2.0)
     return img.crop((left, top, left + size, top + size))
 
 

@@ -74,7 +74,6 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class JobStatus(enum.StrEnum):
@@ -209,12 +208,13 @@ class Chunk(Base):
 
 
 class Image(Base):
-    """A photo file known to herpscore, one row per resolved path."""
+    """A photo: one row per (resolved path, content); a file whose bytes change is a new row."""
 
     __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("path", "sha256"),)
 
     id: Mapped[intpk]
-    path: Mapped[str] = mapped_column(String(4096), nullable=False, unique=True)
+    path: Mapped[str] = mapped_column(String(4096), nullable=False, index=True)
     sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     mtime: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -12,8 +12,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.errors import InvalidModel, InvalidState, NotFound
-from service.modelspec import load_artifact
 from service.models import ModelStatus, ModelVersion, utcnow
+from service.modelspec import load_artifact
 from service.settings import Settings
 
 
@@ -94,9 +94,7 @@ def active_model(session: Session) -> ModelVersion | None:
 def require_active_model(session: Session) -> ModelVersion:
     model = active_model(session)
     if model is None:
-        raise InvalidState(
-            "no model is active: add one with `herpscore models add DIR --activate`"
-        )
+        raise InvalidState("no model is active: add one with `herpscore models add DIR --activate`")
     return model
 
 

@@ -26,7 +26,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="HERPSCORE_", extra="ignore")
 
-    data_dir: Path = Field(default=Path("herpscore-data"), description="Where embedded state lives.")
+    data_dir: Path = Field(
+        default=Path("herpscore-data"), description="Where embedded state lives."
+    )
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite.")
     broker_url: str | None = Field(default=None, description="Celery broker; default filesystem.")
     registry_dir: Path | None = Field(default=None, description="Model registry folder.")
@@ -38,6 +40,9 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_EXTENSIONS)
     )
     review_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
+    review_labels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Labels always sent to review (venomous species)."
+    )
     top_k: int = Field(default=5, ge=1, le=50)
     chunk_size: int = Field(default=64, ge=1, le=10_000)
     batch_size: int = Field(default=8, ge=1, le=256)
@@ -53,7 +58,7 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 8000
 
-    @field_validator("allowed_roots", "image_extensions", mode="before")
+    @field_validator("allowed_roots", "image_extensions", "review_labels", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)

@@ -1,0 +1,45 @@
+"""Which folders and files herpscore may read: everything must resolve under an allowed root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service.errors import BadInput, Forbidden
+
+
+def resolve_job_folder(folder: str, roots: list[Path]) -> Path:
+    """Resolve a requested folder (symlinks, `..`) and check it lies under an allowed root.
+
+    A relative folder is taken relative to the first allowed root. The root check comes
+    before the existence check, so a refusal tells nothing about folders outside the roots.
+    """
+    if not folder or not folder.strip() or "\x00" in folder:
+        raise BadInput("folder must be a non-empty path")
+    if not roots:
+        raise Forbidden(
+            "no allowed roots are configured: set HERPSCORE_ALLOWED_ROOTS to the folders "
+            "that herpscore may read"
+        )
+    requested = Path(folder).expanduser()
+    if not requested.is_absolute():
+        requested = roots[0] / requested
+    try:
+        resolved = requested.resolve(strict=False)
+    except (OSError, RuntimeError) as exc:  # symlink loops
+        raise BadInput(f"folder cannot be resolved: {exc}") from None
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise Forbidden(
+            f"folder {folder!r} is outside the allowed roots",
+            {"allowed_roots": [str(r) for r in roots]},
+        )
+    if not resolved.is_dir():
+        raise BadInput(f"folder {folder!r} does not exist or is not a folder")
+    return resolved
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """True when `path`, with every symlink resolved, lies inside `folder` (already resolved)."""
+    try:
+        return path.resolve(strict=True).is_relative_to(folder)
+    except (OSError, RuntimeError):
+        return False

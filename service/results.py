@@ -1,0 +1,138 @@
+"""A job's results: filtered, paginated rows and CSV/JSON export."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, and_, func, select
+from sqlalchemy.orm import Session
+
+from service.jobs import get_job
+from service.models import Image, ItemStatus, JobImage, Prediction, ReviewItem, ReviewStatus
+
+CSV_COLUMNS = [
+    "image_id",
+    "rel_path",
+    "path",
+    "sha256",
+    "status",
+    "failure_reason",
+    "label",
+    "confidence",
+    "top_k",
+    "needs_review",
+    "review_reason",
+    "model_version_id",
+    "captured_at",
+    "gps_lat",
+    "gps_lon",
+]
+
+
+@dataclass(frozen=True)
+class ResultFilters:
+    """Filters on a job's rows; None means "any"."""
+
+    label: str | None = None
+    min_confidence: float | None = None
+    max_confidence: float | None = None
+    needs_review: bool | None = None
+    failed: bool | None = None
+
+
+def _query(job_id: int, model_version_id: int, filters: ResultFilters) -> Select[Any]:
+    query = (
+        select(JobImage, Image, Prediction, ReviewItem)
+        .join(Image, Image.id == JobImage.image_id)
+        .outerjoin(
+            Prediction,
+            and_(
+                Prediction.image_id == JobImage.image_id,
+                Prediction.model_version_id == model_version_id,
+            ),
+        )
+        .outerjoin(ReviewItem, ReviewItem.prediction_id == Prediction.id)
+        .where(JobImage.job_id == job_id)
+    )
+    if filters.label is not None:
+        query = query.where(Prediction.label == filters.label)
+    if filters.min_confidence is not None:
+        query = query.where(Prediction.confidence >= filters.min_confidence)
+    if filters.max_confidence is not None:
+        query = query.where(Prediction.confidence <= filters.max_confidence)
+    if filters.needs_review is True:
+        query = query.where(ReviewItem.status == ReviewStatus.PENDING)
+    elif filters.needs_review is False:
+        query = query.where((ReviewItem.id.is_(None)) | (ReviewItem.status != ReviewStatus.PENDING))
+    if filters.failed is True:
+        query = query.where(JobImage.status == ItemStatus.FAILED)
+    elif filters.failed is False:
+        query = query.where(JobImage.status != ItemStatus.FAILED)
+    return query
+
+
+def _row(
+    ji: JobImage,
+    image: Image,
+    pred: Prediction | None,
+    review: ReviewItem | None,
+    model_version_id: int,
+) -> dict[str, Any]:
+    return {
+        "image_id": image.id,
+        "rel_path": ji.rel_path,
+        "path": image.path,
+        "sha256": image.sha256,
+        "status": ji.status.value,
+        "failure_reason": ji.failure_reason,
+        "failure_detail": ji.failure_detail,
+        "label": pred.label if pred else None,
+        "confidence": round(pred.confidence, 6) if pred else None,
+        "top_k": [{"label": t[0], "confidence": t[1]} for t in pred.topk] if pred else [],
+        "needs_review": review is not None and review.status == ReviewStatus.PENDING,
+        "review_reason": review.reason if review else None,
+        "model_version_id": model_version_id,
+        "captured_at": image.captured_at.isoformat() if image.captured_at else None,
+        "gps_lat": image.gps_lat,
+        "gps_lon": image.gps_lon,
+    }
+
+
+def query_results(
+    session: Session, job_id: int, filters: ResultFilters, limit: int = 100, offset: int = 0
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of a job's rows (ordered by path) and the filtered total."""
+    job = get_job(session, job_id)
+    query = _query(job_id, job.model_version_id, filters)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = session.execute(
+        query.order_by(JobImage.rel_path, JobImage.id).limit(limit).offset(offset)
+    )
+    return [_row(*row, job.model_version_id) for row in page], total
+
+
+def iter_results(
+    session: Session, job_id: int, filters: ResultFilters | None = None, batch: int = 1000
+) -> Iterator[dict[str, Any]]:
+    """Every row of a job, streamed in keyset-paginated batches (flat memory for big jobs)."""
+    job = get_job(session, job_id)
+    query = _query(job_id, job.model_version_id, filters or ResultFilters())
+    last_id = 0
+    while True:
+        page = query.where(JobImage.id > last_id).order_by(JobImage.id).limit(batch)
+        rows = session.execute(page).all()
+        if not rows:
+            return
+        for row in rows:
+            yield _row(*row, job.model_version_id)
+        last_id = rows[-1][0].id
+
+
+def to_csv_row(row: dict[str, Any]) -> list[Any]:
+    """A result row as CSV cells, in CSV_COLUMNS order (top-k as `label:p;label:p`)."""
+    cells = dict(row)
+    cells["top_k"] = ";".join(f"{t['label']}:{t['confidence']:.4f}" for t in row["top_k"])
+    cells["needs_review"] = "yes" if row["needs_review"] else "no"
+    return ["" if cells[c] is None else cells[c] for c in CSV_COLUMNS]

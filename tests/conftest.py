@@ -1,0 +1,99 @@
+"""Shared fixtures: databases (SQLite and a throwaway PostgreSQL database), settings, models."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.db import dispose_engines
+from service.migrate import upgrade
+from service.settings import Settings
+
+PG_ADMIN_URL = os.environ.get("HERPSCORE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("HERPSCORE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            return True
+    except Exception:  # noqa: BLE001 - any failure means "not available"
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session; dropped at the end."""
+    if not _pg_available():
+        pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+    import psycopg
+
+    name = f"herpscore_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    yield f"{base}/{name}"
+    dispose_engines()
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture()
+def pg_url(pg_server: str) -> Iterator[str]:
+    """The session's PostgreSQL database, emptied and migrated for this test."""
+    from sqlalchemy import create_engine, text
+
+    dispose_engines()
+    engine = create_engine(pg_server)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    upgrade(pg_server)
+    yield pg_server
+    dispose_engines()
+
+
+@pytest.fixture()
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path / 'herpscore.db'}"
+    upgrade(url)
+    yield url
+    dispose_engines()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Run the test on both databases."""
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture()
+def photos_root(tmp_path: Path) -> Path:
+    root = tmp_path / "photos"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture()
+def make_settings(tmp_path: Path, photos_root: Path) -> Callable[..., Settings]:
+    """Settings for a test: its own data dir, the photos root allowed, overrides applied."""
+
+    def build(db_url: str, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "database_url": db_url,
+            "allowed_roots": [photos_root],
+            "broker_url": "memory://",
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return build

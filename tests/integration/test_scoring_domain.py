@@ -1,0 +1,173 @@
+"""The scoring spine without Celery: scan, score chunks, store, route, finish (both databases)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from service.db import session_scope
+from service.errors import Forbidden
+from service.jobs import cancel_job, create_job, get_job, job_to_dict
+from service.models import (
+    Chunk,
+    ItemStatus,
+    JobImage,
+    JobStatus,
+    Prediction,
+    ReviewItem,
+)
+from service.registry import activate_model, add_model
+from service.results import ResultFilters, iter_results, query_results
+from service.scanning import run_scan
+from service.scoring import score_chunk
+from tests.support.models import make_model_folder
+from tests.support.photos import make_photo_folder, write_photo
+from workers.tasks import run_model
+
+
+def _setup(settings, tmp_path: Path, name: str = "m1", seed: int = 0) -> int:
+    folder = make_model_folder(tmp_path / name, labels=["red_snake", "green_snake", "blue_snake"],
+                               seed=seed)
+    with session_scope(settings.db_url) as session:
+        model = add_model(session, settings, folder)
+        activate_model(session, model.id)
+        return model.id
+
+
+def _run_job(settings, folder: str, **kwargs) -> int:
+    with session_scope(settings.db_url) as session:
+        job_id = create_job(session, settings, folder, **kwargs).id
+    chunks: list[int] = []
+    run_scan(settings, job_id, chunks.extend)
+    for chunk_id in chunks:
+        score_chunk(settings, chunk_id, run_model)
+    return job_id
+
+
+def test_job_scores_every_readable_image(db_url, make_settings, photos_root, tmp_path):
+    settings = make_settings(db_url, chunk_size=5, review_threshold=0.9)
+    model_id = _setup(settings, tmp_path)
+    make_photo_folder(photos_root / "survey", count=12)
+    (photos_root / "survey" / "broken.jpg").write_bytes(b"not really a jpeg")
+    job_id = _run_job(settings, "survey")
+
+    with session_scope(settings.db_url) as session:
+        job = get_job(session, job_id)
+        assert job.status == JobStatus.DONE
+        assert (job.total, job.scored, job.failed) == (13, 12, 1)
+        assert job.model_version_id == model_id
+        preds = session.scalar(select(func.count()).select_from(Prediction))
+        assert preds == 12
+        rows, total = query_results(session, job_id, ResultFilters(), limit=100)
+        assert total == 13
+        by_name = {Path(r["rel_path"]).name: r for r in rows}
+        assert by_name["broken.jpg"]["failure_reason"] == "not_an_image"
+        for name, row in by_name.items():
+            if name != "broken.jpg":
+                assert row["label"] == name.split("_")[0] + "_snake"
+        assert session.scalar(select(func.count()).select_from(Chunk)) == 3
+        progress = job_to_dict(job)["progress"]
+        assert progress["pending"] == 0 and progress["fraction_done"] == 1.0
+
+
+def test_low_confidence_goes_to_review(db_url, make_settings, photos_root, tmp_path):
+    settings = make_settings(db_url, review_threshold=0.99)
+    _setup(settings, tmp_path)
+    write_photo(photos_root / "a" / "grey.jpg", "grey")  # all channels equal: uncertain
+    write_photo(photos_root / "a" / "red.jpg", "red")
+    job_id = _run_job(settings, "a", threshold=0.7)
+    with session_scope(settings.db_url) as session:
+        job = get_job(session, job_id)
+        assert job.routed == 1
+        rows, total = query_results(session, job_id, ResultFilters(needs_review=True))
+        assert total == 1 and rows[0]["rel_path"] == "grey.jpg"
+        assert rows[0]["review_reason"].startswith("low_confidence")
+        assert session.scalar(select(func.count()).select_from(ReviewItem)) == 1
+
+
+def test_redelivered_chunk_adds_nothing_twice(db_url, make_settings, photos_root, tmp_path):
+    settings = make_settings(db_url, chunk_size=4, review_threshold=1.0)
+    _setup(settings, tmp_path)
+    make_photo_folder(photos_root / "s", count=8)
+    with session_scope(settings.db_url) as session:
+        job_id = create_job(session, settings, "s").id
+    chunks: list[int] = []
+    run_scan(settings, job_id, chunks.extend)
+    for chunk_id in chunks + chunks:  # every message delivered twice
+        score_chunk(settings, chunk_id, run_model)
+    # A crash after the scan committed: the scan runs again and adds nothing.
+    run_scan(settings, job_id, chunks.extend)
+    with session_scope(settings.db_url) as session:
+        job = get_job(session, job_id)
+        assert (job.status, job.total, job.scored, job.routed) == (JobStatus.DONE, 8, 8, 8)
+        assert session.scalar(select(func.count()).select_from(Prediction)) == 8
+        assert session.scalar(select(func.count()).select_from(ReviewItem)) == 8
+        assert session.scalar(select(func.count()).select_from(JobImage)) == 8
+
+
+def test_rescoring_with_another_model_keeps_old_predictions(
+    db_url, make_settings, photos_root, tmp_path
+):
+    settings = make_settings(db_url)
+    first = _setup(settings, tmp_path, "m1", seed=0)
+    make_photo_folder(photos_root / "s", count=6)
+    job1 = _run_job(settings, "s")
+    second = _setup(settings, tmp_path, "m2", seed=1)
+    job2 = _run_job(settings, "s")
+    with session_scope(settings.db_url) as session:
+        assert get_job(session, job1).model_version_id == first
+        assert get_job(session, job2).model_version_id == second
+        counts = dict(
+            session.execute(
+                select(Prediction.model_version_id, func.count()).group_by(
+                    Prediction.model_version_id
+                )
+            ).all()
+        )
+        assert counts == {first: 6, second: 6}
+        assert len(list(iter_results(session, job1))) == 6
+
+
+def test_cancel_stops_remaining_chunks(db_url, make_settings, photos_root, tmp_path):
+    settings = make_settings(db_url, chunk_size=2)
+    _setup(settings, tmp_path)
+    make_photo_folder(photos_root / "s", count=6)
+    with session_scope(settings.db_url) as session:
+        job_id = create_job(session, settings, "s").id
+    chunks: list[int] = []
+    run_scan(settings, job_id, chunks.extend)
+    score_chunk(settings, chunks[0], run_model)
+    with session_scope(settings.db_url) as session:
+        cancel_job(session, job_id)
+    for chunk_id in chunks[1:]:
+        assert score_chunk(settings, chunk_id, run_model).skipped
+    with session_scope(settings.db_url) as session:
+        job = get_job(session, job_id)
+        assert job.status == JobStatus.CANCELLED and job.scored == 2
+        pending = session.scalar(
+            select(func.count()).select_from(JobImage).where(
+                JobImage.job_id == job_id, JobImage.status == ItemStatus.PENDING
+            )
+        )
+        assert pending == 4
+
+
+@pytest.mark.parametrize("folder", ["../", "/etc", "s/../../"])
+def test_folder_outside_roots_is_refused(sqlite_url, make_settings, photos_root, tmp_path, folder):
+    settings = make_settings(sqlite_url)
+    _setup(settings, tmp_path)
+    (photos_root / "s").mkdir()
+    with session_scope(settings.db_url) as session, pytest.raises(Forbidden):
+        create_job(session, settings, folder)
+
+
+def test_symlinked_folder_outside_roots_is_refused(sqlite_url, make_settings, photos_root, tmp_path):
+    settings = make_settings(sqlite_url)
+    _setup(settings, tmp_path)
+    outside = tmp_path / "outside"
+    make_photo_folder(outside, count=2)
+    (photos_root / "link").symlink_to(outside, target_is_directory=True)
+    with session_scope(settings.db_url) as session, pytest.raises(Forbidden):
+        create_job(session, settings, "link")

@@ -1,0 +1,92 @@
+"""Celery tasks: thin wrappers that parse ids and call one domain function."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+from celery import shared_task
+from sqlalchemy.exc import OperationalError
+
+from service.db import session_scope
+from service.models import ModelVersion
+from service.scanning import run_scan
+from service.scoring import FileOutcome, requeue_stalled, score_chunk
+from service.settings import Settings, get_settings
+from service.tasks_client import (
+    REQUEUE_TASK,
+    SCAN_TASK,
+    SCORE_TASK,
+    enqueue_chunks,
+    enqueue_scan,
+)
+from workers.engine import get_engine
+from workers.pipeline import score_paths
+
+log = logging.getLogger(__name__)
+TRANSIENT = (OperationalError, ConnectionError, TimeoutError)
+
+
+@lru_cache(maxsize=1)
+def worker_settings() -> Settings:
+    return get_settings()
+
+
+def run_model(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome]:
+    """Decode and infer `paths` with the job's pinned model version (cached session)."""
+    settings = worker_settings()
+    engine = get_engine(Path(model.path), threads=settings.worker_threads)
+    return score_paths(
+        engine,
+        list(paths),
+        batch_size=settings.batch_size,
+        decode_threads=settings.decode_threads,
+        max_pixels=settings.max_image_pixels,
+        max_bytes=settings.max_file_bytes,
+        k=min(settings.top_k, len(engine.labels)),
+    )
+
+
+@shared_task(
+    name=SCAN_TASK,
+    bind=True,
+    acks_late=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=5,
+    soft_time_limit=6 * 3600,
+)
+def scan_job(self: object, job_id: int) -> None:
+    settings = worker_settings()
+    run_scan(settings, int(job_id), lambda ids: enqueue_chunks(settings, ids))
+
+
+@shared_task(
+    name=SCORE_TASK,
+    bind=True,
+    acks_late=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=5,
+    soft_time_limit=3600,
+)
+def score_chunk_task(self: object, chunk_id: int) -> dict[str, int]:
+    result = score_chunk(worker_settings(), int(chunk_id), run_model)
+    log.info("chunk %s (pid %s): %s", chunk_id, os.getpid(), result)
+    return {"scored": result.scored, "failed": result.failed, "routed": result.routed}
+
+
+@shared_task(name=REQUEUE_TASK, acks_late=True, autoretry_for=TRANSIENT, max_retries=3)
+def requeue_stalled_task() -> dict[str, int]:
+    settings = worker_settings()
+    with session_scope(settings.db_url) as session:
+        chunk_ids, job_ids = requeue_stalled(session, settings)
+    enqueue_chunks(settings, chunk_ids)
+    for job_id in job_ids:
+        enqueue_scan(settings, job_id)
+    if chunk_ids or job_ids:
+        log.warning("re-sent %d stalled chunks and %d queued jobs", len(chunk_ids), len(job_ids))
+    return {"chunks": len(chunk_ids), "jobs": len(job_ids)}
