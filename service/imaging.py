@@ -29,6 +29,7 @@ _INTERPOLATIONS = {
     "lanczos": Image.Resampling.LANCZOS,
     "box": Image.Resampling.BOX,
 }
+MAX_ASPECT_RATIO = 50
 _EXIF_IFD = 0x8769
 _GPS_IFD = 0x8825
 _DATETIME_ORIGINAL = 36867
@@ -134,6 +135,13 @@ def open_checked(path: str | os.PathLike[str], max_pixels: int, max_bytes: int) 
         raise ImageError(
             "too_many_pixels", f"{width}x{height} exceeds the limit of {max_pixels} pixels"
         )
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        # The shorter-side resize scales the longer side with it: a 100-byte 20000x1 PNG
+        # would become 5 million x 256 pixels (5 GB) before the centre crop.
+        img.close()
+        raise ImageError(
+            "extreme_aspect_ratio", f"{width}x{height} is more than {MAX_ASPECT_RATIO:g}:1"
+        )
     return img
 
 
@@ -159,7 +167,7 @@ def load_rgb(
     """Decode a file to an RGB image of spec.size x spec.size (EXIF-rotated, resized, cropped)."""
     source = open_checked(path, max_pixels, max_bytes)
     try:
-        if source.format == "JPEG":
+        if source.format in ("JPEG", "MPO"):  # MPO: camera JPEGs with an MPF preview frame
             # libjpeg DCT scaling: decode at 1/2, 1/4 or 1/8 while both sides stay >= target.
             need = spec.resize_to if spec.resize == "shorter_side" else spec.size
             source.draft("RGB", (need, need))
@@ -188,6 +196,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         if mode == "F":
             top = 1.0 if float(arr.max(initial=0.0)) <= 1.0 else 255.0
+        elif mode.startswith("I;16"):
+            top = 65535.0  # the mode says 16-bit: a dark frame must stay dark
         else:
             top = 65535.0 if float(arr.max(initial=0.0)) > 255 else 255.0
         grey = np.clip(arr * (255.0 / top), 0, 255).round().astype(np.uint8)

@@ -28,8 +28,9 @@ from workers.tasks import run_model
 
 
 def _setup(settings, tmp_path: Path, name: str = "m1", seed: int = 0) -> int:
-    folder = make_model_folder(tmp_path / name, labels=["red_snake", "green_snake", "blue_snake"],
-                               seed=seed)
+    folder = make_model_folder(
+        tmp_path / name, labels=["red_snake", "green_snake", "blue_snake"], seed=seed
+    )
     with session_scope(settings.db_url) as session:
         model = add_model(session, settings, folder)
         activate_model(session, model.id)
@@ -147,9 +148,9 @@ def test_cancel_stops_remaining_chunks(db_url, make_settings, photos_root, tmp_p
         job = get_job(session, job_id)
         assert job.status == JobStatus.CANCELLED and job.scored == 2
         pending = session.scalar(
-            select(func.count()).select_from(JobImage).where(
-                JobImage.job_id == job_id, JobImage.status == ItemStatus.PENDING
-            )
+            select(func.count())
+            .select_from(JobImage)
+            .where(JobImage.job_id == job_id, JobImage.status == ItemStatus.PENDING)
         )
         assert pending == 4
 
@@ -163,7 +164,9 @@ def test_folder_outside_roots_is_refused(sqlite_url, make_settings, photos_root,
         create_job(session, settings, folder)
 
 
-def test_symlinked_folder_outside_roots_is_refused(sqlite_url, make_settings, photos_root, tmp_path):
+def test_symlinked_folder_outside_roots_is_refused(
+    sqlite_url, make_settings, photos_root, tmp_path
+):
     settings = make_settings(sqlite_url)
     _setup(settings, tmp_path)
     outside = tmp_path / "outside"
@@ -171,3 +174,31 @@ def test_symlinked_folder_outside_roots_is_refused(sqlite_url, make_settings, ph
     (photos_root / "link").symlink_to(outside, target_is_directory=True)
     with session_scope(settings.db_url) as session, pytest.raises(Forbidden):
         create_job(session, settings, "link")
+
+
+def test_hostile_files_fail_alone_and_the_job_completes(
+    db_url, make_settings, photos_root, tmp_path
+):
+    from tests.support.hostile import EXPECTED, make_hostile_folder
+
+    settings = make_settings(db_url, max_image_pixels=100_000_000, chunk_size=4)
+    _setup(settings, tmp_path)
+    make_hostile_folder(photos_root / "hostile", tmp_path / "outside")
+    job_id = _run_job(settings, "hostile")
+    with session_scope(settings.db_url) as session:
+        job = get_job(session, job_id)
+        assert job.status == JobStatus.DONE
+        rows = {r["rel_path"]: r for r in iter_results(session, job_id)}
+    assert set(rows) == set(EXPECTED)
+    for name, expected in EXPECTED.items():
+        row = rows[name]
+        if expected.startswith("scored:"):
+            assert row["status"] == "scored", (name, row["failure_reason"], row["failure_detail"])
+            colour = expected.split(":")[1]
+            if colour != "any":
+                assert row["label"] == f"{colour}_snake", name
+        else:
+            assert row["status"] == "failed", name
+            assert row["failure_reason"] == expected, (name, row["failure_detail"])
+    assert job.total == len(EXPECTED)
+    assert job.scored + job.failed == job.total

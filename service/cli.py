@@ -1,0 +1,465 @@
+"""The `herpscore` command line: set-up, models, keys, scoring, results, the embedded stack."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
+from tqdm import tqdm
+
+from service.db import session_scope
+from service.errors import HerpscoreError
+from service.models import JobStatus, Role
+from service.settings import Settings, get_settings
+
+
+class HerpscoreGroup(click.Group):
+    """Turns domain errors into one clear line on stderr and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HerpscoreError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            if exc.details:
+                click.echo(f"details: {json.dumps(exc.details, default=str)}", err=True)
+            ctx.exit(2)
+        except OperationalError as exc:
+            click.echo(f"error: the database cannot be used: {exc.orig}", err=True)
+            click.echo("hint: run `herpscore init` first, or check HERPSCORE_DATABASE_URL", err=True)
+            ctx.exit(2)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings = ctx.obj
+    assert isinstance(settings, Settings)
+    return settings
+
+
+@click.group(cls=HerpscoreGroup)
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """herpscore: identify species on folders of field photos, review, retrain."""
+    try:
+        ctx.obj = get_settings()
+    except ValidationError as exc:
+        raise click.UsageError(f"invalid HERPSCORE_* setting:\n{exc}") from None
+
+
+# ---------------------------------------------------------------- database
+
+
+@main.command("init")
+@click.pass_context
+def init_cmd(ctx: click.Context) -> None:
+    """Create the data folders and migrate the database to the newest schema."""
+    from service.migrate import upgrade
+
+    settings = _settings(ctx)
+    settings.ensure_dirs()
+    upgrade(settings.db_url)
+    click.echo(f"database ready: {settings.db_url}")
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database schema commands."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Apply migrations (alembic upgrade)."""
+    from service.migrate import upgrade
+
+    settings = _settings(ctx)
+    settings.ensure_dirs()
+    upgrade(settings.db_url, revision)
+    click.echo(f"database at {revision}: {settings.db_url}")
+
+
+# ---------------------------------------------------------------- models
+
+
+@main.group("models")
+def models_group() -> None:
+    """The model registry."""
+
+
+@models_group.command("add")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--name", help="A name for this version (default: metadata name or folder).")
+@click.option("--activate", is_flag=True, help="Make it the active model for new jobs.")
+@click.pass_context
+def models_add(ctx: click.Context, folder: Path, name: str | None, activate: bool) -> None:
+    """Validate a model folder, copy it into the registry and record a version."""
+    from service.registry import add_model
+
+    settings = _settings(ctx)
+    with session_scope(settings.db_url) as session:
+        model = add_model(session, settings, folder, name=name, activate=activate)
+        click.echo(
+            f"model version {model.id} ({model.name}): {model.num_classes} classes, "
+            f"{model.status.value}, stored at {model.path}"
+        )
+
+
+@models_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models_list(ctx: click.Context, as_json: bool) -> None:
+    """List model versions, newest first."""
+    from service.registry import list_models
+
+    with session_scope(_settings(ctx).db_url) as session:
+        rows = [
+            {
+                "id": m.id,
+                "name": m.name,
+                "status": m.status.value,
+                "classes": m.num_classes,
+                "created_at": m.created_at.isoformat(timespec="seconds"),
+            }
+            for m in list_models(session)
+        ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no models yet: add one with `herpscore models add DIR --activate`")
+    for r in rows:
+        click.echo(f"{r['id']:>4}  {r['status']:<9} {r['classes']:>4} classes  {r['name']}")
+
+
+@models_group.command("activate")
+@click.argument("model_id", type=int)
+@click.pass_context
+def models_activate(ctx: click.Context, model_id: int) -> None:
+    """Make a model version the active one for new jobs."""
+    from service.registry import activate_model
+
+    with session_scope(_settings(ctx).db_url) as session:
+        model = activate_model(session, model_id)
+        click.echo(f"model version {model.id} ({model.name}) is now active")
+
+
+# ---------------------------------------------------------------- keys
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """API keys."""
+
+
+@keys_group.command("create")
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.option("--name", default="cli", show_default=True, help="Who or what uses the key.")
+@click.pass_context
+def keys_create(ctx: click.Context, role: str, name: str) -> None:
+    """Create an API key; it is shown once and stored only as a hash."""
+    from service.apikeys import create_key
+
+    with session_scope(_settings(ctx).db_url) as session:
+        key, secret = create_key(session, name, Role(role))
+        click.echo(f"key {key.id} ({key.role.value}) for {key.name}:", err=True)
+    click.echo(secret)
+
+
+@keys_group.command("list")
+@click.pass_context
+def keys_list(ctx: click.Context) -> None:
+    """List API keys (never their secrets)."""
+    from service.apikeys import list_keys
+
+    with session_scope(_settings(ctx).db_url) as session:
+        for k in list_keys(session):
+            state = "revoked" if k.revoked_at else "active"
+            click.echo(f"{k.id:>4}  {k.role.value:<8} {state:<8} {k.prefix}  {k.name}")
+
+
+@keys_group.command("revoke")
+@click.argument("key_id", type=int)
+@click.pass_context
+def keys_revoke(ctx: click.Context, key_id: int) -> None:
+    """Revoke an API key."""
+    from service.apikeys import revoke_key
+
+    with session_scope(_settings(ctx).db_url) as session:
+        revoke_key(session, key_id)
+    click.echo(f"key {key_id} revoked")
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@main.command("score")
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--model", "model_id", type=int, help="Model version id (default: the active one).")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="Review threshold for this job.")
+@click.option("--no-recursive", is_flag=True, help="Only the folder itself, not subfolders.")
+@click.option("--wait", is_flag=True, help="Show progress until the job ends, then a summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option(
+    "--with-worker",
+    is_flag=True,
+    help="Embedded mode: run a worker for the duration of this job (implies --wait).",
+)
+@click.pass_context
+def score_cmd(
+    ctx: click.Context,
+    folder: Path,
+    model_id: int | None,
+    threshold: float | None,
+    no_recursive: bool,
+    wait: bool,
+    as_json: bool,
+    with_worker: bool,
+) -> None:
+    """Score every image under FOLDER (which must lie under HERPSCORE_ALLOWED_ROOTS)."""
+    from service.jobs import create_job
+    from service.tasks_client import enqueue_scan
+
+    settings = _settings(ctx)
+    with session_scope(settings.db_url) as session:
+        job = create_job(
+            session,
+            settings,
+            str(folder.expanduser().absolute()),
+            model_id=model_id,
+            threshold=threshold,
+            recursive=not no_recursive,
+            created_by="cli",
+        )
+        job_id = job.id
+    enqueue_scan(settings, job_id)
+    if not (wait or with_worker):
+        click.echo(
+            json.dumps({"job_id": job_id, "status": "queued"})
+            if as_json
+            else f"job {job_id} queued; follow it with `herpscore jobs show {job_id}`"
+        )
+        return
+    with embedded_worker(settings) if with_worker else _nothing():
+        summary = wait_for_job(settings, job_id, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(
+            f"job {summary['job_id']} {summary['status']}: {summary['scored']} scored, "
+            f"{summary['failed']} failed, {summary['routed_to_review']} routed to review "
+            f"({summary['images_per_second']} img/s)"
+        )
+        click.echo(f"results: herpscore results {job_id} --format csv")
+    if summary["status"] != JobStatus.DONE.value:
+        ctx.exit(1)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+@contextmanager
+def embedded_worker(settings: Settings, beat: bool = False) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a Celery worker (all queues) as a child process for the duration of a block."""
+    settings.ensure_dirs()
+    cmd = [
+        sys.executable, "-m", "celery", "--quiet", "-A", "workers", "worker",
+        "-Q", "scan,inference,maintenance,export,training",
+        "--concurrency", str(settings.worker_concurrency or os.cpu_count() or 1),
+        "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    if beat:
+        cmd += ["--beat", "--schedule", str(settings.data_path / "celerybeat-schedule")]
+    env = dict(os.environ)
+    env.update(settings_env(settings))
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # warm shutdown: the worker stops its own pool
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The HERPSCORE_* variables that give a child process these same settings."""
+    env = {}
+    for name, value in settings.model_dump(exclude_defaults=False).items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        env[f"HERPSCORE_{name.upper()}"] = str(value)
+    return env
+
+
+def wait_for_job(
+    settings: Settings,
+    job_id: int,
+    progress: bool = True,
+    poll: float = 0.5,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Poll a job until it ends, with a progress bar; returns the summary."""
+    from service.jobs import FINISHED, get_job, job_progress
+
+    started = time.monotonic()
+    bar = tqdm(total=0, unit="img", disable=not progress, desc=f"job {job_id}", file=sys.stderr)
+    try:
+        while True:
+            with session_scope(settings.db_url) as session:
+                job = get_job(session, job_id)
+                status, prog = job.status, job_progress(job)
+            bar.total = prog["total"]
+            bar.n = prog["scored"] + prog["failed"]
+            bar.set_postfix(status=status.value, failed=prog["failed"], refresh=False)
+            bar.refresh()
+            if status in FINISHED:
+                break
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise HerpscoreError(f"job {job_id} did not finish within {timeout:.0f} s")
+            time.sleep(poll)
+    finally:
+        bar.close()
+    return {
+        "job_id": job_id,
+        "status": status.value,
+        "total": prog["total"],
+        "scored": prog["scored"],
+        "failed": prog["failed"],
+        "routed_to_review": prog["routed_to_review"],
+        "images_per_second": prog["images_per_second"],
+    }
+
+
+# ---------------------------------------------------------------- jobs and results
+
+
+@main.group("jobs")
+def jobs_group() -> None:
+    """Scoring jobs."""
+
+
+@jobs_group.command("list")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.pass_context
+def jobs_list(ctx: click.Context, limit: int) -> None:
+    """The newest jobs."""
+    from service.jobs import job_progress, list_jobs
+
+    with session_scope(_settings(ctx).db_url) as session:
+        jobs, total = list_jobs(session, limit=limit)
+        for job in jobs:
+            p = job_progress(job)
+            click.echo(
+                f"{job.id:>5}  {job.status.value:<9} {p['scored']:>6}/{p['total']:<6} "
+                f"failed {p['failed']:<5} review {p['routed_to_review']:<5} {job.folder}"
+            )
+        click.echo(f"({len(jobs)} of {total})", err=True)
+
+
+@jobs_group.command("show")
+@click.argument("job_id", type=int)
+@click.pass_context
+def jobs_show(ctx: click.Context, job_id: int) -> None:
+    """One job with its progress, as JSON."""
+    from service.jobs import get_job, job_to_dict
+
+    with session_scope(_settings(ctx).db_url) as session:
+        click.echo(json.dumps(job_to_dict(get_job(session, job_id)), indent=2))
+
+
+@jobs_group.command("cancel")
+@click.argument("job_id", type=int)
+@click.pass_context
+def jobs_cancel(ctx: click.Context, job_id: int) -> None:
+    """Stop a job; chunks not yet scored are skipped."""
+    from service.jobs import cancel_job
+
+    with session_scope(_settings(ctx).db_url) as session:
+        cancel_job(session, job_id)
+    click.echo(f"job {job_id} cancelled")
+
+
+@main.command("results")
+@click.argument("job_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to a file instead of standard output.",
+)
+@click.pass_context
+def results_cmd(ctx: click.Context, job_id: int, fmt: str, output: Path | None) -> None:
+    """Every image of a job with its prediction or failure reason."""
+    from service.results import CSV_COLUMNS, iter_results, to_csv_row
+
+    with (
+        session_scope(_settings(ctx).db_url) as session,
+        output.open("w", newline="", encoding="utf-8") if output else _stdout() as fh,
+    ):
+        rows = iter_results(session, job_id)
+        if fmt == "csv":
+            writer = csv.writer(fh)
+            writer.writerow(CSV_COLUMNS)
+            for row in rows:
+                writer.writerow(to_csv_row(row))
+        else:
+            fh.write("[")
+            for i, row in enumerate(rows):
+                fh.write(("," if i else "") + "\n" + json.dumps(row))
+            fh.write("\n]\n")
+
+
+@contextmanager
+def _stdout() -> Iterator[Any]:
+    yield sys.stdout
+
+
+# ---------------------------------------------------------------- the embedded stack
+
+
+@main.command("up")
+@click.option("--host", help="Web address (default from settings).")
+@click.option("--port", type=int, help="Web port (default from settings).")
+@click.pass_context
+def up_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the embedded stack in one command: web UI + API, a worker and the scheduler."""
+    from service.migrate import upgrade
+    from service.web import create_app
+
+    settings = _settings(ctx)
+    settings.ensure_dirs()
+    upgrade(settings.db_url)
+    app = create_app(settings)
+    with embedded_worker(settings, beat=True) as worker:
+        click.echo(f"worker pid {worker.pid}; database {settings.db_url}", err=True)
+        app.run(
+            host=host or settings.web_host,
+            port=port or settings.web_port,
+            threaded=True,
+            use_reloader=False,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The CLI and the embedded mode (SQLite + filesystem broker, a worker started by the CLI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.models import make_model_folder
+from tests.support.photos import make_photo_folder
+
+PH_SNAKES = Path(__file__).resolve().parents[3] / "shared" / "data" / "ph-snakes"
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture()
+def embedded_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERPSCORE_")}
+    env.update(
+        HERPSCORE_DATA_DIR=str(tmp_path / "data"),
+        HERPSCORE_ALLOWED_ROOTS=f"{tmp_path / 'photos'},{PH_SNAKES}",
+        HERPSCORE_CHUNK_SIZE="16",
+    )
+    assert run_cli(env, "init").returncode == 0
+    model = make_model_folder(tmp_path / "model", labels=["red", "green", "blue"])
+    added = run_cli(env, "models", "add", str(model), "--activate")
+    assert added.returncode == 0, added.stderr
+    return env
+
+
+@pytest.mark.slow
+def test_embedded_mode_scores_a_folder_end_to_end(embedded_env, tmp_path):
+    folder = make_photo_folder(tmp_path / "photos" / "survey", count=20)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    result = run_cli(embedded_env, "score", str(folder), "--with-worker", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "done"
+    assert (summary["total"], summary["scored"], summary["failed"]) == (21, 20, 1)
+    csv_out = run_cli(embedded_env, "results", str(summary["job_id"]), "--format", "csv")
+    lines = csv_out.stdout.strip().splitlines()
+    assert lines[0].startswith("image_id,rel_path") and len(lines) == 22
+    as_json = json.loads(run_cli(embedded_env, "results", str(summary["job_id"]),
+                                 "--format", "json").stdout)
+    assert {r["label"] for r in as_json if r["status"] == "scored"} == {"red", "green", "blue"}
+
+
+def test_cli_errors_are_clear_and_non_zero(embedded_env, tmp_path):
+    outside = run_cli(embedded_env, "score", "/etc")
+    assert outside.returncode == 2
+    assert "outside the allowed roots" in outside.stderr and "Traceback" not in outside.stderr
+    missing = run_cli(embedded_env, "results", "999")
+    assert missing.returncode == 2 and "job 999 does not exist" in missing.stderr
+    bad_model = run_cli(embedded_env, "models", "add", str(tmp_path))
+    assert bad_model.returncode == 2 and "lacks model.onnx" in bad_model.stderr
+    bad_arg = run_cli(embedded_env, "score", str(tmp_path), "--threshold", "7")
+    assert bad_arg.returncode == 2 and "Traceback" not in bad_arg.stderr
+    bad_setting = run_cli({**embedded_env, "HERPSCORE_CHUNK_SIZE": "zero"}, "jobs", "list")
+    assert bad_setting.returncode == 2 and "chunk_size" in bad_setting.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PH_SNAKES.is_dir(), reason=f"real photos not present at {PH_SNAKES}")
+def test_ph_snakes_test_split_gets_210_predictions(embedded_env):
+    result = run_cli(
+        embedded_env, "score", str(PH_SNAKES / "test"), "--with-worker", "--json", timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (summary["status"], summary["total"], summary["scored"]) == ("done", 210, 210)

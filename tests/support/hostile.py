@@ -1,0 +1,73 @@
+"""A folder of hostile and awkward files, with what herpscore must make of each."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests.support.photos import write_photo
+
+# file name -> expected outcome: a label ("scored:<colour>") or a failure reason
+EXPECTED: dict[str, str] = {
+    "truncated.jpg": "corrupt",
+    "empty.jpg": "empty_file",
+    "notes.jpg": "not_an_image",
+    "bomb.png": "too_many_pixels",
+    "cmyk.jpg": "scored:red",
+    "sixteen_bit.png": "scored:any",
+    "palette_alpha.png": "scored:green",
+    "rotated.jpg": "scored:blue",
+    "escape.jpg": "outside_folder",
+    "with space (1).jpg": "scored:red",
+    "Ñaja ünïcode 蛇.jpeg": "scored:green",
+    "UPPER.JPG": "scored:blue",
+}
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def write_bomb(path: Path, side: int = 30000) -> None:
+    """A tiny PNG whose header declares side x side pixels (a decompression bomb)."""
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    body = zlib.compress(b"\x00" * (side + 1) * 4)  # a few rows; the rest is missing
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", body)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def make_hostile_folder(folder: Path, outside: Path) -> Path:
+    """Write every case of EXPECTED into `folder`; `outside` receives the symlink's target."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = write_photo(folder / "tmp_good.jpg", "red", (120, 90))
+    data = good.read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    good.unlink()
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("field notes, not a photo\n", encoding="utf-8")
+    write_bomb(folder / "bomb.png")
+    Image.new("RGB", (80, 60), (200, 30, 30)).convert("CMYK").save(folder / "cmyk.jpg")
+    grey16 = (np.full((40, 50), 40000, dtype=np.uint16))
+    Image.fromarray(grey16).save(folder / "sixteen_bit.png")
+    palette = Image.new("P", (64, 64))
+    palette.putpalette([30, 200, 30] + [0, 0, 0] * 255)
+    palette.paste(0, (0, 0, 64, 64))
+    palette.info["transparency"] = 255
+    palette.save(folder / "palette_alpha.png", transparency=255)
+    # EXIF orientation 6: stored sideways, blue once rotated upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    write_photo(folder / "rotated.jpg", "blue", (90, 60), exif=exif.tobytes())
+    outside.mkdir(parents=True, exist_ok=True)
+    target = write_photo(outside / "secret.jpg", "red")
+    (folder / "escape.jpg").symlink_to(target)
+    write_photo(folder / "with space (1).jpg", "red")
+    write_photo(folder / "Ñaja ünïcode 蛇.jpeg", "green")
+    write_photo(folder / "UPPER.JPG", "blue")
+    return folder
