@@ -106,7 +106,7 @@ class Settings(BaseSettings):
         self.data_path.mkdir(parents=True, exist_ok=True)
         self.models_path.mkdir(parents=True, exist_ok=True)
         if self.is_embedded_broker:
-            for sub in ("in", "processed"):
+            for sub in ("in", "processed", "control"):
                 (self.broker_folder / sub).mkdir(parents=True, exist_ok=True)
 
 

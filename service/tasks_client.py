@@ -32,7 +32,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             data_folder_in=str(folder / "in"),
             data_folder_out=str(folder / "in"),
             processed_folder=str(folder / "processed"),
+            control_folder=str(folder / "control"),
             store_processed=False,
+            polling_interval=0.1,  # the default 1 s idles a worker between short chunks
         )
     return {
         "broker_url": settings.celery_broker_url,

@@ -16,6 +16,15 @@ from service.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("HERPSCORE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("HERPSCORE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+# CI sets this so that a missing server fails the run instead of skipping its tests.
+REQUIRE_SERVICES = os.environ.get("HERPSCORE_REQUIRE_SERVICES") == "1"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip a test whose server is down, or fail it where CI promised the server."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (HERPSCORE_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
 
 
 def _pg_available() -> bool:
@@ -32,7 +41,7 @@ def _pg_available() -> bool:
 def pg_server() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session; dropped at the end."""
     if not _pg_available():
-        pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+        skip_or_fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
     import psycopg
 
     name = f"herpscore_test_{uuid.uuid4().hex[:10]}"

@@ -20,7 +20,7 @@ from service.models import JobStatus, Prediction
 from service.registry import add_model
 from service.settings import Settings
 from service.tasks_client import enqueue_scan
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, skip_or_fail
 from tests.support.models import make_model_folder
 from tests.support.photos import make_photo_folder
 
@@ -37,7 +37,7 @@ def redis_broker() -> str:
     try:
         client.flushdb()
     except redis.exceptions.ConnectionError:
-        pytest.skip(f"Redis is not reachable at {url}")
+        skip_or_fail(f"Redis is not reachable at {url}")
     return url
 
 
