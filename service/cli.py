@@ -38,7 +38,9 @@ class HerpscoreGroup(click.Group):
             ctx.exit(2)
         except OperationalError as exc:
             click.echo(f"error: the database cannot be used: {exc.orig}", err=True)
-            click.echo("hint: run `herpscore init` first, or check HERPSCORE_DATABASE_URL", err=True)
+            click.echo(
+                "hint: run `herpscore init` first, or check HERPSCORE_DATABASE_URL", err=True
+            )
             ctx.exit(2)
 
 

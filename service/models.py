@@ -319,3 +319,132 @@ class ApiKey(Base):
     created_at: Mapped[created]
     last_used_at: Mapped[when]
     revoked_at: Mapped[when]
+
+
+# ---------------------------------------------------------------- review, export, retraining
+
+
+class Decision(enum.StrEnum):
+    """What a reviewer said about an image."""
+
+    LABEL = "label"  # a species label (confirmed or corrected)
+    UNKNOWN = "unknown"  # a usable photo whose species the reviewer cannot tell
+    UNUSABLE = "unusable"  # not a usable photo (blur, no animal, ...)
+    SKIP = "skip"  # looked at, no decision; the item goes back to the queue
+
+
+class User(Base):
+    """A person who logs into the admin UI; only a password hash is stored."""
+
+    __tablename__ = "users"
+
+    id: Mapped[intpk]
+    username: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300), nullable=False)
+    role: Mapped[Role] = mapped_column(str_enum(Role), nullable=False)
+    disabled: Mapped[bool] = mapped_column(default=False, nullable=False)
+    created_at: Mapped[created]
+    last_login_at: Mapped[when]
+
+
+class Annotation(Base):
+    """One human decision about an image, with what the machine had said; never updated.
+
+    An image's current human label is its latest annotation that was not undone.
+    """
+
+    __tablename__ = "annotations"
+    __table_args__ = (Index("ix_annotations_image_created", "image_id", "created_at"),)
+
+    id: Mapped[intpk]
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), nullable=False
+    )
+    review_item_id: Mapped[int | None] = mapped_column(
+        ForeignKey("review_items.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    reviewer: Mapped[str] = mapped_column(String(200), nullable=False)
+    decision: Mapped[Decision] = mapped_column(str_enum(Decision), nullable=False)
+    label: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    machine_label: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    machine_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[created]
+    undone_at: Mapped[when]
+
+
+class ExportStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class DatasetExport(Base):
+    """An immutable, versioned training-set folder written from curated labels."""
+
+    __tablename__ = "dataset_exports"
+
+    id: Mapped[intpk]
+    status: Mapped[ExportStatus] = mapped_column(
+        str_enum(ExportStatus), default=ExportStatus.QUEUED, nullable=False
+    )
+    path: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    counts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    created_at: Mapped[created]
+    finished_at: Mapped[when]
+
+
+class RunStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class TrainingRun(Base):
+    """One fine-tuning run on an export, its metrics and the promotion decision."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[intpk]
+    export_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dataset_exports.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    status: Mapped[RunStatus] = mapped_column(
+        str_enum(RunStatus), default=RunStatus.QUEUED, nullable=False
+    )
+    trigger: Mapped[str] = mapped_column(String(20), nullable=False, default="manual")
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    run_dir: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL"), nullable=True
+    )
+    promotion: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[created]
+    started_at: Mapped[when]
+    finished_at: Mapped[when]
+
+
+class ModelActivation(Base):
+    """Every move of the active pointer, so a rollback knows where to go back to."""
+
+    __tablename__ = "model_activations"
+
+    id: Mapped[intpk]
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    previous_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL"), nullable=True
+    )
+    reason: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    actor: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    created_at: Mapped[created]

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.errors import InvalidModel, InvalidState, NotFound
-from service.models import ModelStatus, ModelVersion, utcnow
+from service.models import ModelActivation, ModelStatus, ModelVersion, utcnow
 from service.modelspec import load_artifact
 from service.settings import Settings
 
@@ -98,11 +98,14 @@ def require_active_model(session: Session) -> ModelVersion:
     return model
 
 
-def activate_model(session: Session, model_id: int) -> ModelVersion:
-    """Make one version active; the previously active one becomes retired."""
+def activate_model(
+    session: Session, model_id: int, *, reason: str = "manual", actor: str = ""
+) -> ModelVersion:
+    """Make one version active; the previously active one becomes retired; log the move."""
     model = get_model(session, model_id)
     if model.status == ModelStatus.ACTIVE:
         return model
+    previous = active_model(session)
     session.execute(
         update(ModelVersion)
         .where(ModelVersion.status == ModelStatus.ACTIVE)
@@ -111,5 +114,21 @@ def activate_model(session: Session, model_id: int) -> ModelVersion:
     session.flush()
     model.status = ModelStatus.ACTIVE
     model.activated_at = utcnow()
+    session.add(
+        ModelActivation(
+            model_version_id=model.id,
+            previous_id=previous.id if previous else None,
+            reason=reason,
+            actor=actor,
+        )
+    )
     session.flush()
     return model
+
+
+def rollback(session: Session, actor: str = "") -> ModelVersion:
+    """Re-activate the version that was active before the current one."""
+    last = session.scalar(select(ModelActivation).order_by(ModelActivation.id.desc()).limit(1))
+    if last is None or last.previous_id is None:
+        raise InvalidState("there is no earlier active model to roll back to")
+    return activate_model(session, last.previous_id, reason="rollback", actor=actor)

@@ -1,0 +1,37 @@
+"""The Flask app factory: settings in, an app with the JSON API (and later the admin UI) out."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from flask import Flask
+from werkzeug.routing import IntegerConverter, Map
+
+from service.settings import Settings, get_settings
+
+MAX_DB_ID = 2**31 - 1
+
+
+class IdConverter(IntegerConverter):
+    """`<id:name>`: a positive id that fits a 32-bit INTEGER column, else the route is a 404."""
+
+    def __init__(self, url_map: Map, *args: Any, **kwargs: Any) -> None:
+        super().__init__(url_map, min=1, max=MAX_DB_ID)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the web app; nothing connects to the database until a request needs it."""
+    settings = settings or get_settings()
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = settings.secret_key or secrets.token_hex(32)
+    app.extensions["herpscore"] = settings
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.url_map.converters["id"] = IdConverter
+
+    from service.web.api import bp as api_bp
+    from service.web.errors import register_error_handlers
+
+    register_error_handlers(app)
+    app.register_blueprint(api_bp)
+    return app

@@ -1,0 +1,54 @@
+"""Model versions in the registry: list, inspect, activate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.typing import ResponseReturnValue
+
+from service import registry
+from service.models import ModelVersion, Role
+from service.web.api import bp
+from service.web.auth import requires
+from service.web.context import db_session
+
+
+def model_to_dict(model: ModelVersion) -> dict[str, Any]:
+    """The public JSON shape of a model version (no server paths)."""
+    return {
+        "id": model.id,
+        "name": model.name,
+        "status": model.status.value,
+        "num_classes": model.num_classes,
+        "labels": model.labels,
+        "input": model.meta.get("input"),
+        "temperature": model.meta.get("temperature"),
+        "metrics": model.metrics,
+        "source": model.source,
+        "files_sha256": model.files_sha256,
+        "created_at": model.created_at.isoformat(),
+        "activated_at": model.activated_at.isoformat() if model.activated_at else None,
+    }
+
+
+@bp.get("/models")
+@requires(Role.VIEWER)
+def list_models() -> ResponseReturnValue:
+    with db_session() as session:
+        items = [model_to_dict(m) for m in registry.list_models(session)]
+    return {"items": items, "total": len(items)}
+
+
+@bp.get("/models/<id:model_id>")
+@requires(Role.VIEWER)
+def get_model(model_id: int) -> ResponseReturnValue:
+    with db_session() as session:
+        return model_to_dict(registry.get_model(session, model_id))
+
+
+@bp.post("/models/<id:model_id>/activate")
+@requires(Role.ADMIN)
+def activate_model(model_id: int) -> ResponseReturnValue:
+    """Make this version the one new jobs use; the previous active one is retired."""
+    with db_session() as session:
+        return model_to_dict(registry.activate_model(session, model_id))

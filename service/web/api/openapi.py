@@ -1,0 +1,491 @@
+"""The hand-written OpenAPI 3.1 description of /api/v1; a test keeps it equal to the URL map."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+JSON = "application/json"
+
+DESCRIPTION = """\
+herpscore scores folders of field photos with an ONNX species classifier and keeps every
+prediction. Every route needs an API key, sent as `X-API-Key: <key>` (or
+`Authorization: Bearer <key>`), except `GET /health` and `GET /openapi.json`, which are
+public (the second is this document).
+
+Roles: admin > reviewer > viewer; a role may do everything a lower role may.
+
+| Route | Least role |
+|---|---|
+| GET /health, GET /openapi.json | public |
+| GET /jobs, /jobs/{id}, /jobs/{id}/predictions, /jobs/{id}/results.csv | viewer |
+| GET /models, /models/{id} | viewer |
+| POST /jobs, POST /jobs/{id}/cancel | reviewer |
+| POST /models/{id}/activate | admin |
+| GET /keys, POST /keys, POST /keys/{id}/revoke | admin |
+
+Each operation also states its role in `x-required-role`. A missing or invalid key gives
+401, a key whose role is too low 403. Every error, whatever the status, has the body
+`{"error": code, "message": text, "details"?: any}`.
+"""
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+_ERRORS = {
+    400: "Invalid input: body, query parameter or folder (`details` lists the fields).",
+    401: "Missing, invalid or revoked API key.",
+    403: "The key's role is too low, or the folder is outside the allowed roots.",
+    404: "No such resource.",
+    409: "The resource is in a state that does not allow this.",
+    413: "The body is larger than 1 MiB.",
+    415: "The body is not `application/json`.",
+}
+
+
+def _op(
+    summary: str,
+    role: str | None,
+    ok: dict[int, dict[str, Any]],
+    errors: tuple[int, ...] = (),
+    *,
+    parameters: list[dict[str, Any]] | None = None,
+    body: str | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {str(code): resp for code, resp in ok.items()}
+    codes = set(errors) | ({401, 403} if role else set())
+    for code in sorted(codes):
+        responses[str(code)] = _json(_ref("Error"), _ERRORS[code])
+    responses["500"] = _json(_ref("Error"), "Unexpected server error (logged, no details).")
+    responses.setdefault("503", _json(_ref("Error"), "The database is unavailable or busy."))
+    op: dict[str, Any] = {
+        "summary": summary,
+        "description": description or summary,
+        "x-required-role": role or "public",
+        "responses": responses,
+    }
+    if role is None:
+        op["security"] = []
+    if parameters:
+        op["parameters"] = parameters
+    if body:
+        op["requestBody"] = {"required": True, "content": {JSON: {"schema": _ref(body)}}}
+    return op
+
+
+def _path_id(name: str, what: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": f"The {what} id.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+    }
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_PAGE_PARAMS = [
+    _query(
+        "limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."
+    ),
+    _query("offset", {"type": "integer", "minimum": 0, "default": 0}, "Rows to skip."),
+]
+_CONFIDENCE = {"type": "number", "minimum": 0, "maximum": 1}
+_JOB_ID = _path_id("job_id", "job")
+_MODEL_ID = _path_id("model_id", "model version")
+_KEY_ID = _path_id("key_id", "API key")
+
+
+def _page_of(item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items", "total", "limit", "offset"],
+        "properties": {
+            "items": {"type": "array", "items": _ref(item)},
+            "total": {"type": "integer", "description": "Rows matching, over all pages."},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+        },
+    }
+
+
+def _list_of(item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items", "total"],
+        "properties": {
+            "items": {"type": "array", "items": _ref(item)},
+            "total": {"type": "integer"},
+        },
+    }
+
+
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string", "description": "Machine-readable code, e.g. not_found."},
+            "message": {"type": "string", "description": "What went wrong, for humans."},
+            "details": {"description": "Extra data, e.g. the invalid fields."},
+        },
+    },
+    "Health": {
+        "type": "object",
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "error"]},
+            "database": {"type": "string", "enum": ["ok", "unavailable"]},
+        },
+    },
+    "JobCreate": {
+        "type": "object",
+        "required": ["folder"],
+        "additionalProperties": False,
+        "properties": {
+            "folder": {
+                "type": "string",
+                "description": "A folder under an allowed root (absolute, or relative to the "
+                "first root); symlinks and `..` are resolved before the check.",
+            },
+            "model_id": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Model version to pin; default: the active one.",
+            },
+            "threshold": {
+                **_CONFIDENCE,
+                "description": "Predictions below this go to review; default from settings.",
+            },
+            "recursive": {"type": "boolean", "default": True},
+            "extensions": {
+                "type": "array",
+                "items": {"type": "string"},
+                "minItems": 1,
+                "description": "File extensions to score; default from settings.",
+            },
+        },
+    },
+    "JobProgress": {
+        "type": "object",
+        "properties": {
+            "total": {"type": "integer"},
+            "scored": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "routed_to_review": {"type": "integer"},
+            "pending": {"type": "integer"},
+            "scan_complete": {"type": "boolean"},
+            "fraction_done": {"type": "number"},
+            "images_per_second": {"type": "number"},
+            "elapsed_seconds": {"type": "number"},
+            "eta_seconds": {"type": ["number", "null"]},
+        },
+    },
+    "Job": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "folder": {"type": "string"},
+            "recursive": {"type": "boolean"},
+            "extensions": {"type": "array", "items": {"type": "string"}},
+            "status": {
+                "type": "string",
+                "enum": ["queued", "scanning", "scoring", "done", "failed", "cancelled"],
+            },
+            "error": {"type": ["string", "null"]},
+            "model_version_id": {"type": "integer"},
+            "threshold": {"type": "number"},
+            "created_by": {"type": "string", "description": "Name of the key that created it."},
+            "created_at": {"type": "string", "format": "date-time"},
+            "started_at": _NULLABLE_TIME,
+            "finished_at": _NULLABLE_TIME,
+            "progress": _ref("JobProgress"),
+        },
+    },
+    "JobPage": _page_of("Job"),
+    "ResultRow": {
+        "type": "object",
+        "properties": {
+            "image_id": {"type": "integer"},
+            "rel_path": {"type": "string"},
+            "path": {"type": "string"},
+            "sha256": {"type": ["string", "null"]},
+            "status": {"type": "string", "enum": ["pending", "scored", "failed"]},
+            "failure_reason": {"type": ["string", "null"]},
+            "failure_detail": {"type": ["string", "null"]},
+            "label": {"type": ["string", "null"]},
+            "confidence": {"type": ["number", "null"]},
+            "top_k": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"label": {"type": "string"}, "confidence": {"type": "number"}},
+                },
+            },
+            "needs_review": {"type": "boolean"},
+            "review_reason": {"type": ["string", "null"]},
+            "model_version_id": {"type": "integer"},
+            "captured_at": _NULLABLE_TIME,
+            "gps_lat": {"type": ["number", "null"]},
+            "gps_lon": {"type": ["number", "null"]},
+        },
+    },
+    "ResultPage": _page_of("ResultRow"),
+    "Model": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "status": {"type": "string", "enum": ["candidate", "active", "retired"]},
+            "num_classes": {"type": "integer"},
+            "labels": {"type": "array", "items": {"type": "string"}},
+            "input": {"type": ["object", "null"], "description": "Preprocessing contract."},
+            "temperature": {"type": ["number", "null"]},
+            "metrics": {"type": ["object", "null"]},
+            "source": {"type": "string"},
+            "files_sha256": {"type": "object", "additionalProperties": {"type": "string"}},
+            "created_at": {"type": "string", "format": "date-time"},
+            "activated_at": _NULLABLE_TIME,
+        },
+    },
+    "ModelList": _list_of("Model"),
+    "KeyCreate": {
+        "type": "object",
+        "required": ["name", "role"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "role": {"type": "string", "enum": ["viewer", "reviewer", "admin"]},
+        },
+    },
+    "ApiKey": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "prefix": {"type": "string", "description": "Public part that identifies the key."},
+            "role": {"type": "string", "enum": ["viewer", "reviewer", "admin"]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "last_used_at": {**_NULLABLE_TIME, "description": "Updated at most once a minute."},
+            "revoked_at": _NULLABLE_TIME,
+        },
+    },
+    "ApiKeyCreated": {
+        "allOf": [
+            _ref("ApiKey"),
+            {
+                "type": "object",
+                "required": ["key"],
+                "properties": {
+                    "key": {"type": "string", "description": "The secret key, shown only once."}
+                },
+            },
+        ]
+    },
+    "ApiKeyList": _list_of("ApiKey"),
+}
+
+PATHS: dict[str, Any] = {
+    "/health": {
+        "get": _op(
+            "Health check",
+            None,
+            {
+                200: _json(_ref("Health"), "The service and its database answer."),
+                503: _json(_ref("Health"), "The database does not answer."),
+            },
+        )
+    },
+    "/openapi.json": {
+        "get": _op(
+            "This OpenAPI description",
+            None,
+            {200: {"description": "OpenAPI 3.1 document.", "content": {JSON: {}}}},
+        )
+    },
+    "/jobs": {
+        "get": _op(
+            "List jobs, newest first",
+            "viewer",
+            {200: _json(_ref("JobPage"), "One page of jobs.")},
+            (400,),
+            parameters=[
+                _query(
+                    "status",
+                    SCHEMAS["Job"]["properties"]["status"],
+                    "Only jobs in this status.",
+                ),
+                *_PAGE_PARAMS,
+            ],
+        ),
+        "post": _op(
+            "Create a scan job",
+            "reviewer",
+            {
+                201: {
+                    **_json(_ref("Job"), "The queued job."),
+                    "headers": {
+                        "Location": {
+                            "description": "URL of the new job.",
+                            "schema": {"type": "string"},
+                        }
+                    },
+                }
+            },
+            (400, 403, 404, 409, 413, 415),
+            body="JobCreate",
+            description="Queue the scoring of every image under `folder` with one model "
+            "version. The folder must resolve (symlinks and `..` included) under an "
+            "allowed root, else 403. 404 if `model_id` does not exist, 409 if none is "
+            "given and no model is active.",
+        ),
+    },
+    "/jobs/{job_id}": {
+        "get": _op(
+            "A job with its progress",
+            "viewer",
+            {200: _json(_ref("Job"), "The job.")},
+            (404,),
+            parameters=[_JOB_ID],
+        )
+    },
+    "/jobs/{job_id}/cancel": {
+        "post": _op(
+            "Cancel a job",
+            "reviewer",
+            {200: _json(_ref("Job"), "The cancelled job.")},
+            (404, 409),
+            parameters=[_JOB_ID],
+            description="Stop a job; its remaining chunks are skipped. 409 if it already "
+            "finished (done, failed or cancelled).",
+        )
+    },
+    "/jobs/{job_id}/predictions": {
+        "get": _op(
+            "A job's results, filtered and paginated",
+            "viewer",
+            {200: _json(_ref("ResultPage"), "One page of result rows, ordered by path.")},
+            (400, 404),
+            parameters=[
+                _JOB_ID,
+                _query("label", {"type": "string"}, "Only this predicted label."),
+                _query("min_confidence", _CONFIDENCE, "Confidence at least this."),
+                _query("max_confidence", _CONFIDENCE, "Confidence at most this."),
+                _query("needs_review", {"type": "boolean"}, "Pending review (true) or not."),
+                _query("failed", {"type": "boolean"}, "Failed images (true) or not."),
+                *_PAGE_PARAMS,
+            ],
+        )
+    },
+    "/jobs/{job_id}/results.csv": {
+        "get": _op(
+            "Export every result row",
+            "viewer",
+            {
+                200: {
+                    "description": "All rows, as CSV (default) or a JSON array of ResultRow.",
+                    "content": {
+                        "text/csv": {"schema": {"type": "string"}},
+                        JSON: {"schema": {"type": "array", "items": _ref("ResultRow")}},
+                    },
+                }
+            },
+            (400, 404),
+            parameters=[
+                _JOB_ID,
+                _query("format", {"type": "string", "enum": ["csv", "json"]}, "Export format."),
+            ],
+        )
+    },
+    "/models": {
+        "get": _op(
+            "List model versions, newest first",
+            "viewer",
+            {200: _json(_ref("ModelList"), "Every model version.")},
+        )
+    },
+    "/models/{model_id}": {
+        "get": _op(
+            "A model version",
+            "viewer",
+            {200: _json(_ref("Model"), "The model version.")},
+            (404,),
+            parameters=[_MODEL_ID],
+        )
+    },
+    "/models/{model_id}/activate": {
+        "post": _op(
+            "Activate a model version",
+            "admin",
+            {200: _json(_ref("Model"), "The now active version.")},
+            (404,),
+            parameters=[_MODEL_ID],
+            description="New jobs use this version; the previously active one is retired. "
+            "Running jobs keep the version they were pinned to.",
+        )
+    },
+    "/keys": {
+        "get": _op(
+            "List API keys (never their secrets)",
+            "admin",
+            {200: _json(_ref("ApiKeyList"), "Every key, revoked ones included.")},
+        ),
+        "post": _op(
+            "Create an API key",
+            "admin",
+            {201: _json(_ref("ApiKeyCreated"), "The key; `key` is shown only this once.")},
+            (400, 413, 415),
+            body="KeyCreate",
+        ),
+    },
+    "/keys/{key_id}/revoke": {
+        "post": _op(
+            "Revoke an API key",
+            "admin",
+            {200: _json(_ref("ApiKey"), "The revoked key.")},
+            (404,),
+            parameters=[_KEY_ID],
+        )
+    },
+}
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "herpscore API", "version": "1", "description": DESCRIPTION},
+    "servers": [{"url": "/api/v1"}],
+    "security": [{"ApiKeyHeader": []}, {"BearerKey": []}],
+    "paths": PATHS,
+    "components": {
+        "securitySchemes": {
+            "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "BearerKey": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The same API key, as `Authorization: Bearer <key>`.",
+            },
+        },
+        "schemas": SCHEMAS,
+    },
+}
+
+
+def openapi_spec() -> dict[str, Any]:
+    """A copy of the description, safe for the caller to change."""
+    return copy.deepcopy(SPEC)
