@@ -57,6 +57,34 @@ class Settings(BaseSettings):
     secret_key: str = Field(default="", description="Flask session key; generated if empty.")
     web_host: str = "127.0.0.1"
     web_port: int = 8000
+    # Exports, scheduled retraining and the promotion gate (service/exports.py, retraining.py).
+    export_min_per_class: int = Field(default=10, ge=1, description="Smaller classes are dropped.")
+    export_val_fraction: float = Field(default=0.15, ge=0.0, le=0.5)
+    export_test_fraction: float = Field(default=0.15, ge=0.0, le=0.5)
+    export_include_confident: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="Also export predictions at least this sure."
+    )
+    export_hardlinks: bool = Field(
+        default=True, description="Hard-link photos into exports (the originals become read-only)."
+    )
+    retrain_min_new_labels: int = Field(default=50, ge=1)
+    retrain_interval_seconds: float = Field(default=24 * 3600.0, gt=0)
+    retrain_stale_seconds: float = Field(
+        default=2 * 3600.0, gt=0, description="A run silent this long is taken as dead."
+    )
+    auto_promote: bool = False
+    promotion_recall_margin: float = Field(default=0.05, ge=0.0, le=1.0)
+    training_backbone: str = "efficientnet_lite0"
+    training_weights: str = "default"
+    training_size: int = Field(default=224, ge=32, le=1024)
+    training_epochs_stage1: int = Field(default=6, ge=0)
+    training_epochs_stage2: int = Field(default=10, ge=0)
+    training_batch_size: int = Field(default=32, ge=1)
+    training_min_per_class: int = Field(default=5, ge=1)
+    training_int8: bool = True
+    training_extra_args: str = Field(
+        default="", description="More `python -m training fit` options, shell-quoted."
+    )
 
     @field_validator("allowed_roots", "image_extensions", "review_labels", mode="before")
     @classmethod
@@ -78,7 +106,7 @@ class Settings(BaseSettings):
 
     @property
     def celery_broker_url(self) -> str:
-        return self.broker_url or "filesystem://"
+        return self.broker_url or "filesystem://localhost//"
 
     @property
     def broker_folder(self) -> Path:
