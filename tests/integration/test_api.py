@@ -1,0 +1,412 @@
+"""The JSON API end to end through the Flask test client, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from kombu.exceptions import OperationalError
+
+from service import jobs, registry, results
+from service.db import session_scope
+from service.models import (
+    Image,
+    ItemStatus,
+    JobImage,
+    JobStatus,
+    Prediction,
+    ReviewItem,
+    ReviewStatus,
+    Role,
+)
+from service.settings import Settings
+from service.web.auth import declared_access
+from tests.support.models import make_model_folder
+
+Headers = dict[str, str]
+Auth = Callable[[Role], Headers]
+
+
+@pytest.fixture()
+def enqueued(monkeypatch: pytest.MonkeyPatch, api_settings: Settings) -> list[tuple[int, str]]:
+    """Record enqueue_scan calls, with the job's status as a *new* session sees it then."""
+    calls: list[tuple[int, str]] = []
+
+    def record(settings: Settings, job_id: int) -> None:
+        with session_scope(settings.db_url) as session:
+            calls.append((job_id, jobs.get_job(session, job_id).status.value))
+
+    monkeypatch.setattr("service.tasks_client.enqueue_scan", record)
+    return calls
+
+
+@pytest.fixture()
+def site(photos_root: Path) -> Path:
+    folder = photos_root / "site-1"
+    folder.mkdir()
+    return folder
+
+
+def _create_job(client: FlaskClient, auth: Auth, **body: Any) -> dict[str, Any]:
+    response = client.post("/api/v1/jobs", json=body, headers=auth(Role.REVIEWER))
+    assert response.status_code == 201, response.get_json()
+    job: dict[str, Any] = response.get_json()
+    return job
+
+
+# --- health and documentation ---
+
+
+def test_health_needs_no_key(api_client: FlaskClient) -> None:
+    response = api_client.get("/api/v1/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "database": "ok"}
+
+
+def _spec_path(rule: str) -> str:
+    return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.removeprefix("/api/v1"))
+
+
+def test_openapi_describes_exactly_the_registered_routes(
+    api_app: Flask, api_client: FlaskClient
+) -> None:
+    response = api_client.get("/api/v1/openapi.json")  # no key: it is documentation
+    assert response.status_code == 200
+    spec = response.get_json()
+    assert spec["openapi"].startswith("3.1")
+    registered: dict[tuple[str, str], str] = {}
+    for rule in api_app.url_map.iter_rules():
+        if rule.rule.startswith("/api/v1/"):
+            for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
+                registered[(_spec_path(rule.rule), method.lower())] = rule.endpoint
+    documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
+    assert documented == set(registered)
+    for (path, method), endpoint in registered.items():
+        op = spec["paths"][path][method]
+        needed = declared_access(api_app.view_functions[endpoint])
+        assert op["x-required-role"] == (needed.value if needed else "public"), endpoint
+        assert (op.get("security") == []) == (needed is None), endpoint
+        if needed is not None:
+            assert {"401", "403"} <= set(op["responses"]), endpoint
+        params = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+        assert params == set(re.findall(r"{(\w+)}", path)), endpoint
+
+
+def test_openapi_security_scheme_and_refs(api_client: FlaskClient) -> None:
+    spec = api_client.get("/api/v1/openapi.json").get_json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["ApiKeyHeader"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert {"ApiKeyHeader": []} in spec["security"]
+    schemas = spec["components"]["schemas"]
+    refs = re.findall(r'"\$ref": "#/components/schemas/(\w+)"', str(spec).replace("'", '"'))
+    assert refs and set(refs) <= set(schemas)
+    assert schemas["Error"]["required"] == ["error", "message"]
+
+
+# --- keys ---
+
+
+def test_admin_manages_keys(api_client: FlaskClient, auth: Auth) -> None:
+    admin = auth(Role.ADMIN)
+    response = api_client.post(
+        "/api/v1/keys", json={"name": "camera trap", "role": "viewer"}, headers=admin
+    )
+    assert response.status_code == 201
+    assert response.headers["Cache-Control"] == "no-store"
+    created = response.get_json()
+    assert created["role"] == "viewer" and created["key"].startswith(f"hs_{created['prefix']}_")
+    viewer = {"X-API-Key": created["key"]}
+    assert api_client.get("/api/v1/jobs", headers=viewer).status_code == 200
+    assert api_client.post("/api/v1/jobs", json={"folder": "x"}, headers=viewer).status_code == 403
+
+    listing = api_client.get("/api/v1/keys", headers=admin).get_json()
+    assert {k["name"] for k in listing["items"]} == {"test-admin", "camera trap"}
+    assert created["key"] not in str(listing) and "hash" not in str(listing)
+    used = next(k for k in listing["items"] if k["name"] == "camera trap")
+    assert used["last_used_at"] is not None
+
+    revoked = api_client.post(f"/api/v1/keys/{created['id']}/revoke", headers=admin)
+    assert revoked.status_code == 200 and revoked.get_json()["revoked_at"]
+    assert api_client.get("/api/v1/jobs", headers=viewer).status_code == 401
+    assert api_client.post("/api/v1/keys/424242/revoke", headers=admin).status_code == 404
+
+
+def test_create_key_validates_the_body(api_client: FlaskClient, auth: Auth) -> None:
+    response = api_client.post(
+        "/api/v1/keys", json={"name": "x", "role": "root"}, headers=auth(Role.ADMIN)
+    )
+    assert response.status_code == 400
+    assert response.get_json()["details"][0]["field"] == "role"
+
+
+# --- models ---
+
+
+def test_models_list_get_and_activate(
+    api_client: FlaskClient, auth: Auth, active_model: int, api_settings: Settings, tmp_path: Path
+) -> None:
+    folder = make_model_folder(tmp_path / "second", labels=["Naja_naja", "Python_bivittatus"])
+    with session_scope(api_settings.db_url) as session:
+        second = registry.add_model(session, api_settings, folder).id
+
+    listing = api_client.get("/api/v1/models", headers=auth(Role.VIEWER)).get_json()
+    assert [m["id"] for m in listing["items"]] == [second, active_model]
+    assert [m["status"] for m in listing["items"]] == ["candidate", "active"]
+    one = api_client.get(f"/api/v1/models/{second}", headers=auth(Role.VIEWER)).get_json()
+    assert one["labels"] == ["Naja_naja", "Python_bivittatus"] and one["input"]["size"] == 32
+    assert "path" not in one
+
+    response = api_client.post(f"/api/v1/models/{second}/activate", headers=auth(Role.ADMIN))
+    assert response.status_code == 200 and response.get_json()["status"] == "active"
+    old = api_client.get(f"/api/v1/models/{active_model}", headers=auth(Role.VIEWER)).get_json()
+    assert old["status"] == "retired"
+    missing = api_client.post("/api/v1/models/424242/activate", headers=auth(Role.ADMIN))
+    assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
+
+
+# --- jobs ---
+
+
+def test_create_job_commits_then_enqueues(
+    api_client: FlaskClient,
+    auth: Auth,
+    active_model: int,
+    site: Path,
+    enqueued: list[tuple[int, str]],
+    api_settings: Settings,
+) -> None:
+    response = api_client.post(
+        "/api/v1/jobs", json={"folder": str(site)}, headers=auth(Role.REVIEWER)
+    )
+    assert response.status_code == 201
+    job = response.get_json()
+    assert response.headers["Location"].endswith(f"/api/v1/jobs/{job['id']}")
+    assert job["status"] == "queued" and job["folder"] == str(site.resolve())
+    assert job["model_version_id"] == active_model
+    assert job["threshold"] == api_settings.review_threshold
+    assert job["created_by"] == "test-reviewer"
+    assert job["progress"]["total"] == 0 and "eta_seconds" in job["progress"]
+    # The enqueue saw the committed row from another session.
+    assert enqueued == [(job["id"], "queued")]
+
+
+def test_create_job_with_every_option(
+    api_client: FlaskClient, auth: Auth, active_model: int, site: Path, enqueued: list[Any]
+) -> None:
+    job = _create_job(
+        api_client,
+        auth,
+        folder="site-1",
+        model_id=active_model,
+        threshold=0.8,
+        recursive=False,
+        extensions=[".JPG", "png"],
+    )
+    assert job["threshold"] == 0.8 and job["recursive"] is False
+    assert job["extensions"] == ["jpg", "png"]
+
+
+def test_create_job_model_errors(
+    api_client: FlaskClient, auth: Auth, site: Path, enqueued: list[Any]
+) -> None:
+    no_active = api_client.post(
+        "/api/v1/jobs", json={"folder": "site-1"}, headers=auth(Role.REVIEWER)
+    )
+    assert no_active.status_code == 409 and no_active.get_json()["error"] == "invalid_state"
+    unknown = api_client.post(
+        "/api/v1/jobs", json={"folder": "site-1", "model_id": 424242}, headers=auth(Role.REVIEWER)
+    )
+    assert unknown.status_code == 404
+    missing = api_client.post(
+        "/api/v1/jobs", json={"folder": "nowhere"}, headers=auth(Role.REVIEWER)
+    )
+    assert missing.status_code in (400, 409)
+    assert enqueued == []
+
+
+def test_create_job_really_enqueues_on_the_memory_broker(
+    api_client: FlaskClient, auth: Auth, active_model: int, site: Path
+) -> None:
+    _create_job(api_client, auth, folder="site-1")
+
+
+def test_create_job_survives_a_broker_outage(
+    api_client: FlaskClient,
+    auth: Auth,
+    active_model: int,
+    site: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broker_down(settings: Settings, job_id: int) -> None:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr("service.tasks_client.enqueue_scan", broker_down)
+    job = _create_job(api_client, auth, folder="site-1")  # 201: requeue_stalled sends it later
+    listing = api_client.get("/api/v1/jobs", headers=auth(Role.VIEWER)).get_json()
+    assert [j["id"] for j in listing["items"]] == [job["id"]]
+
+
+def test_list_get_and_cancel_jobs(
+    api_client: FlaskClient, auth: Auth, active_model: int, site: Path, enqueued: list[Any]
+) -> None:
+    ids = [_create_job(api_client, auth, folder="site-1")["id"] for _ in range(3)]
+    viewer = auth(Role.VIEWER)
+
+    page = api_client.get("/api/v1/jobs?limit=2", headers=viewer).get_json()
+    assert [j["id"] for j in page["items"]] == ids[::-1][:2]
+    assert (page["total"], page["limit"], page["offset"]) == (3, 2, 0)
+    rest = api_client.get("/api/v1/jobs?limit=2&offset=2", headers=viewer).get_json()
+    assert [j["id"] for j in rest["items"]] == [ids[0]]
+
+    cancelled = api_client.post(f"/api/v1/jobs/{ids[1]}/cancel", headers=auth(Role.REVIEWER))
+    assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
+    again = api_client.post(f"/api/v1/jobs/{ids[1]}/cancel", headers=auth(Role.REVIEWER))
+    assert again.status_code == 409 and again.get_json()["error"] == "invalid_state"
+
+    only = api_client.get("/api/v1/jobs?status=cancelled", headers=viewer).get_json()
+    assert [j["id"] for j in only["items"]] == [ids[1]] and only["total"] == 1
+    one = api_client.get(f"/api/v1/jobs/{ids[1]}", headers=viewer).get_json()
+    assert one["status"] == "cancelled" and one["finished_at"] is not None
+    assert set(one["progress"]) >= {
+        "total",
+        "scored",
+        "failed",
+        "pending",
+        "images_per_second",
+        "eta_seconds",
+    }
+
+
+# --- results ---
+
+ROWS = [
+    # rel_path, status, label, confidence, review status
+    ("a.jpg", ItemStatus.SCORED, "Naja_philippinensis", 0.95, None),
+    ("b.jpg", ItemStatus.SCORED, "Ptyas_carinata", 0.40, ReviewStatus.PENDING),
+    ("c.jpg", ItemStatus.FAILED, None, None, None),
+    ("d.jpg", ItemStatus.SCORED, "Naja_philippinensis", 0.55, ReviewStatus.DONE),
+]
+
+
+@pytest.fixture()
+def scored_job(api_settings: Settings, active_model: int, site: Path) -> int:
+    """A job with four images: confident, under review, failed, reviewed."""
+    with session_scope(api_settings.db_url) as session:
+        job = jobs.create_job(session, api_settings, str(site))
+        job.status = JobStatus.DONE
+        for rel, status, label, confidence, review in ROWS:
+            image = Image(path=str(site / rel), sha256=rel[0] * 64, size_bytes=10)
+            session.add(image)
+            session.flush()
+            session.add(
+                JobImage(
+                    job_id=job.id,
+                    image_id=image.id,
+                    rel_path=rel,
+                    status=status,
+                    failure_reason="decode_error" if status == ItemStatus.FAILED else None,
+                )
+            )
+            if label is None or confidence is None:
+                continue
+            prediction = Prediction(
+                image_id=image.id,
+                model_version_id=active_model,
+                job_id=job.id,
+                label=label,
+                label_index=0,
+                confidence=confidence,
+                topk=[[label, confidence], ["Boiga_dendrophila", 1 - confidence]],
+            )
+            session.add(prediction)
+            session.flush()
+            if review is not None:
+                session.add(
+                    ReviewItem(
+                        prediction_id=prediction.id,
+                        image_id=image.id,
+                        job_id=job.id,
+                        reason="low_confidence",
+                        status=review,
+                    )
+                )
+        return job.id
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]),
+        ("?label=Naja_philippinensis", ["a.jpg", "d.jpg"]),
+        ("?min_confidence=0.5", ["a.jpg", "d.jpg"]),
+        ("?max_confidence=0.5", ["b.jpg"]),
+        ("?min_confidence=0.5&max_confidence=0.9", ["d.jpg"]),
+        ("?needs_review=true", ["b.jpg"]),
+        ("?needs_review=false", ["a.jpg", "c.jpg", "d.jpg"]),
+        ("?failed=true", ["c.jpg"]),
+        ("?failed=0", ["a.jpg", "b.jpg", "d.jpg"]),
+        ("?label=Nobody", []),
+    ],
+)
+def test_predictions_filters(
+    api_client: FlaskClient, auth: Auth, scored_job: int, query: str, expected: list[str]
+) -> None:
+    response = api_client.get(
+        f"/api/v1/jobs/{scored_job}/predictions{query}", headers=auth(Role.VIEWER)
+    )
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert [row["rel_path"] for row in body["items"]] == expected
+    assert body["total"] == len(expected)
+
+
+def test_predictions_pagination_and_row_shape(
+    api_client: FlaskClient, auth: Auth, scored_job: int
+) -> None:
+    url = f"/api/v1/jobs/{scored_job}/predictions?limit=2&offset=1"
+    body = api_client.get(url, headers=auth(Role.VIEWER)).get_json()
+    assert (body["total"], body["limit"], body["offset"]) == (4, 2, 1)
+    first, second = body["items"]
+    assert first["rel_path"] == "b.jpg" and first["needs_review"] is True
+    assert first["top_k"][0] == {"label": "Ptyas_carinata", "confidence": 0.4}
+    assert second["status"] == "failed" and second["label"] is None
+
+
+def test_results_csv_export(api_client: FlaskClient, auth: Auth, scored_job: int) -> None:
+    response = api_client.get(f"/api/v1/jobs/{scored_job}/results.csv", headers=auth(Role.VIEWER))
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert f"job-{scored_job}-results.csv" in response.headers["Content-Disposition"]
+    table = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    assert table[0] == results.CSV_COLUMNS
+    rows = [dict(zip(table[0], line, strict=True)) for line in table[1:]]
+    assert sorted(r["rel_path"] for r in rows) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    b = next(r for r in rows if r["rel_path"] == "b.jpg")
+    assert (b["label"], b["needs_review"]) == ("Ptyas_carinata", "yes")
+
+
+def test_results_json_export(api_client: FlaskClient, auth: Auth, scored_job: int) -> None:
+    url = f"/api/v1/jobs/{scored_job}/results.csv?format=json"
+    response = api_client.get(url, headers=auth(Role.VIEWER))
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    rows = response.get_json()
+    assert sorted(r["rel_path"] for r in rows) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    assert next(r for r in rows if r["rel_path"] == "c.jpg")["failure_reason"] == "decode_error"
+
+
+def test_empty_job_exports_only_the_header(
+    api_client: FlaskClient, auth: Auth, active_model: int, site: Path, enqueued: list[Any]
+) -> None:
+    job = _create_job(api_client, auth, folder="site-1")
+    csv_text = api_client.get(f"/api/v1/jobs/{job['id']}/results.csv", headers=auth(Role.VIEWER))
+    assert csv_text.get_data(as_text=True).strip() == ",".join(results.CSV_COLUMNS)
+    as_json = api_client.get(
+        f"/api/v1/jobs/{job['id']}/results.csv?format=json", headers=auth(Role.VIEWER)
+    )
+    assert as_json.get_json() == []
