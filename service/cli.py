@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from tqdm import tqdm
 
-from service.db import session_scope
+from service.db import read_scope, session_scope
 from service.errors import HerpscoreError
 from service.models import JobStatus, Role
 from service.settings import Settings, get_settings
@@ -329,7 +329,7 @@ def wait_for_job(
     bar = tqdm(total=0, unit="img", disable=not progress, desc=f"job {job_id}", file=sys.stderr)
     try:
         while True:
-            with session_scope(settings.db_url) as session:
+            with read_scope(settings.db_url) as session:
                 job = get_job(session, job_id)
                 status, prog = job.status, job_progress(job)
             bar.total = prog["total"]

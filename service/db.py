@@ -45,8 +45,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def _sqlite_begin_immediate(conn: Any) -> None:
     # Take the write lock up front: concurrent writers then wait (busy_timeout) instead of
-    # failing when a read transaction tries to upgrade, and claims are serialised.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # failing when a read transaction tries to upgrade, and claims are serialised. Read-only
+    # scopes begin deferred: under WAL they never wait for a writer.
+    readonly = conn.get_execution_options().get("herpscore_readonly", False)
+    conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def session_factory(url: str) -> sessionmaker[Session]:
@@ -57,6 +59,14 @@ def session_factory(url: str) -> sessionmaker[Session]:
 def session_scope(url: str) -> Iterator[Session]:
     """A session in one transaction: commit on success, roll back on error."""
     with session_factory(url).begin() as session:
+        yield session
+
+
+@contextmanager
+def read_scope(url: str) -> Iterator[Session]:
+    """A session for reads only (progress polling, listings): never takes SQLite's write lock."""
+    engine = get_engine(url).execution_options(herpscore_readonly=True)
+    with sessionmaker(bind=engine, expire_on_commit=False).begin() as session:
         yield session
 
 

@@ -135,4 +135,13 @@ def to_csv_row(row: dict[str, Any]) -> list[Any]:
     cells = dict(row)
     cells["top_k"] = ";".join(f"{t['label']}:{t['confidence']:.4f}" for t in row["top_k"])
     cells["needs_review"] = "yes" if row["needs_review"] else "no"
-    return ["" if cells[c] is None else cells[c] for c in CSV_COLUMNS]
+    return [_safe_cell(cells[c]) for c in CSV_COLUMNS]
+
+
+def _safe_cell(value: Any) -> Any:
+    """Empty for None; text that a spreadsheet would run as a formula is quoted with '."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

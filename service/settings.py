@@ -129,6 +129,29 @@ class Settings(BaseSettings):
     def is_embedded_broker(self) -> bool:
         return self.celery_broker_url.startswith("filesystem://")
 
+    def flask_secret(self) -> str:
+        """The configured secret key, or one generated once and kept in the data folder.
+
+        Every web process of one installation must sign sessions with the same key.
+        """
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_path / "secret_key"
+        if not path.exists():
+            import secrets
+
+            self.data_path.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(secrets.token_hex(32), encoding="utf-8")
+            tmp.chmod(0o600)
+            try:
+                os.link(tmp, path)  # atomic, and loses to a concurrent creator
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return path.read_text(encoding="utf-8").strip()
+
     def ensure_dirs(self) -> None:
         """Create the local folders that the embedded mode writes to."""
         self.data_path.mkdir(parents=True, exist_ok=True)

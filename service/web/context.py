@@ -8,7 +8,7 @@ from typing import cast
 from flask import current_app
 from sqlalchemy.orm import Session
 
-from service.db import session_scope
+from service.db import read_scope, session_scope
 from service.settings import Settings
 
 
@@ -20,3 +20,8 @@ def current_settings() -> Settings:
 def db_session() -> AbstractContextManager[Session]:
     """One transaction: `with db_session() as session:` commits on success, rolls back on error."""
     return session_scope(current_settings().db_url)
+
+
+def db_read() -> AbstractContextManager[Session]:
+    """A read-only transaction: never waits behind a worker's write on SQLite."""
+    return read_scope(current_settings().db_url)

@@ -21,7 +21,7 @@ from service.web import MAX_DB_ID
 from service.web.api import bp
 from service.web.api.inputs import Body, PageQuery, Query, page, parse_body, parse_query
 from service.web.auth import current_caller, requires
-from service.web.context import current_settings, db_session
+from service.web.context import current_settings, db_read, db_session
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def create_job() -> ResponseReturnValue:
 @requires(Role.VIEWER)
 def list_jobs() -> ResponseReturnValue:
     query = parse_query(JobListQuery)
-    with db_session() as session:
+    with db_read() as session:
         found, total = jobs.list_jobs(
             session, status=query.status, limit=query.limit, offset=query.offset
         )
@@ -109,7 +109,7 @@ def list_jobs() -> ResponseReturnValue:
 @bp.get("/jobs/<id:job_id>")
 @requires(Role.VIEWER)
 def get_job(job_id: int) -> ResponseReturnValue:
-    with db_session() as session:
+    with db_read() as session:
         return jobs.job_to_dict(jobs.get_job(session, job_id))
 
 
@@ -125,7 +125,7 @@ def cancel_job(job_id: int) -> ResponseReturnValue:
 @requires(Role.VIEWER)
 def list_predictions(job_id: int) -> ResponseReturnValue:
     query = parse_query(PredictionQuery)
-    with db_session() as session:
+    with db_read() as session:
         rows, total = results.query_results(
             session, job_id, query.filters(), limit=query.limit, offset=query.offset
         )
@@ -153,7 +153,7 @@ def _spool_results(job_id: int, fmt: str) -> IO[bytes]:
     buffer = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115
     out = io.TextIOWrapper(buffer, encoding="utf-8", newline="", write_through=True)
     try:
-        with db_session() as session:
+        with db_read() as session:
             rows = results.iter_results(session, job_id)
             if fmt == "csv":
                 writer = csv.writer(out)

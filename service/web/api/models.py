@@ -10,7 +10,7 @@ from service import registry
 from service.models import ModelVersion, Role
 from service.web.api import bp
 from service.web.auth import requires
-from service.web.context import db_session
+from service.web.context import db_read, db_session
 
 
 def model_to_dict(model: ModelVersion) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def model_to_dict(model: ModelVersion) -> dict[str, Any]:
 @bp.get("/models")
 @requires(Role.VIEWER)
 def list_models() -> ResponseReturnValue:
-    with db_session() as session:
+    with db_read() as session:
         items = [model_to_dict(m) for m in registry.list_models(session)]
     return {"items": items, "total": len(items)}
 
@@ -42,7 +42,7 @@ def list_models() -> ResponseReturnValue:
 @bp.get("/models/<id:model_id>")
 @requires(Role.VIEWER)
 def get_model(model_id: int) -> ResponseReturnValue:
-    with db_session() as session:
+    with db_read() as session:
         return model_to_dict(registry.get_model(session, model_id))
 
 
