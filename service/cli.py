@@ -607,6 +607,174 @@ def users_set_password(ctx: click.Context, username: str, password_stdin: bool) 
     click.echo(f"password of {username} changed")
 
 
+# ---------------------------------------------------------------- export, retraining, promotion
+
+
+@main.command("export")
+@click.option(
+    "--include-confident",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Also export predictions at least this confident (machine labels train only).",
+)
+@click.option("--min-per-class", type=click.IntRange(1), help="Drop smaller classes.")
+@click.option("--val-frac", type=click.FloatRange(0, 0.5), help="Validation fraction.")
+@click.option("--test-frac", type=click.FloatRange(0, 0.5), help="Test fraction.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-sites", is_flag=True, help="Split image by image, ignoring sites.")
+@click.option("--json", "as_json", is_flag=True, help="Print the export as one JSON object.")
+@click.pass_context
+def export_cmd(
+    ctx: click.Context,
+    include_confident: float | None,
+    min_per_class: int | None,
+    val_frac: float | None,
+    test_frac: float | None,
+    seed: int,
+    no_sites: bool,
+    as_json: bool,
+) -> None:
+    """Write verified labels into a new, immutable training-set folder (runs here, now)."""
+    from service.exports import ExportOptions, create_export, export_to_dict, run_export
+
+    settings = _settings(ctx)
+    options = ExportOptions.from_settings(
+        settings,
+        include_confident=include_confident,
+        min_per_class=min_per_class,
+        val_fraction=val_frac,
+        test_fraction=test_frac,
+        seed=seed,
+        group_by_site=not no_sites,
+    )
+    with session_scope(settings.db_url) as session:
+        export_id = create_export(session, options, created_by="cli").id
+    export = run_export(settings, export_id)
+    if as_json:
+        click.echo(json.dumps(export_to_dict(export)))
+        return
+    counts = export.counts or {}
+    click.echo(
+        f"export {export.id}: {counts.get('total', 0)} images ({counts.get('splits')}), "
+        f"{counts.get('split_mode')} split -> {export.path}"
+    )
+    click.echo(f"dataset card: {export.path}/README.md")
+
+
+@main.command("retrain")
+@click.option("--force", is_flag=True, help="Train even with fewer new labels than needed.")
+@click.option("--wait", is_flag=True, help="Wait until the run ends (a training worker runs it).")
+@click.pass_context
+def retrain_cmd(ctx: click.Context, force: bool, wait: bool) -> None:
+    """Run the retrain check now, ignoring the schedule; queue a run if it is due."""
+    from service import retraining
+
+    settings = _settings(ctx)
+    with session_scope(settings.db_url) as session:
+        result = retraining.retrain_check(session, settings, force=force, trigger="manual")
+    if result.run_id is None:
+        click.echo(f"no training run: {result.reason}")
+        return
+    retraining.enqueue_training(settings, result.run_id)
+    click.echo(f"training run {result.run_id} queued ({result.reason})")
+    if not wait:
+        click.echo(f"follow it with `herpscore training show {result.run_id}`")
+        return
+    run = _wait_for_run(settings, result.run_id)
+    click.echo(_run_line(run))
+    if run["promotion"]:
+        click.echo("gate: " + "; ".join(run["promotion"].get("reasons") or []))
+    if run["status"] != "done":
+        ctx.exit(1)
+
+
+def _wait_for_run(settings: Settings, run_id: int, poll: float = 2.0) -> dict[str, Any]:
+    from service.retraining import get_run, run_to_dict
+
+    with tqdm(desc=f"training run {run_id}", bar_format="{desc}: {elapsed} {postfix}") as bar:
+        while True:
+            with session_scope(settings.db_url) as session:
+                run = run_to_dict(get_run(session, run_id))
+            bar.set_postfix_str(run["status"])
+            if run["status"] in ("done", "failed"):
+                return run
+            time.sleep(poll)
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    promotion = run["promotion"] or {}
+    verdict = (
+        "promoted"
+        if promotion.get("promoted")
+        else "passed the gate"
+        if promotion.get("passed")
+        else "refused"
+        if promotion
+        else "-"
+    )
+    return (
+        f"{run['id']:>4}  {run['status']:<7} {run['trigger']:<8} export {run['export_id']}  "
+        f"model {run['model_version_id'] or '-'}  {verdict}"
+        + (f"  error: {run['error']}" if run["error"] else "")
+    )
+
+
+@main.group("training")
+def training_group() -> None:
+    """Training runs and their promotion decisions."""
+
+
+@training_group.command("list")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.pass_context
+def training_list(ctx: click.Context, limit: int) -> None:
+    """The newest training runs."""
+    from service.retraining import list_runs, run_to_dict
+
+    with session_scope(_settings(ctx).db_url) as session:
+        runs, total = list_runs(session, limit=limit)
+        rows = [run_to_dict(r) for r in runs]
+    if not rows:
+        click.echo("no training runs yet: `herpscore retrain --force` starts one")
+    for row in rows:
+        click.echo(_run_line(row))
+    click.echo(f"({len(rows)} of {total})", err=True)
+
+
+@training_group.command("show")
+@click.argument("run_id", type=int)
+@click.pass_context
+def training_show(ctx: click.Context, run_id: int) -> None:
+    """One run with its metrics and promotion decision, as JSON."""
+    from service.retraining import get_run, run_to_dict
+
+    with session_scope(_settings(ctx).db_url) as session:
+        click.echo(json.dumps(run_to_dict(get_run(session, run_id), full=True), indent=2))
+
+
+@training_group.command("promote")
+@click.argument("run_id", type=int)
+@click.option("--force", is_flag=True, help="Promote even though the gate refused it.")
+@click.pass_context
+def training_promote(ctx: click.Context, run_id: int, force: bool) -> None:
+    """Make a run's candidate the active model (if it passed the gate)."""
+    from service.promotion import promote_run
+
+    with session_scope(_settings(ctx).db_url) as session:
+        model = promote_run(session, run_id, actor="cli", force=force)
+        click.echo(f"model version {model.id} ({model.name}) is now active")
+
+
+@models_group.command("rollback")
+@click.pass_context
+def models_rollback(ctx: click.Context) -> None:
+    """Re-activate the version that was active before the current one."""
+    from service.registry import rollback
+
+    with session_scope(_settings(ctx).db_url) as session:
+        model = rollback(session, actor="cli")
+        click.echo(f"rolled back: model version {model.id} ({model.name}) is active again")
+
+
 # ---------------------------------------------------------------- the embedded stack
 
 

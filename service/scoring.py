@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -26,6 +26,7 @@ from service.models import (
     ScanJob,
     utcnow,
 )
+from service.review import images_with_human_decision
 from service.routing import ReviewRules, route_for_review
 from service.settings import Settings
 
@@ -121,22 +122,26 @@ def store_results(
 ) -> ChunkResult:
     """Write predictions (upsert), review items and image outcomes; idempotent per chunk."""
     model_id = work.model.id
-    rows = [
+    ok = [
+        (image_id, out)
+        for image_id, out in zip(work.image_ids, outcomes, strict=True)
+        if out.failure_reason is None and out.confidence is not None
+    ]
+    rows: list[dict[str, Any]] = [
         {
             "image_id": image_id,
             "model_version_id": model_id,
             "job_id": work.job_id,
             "label": out.label,
             "label_index": out.label_index,
-            "confidence": float(out.confidence),
+            "confidence": float(out.confidence or 0.0),
             "topk": [[label, round(float(p), 6)] for label, p in out.topk or []],
             "created_at": utcnow(),
         }
-        for image_id, out in zip(work.image_ids, outcomes, strict=True)
-        if out.failure_reason is None and out.confidence is not None
+        for image_id, out in ok
     ]
     insert_ignoring_conflicts(session, Prediction, rows, ["image_id", "model_version_id"])
-    scored_images = [row["image_id"] for row in rows]
+    scored_images = [image_id for image_id, _ in ok]
     predictions = {
         p.image_id: p
         for p in session.scalars(
@@ -145,10 +150,12 @@ def store_results(
             )
         )
     }
+    # A human's current decision is final: re-scoring never re-queues that image.
+    human_decided = images_with_human_decision(session, list(predictions))
     review_rows = []
     for pred in predictions.values():
         reason = route_for_review(pred.label, pred.confidence, pred.topk, work.rules)
-        if reason is not None:
+        if reason is not None and pred.image_id not in human_decided:
             review_rows.append(
                 {
                     "prediction_id": pred.id,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from flask import Flask
@@ -24,14 +23,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the web app; nothing connects to the database until a request needs it."""
     settings = settings or get_settings()
     app = Flask(__name__)
-    app.config["SECRET_KEY"] = settings.secret_key or secrets.token_hex(32)
+    app.config["SECRET_KEY"] = settings.flask_secret()
     app.extensions["herpscore"] = settings
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.converters["id"] = IdConverter
 
+    from service.web.admin import init_admin
     from service.web.api import bp as api_bp
     from service.web.errors import register_error_handlers
 
     register_error_handlers(app)
     app.register_blueprint(api_bp)
+    # The UI: sessions, CSRF on every form; the API authenticates by key, so no CSRF there.
+    init_admin(app, csrf_exempt=(api_bp,))
     return app

@@ -9,6 +9,10 @@ Route and role matrix (admin > reviewer > viewer; a role may do what every lower
     GET  /jobs/<id>/results.csv       viewer
     POST /jobs                        reviewer
     POST /jobs/<id>/cancel            reviewer
+    GET  /review/stats                viewer
+    GET  /review/next                 reviewer (claims an item)
+    POST /review/items/<id>/decision  reviewer
+    POST /review/undo                 reviewer
     GET  /models, /models/<id>        viewer
     POST /models/<id>/activate        admin
     GET  /keys, POST /keys            admin
@@ -35,4 +39,4 @@ def _check_access() -> None:
 
 
 # The view modules attach their routes to `bp` when imported.
-from service.web.api import jobs, keys, models, system  # noqa: E402, F401
+from service.web.api import exports, jobs, keys, models, review, system, training  # noqa: E402, F401

@@ -20,8 +20,13 @@ Roles: admin > reviewer > viewer; a role may do everything a lower role may.
 | GET /health, GET /openapi.json | public |
 | GET /jobs, /jobs/{id}, /jobs/{id}/predictions, /jobs/{id}/results.csv | viewer |
 | GET /models, /models/{id} | viewer |
+| GET /review/stats | viewer |
 | POST /jobs, POST /jobs/{id}/cancel | reviewer |
-| POST /models/{id}/activate | admin |
+| GET /review/next, POST /review/items/{id}/decision, POST /review/undo | reviewer |
+| GET /exports, /exports/{id}, /exports/test-set, /training/runs, /training/runs/{id} | viewer |
+| POST /models/{id}/activate, POST /models/rollback | admin |
+| POST /exports, POST /exports/{id}/pin-test-set | admin |
+| POST /training/retrain, POST /training/runs/{id}/promote | admin |
 | GET /keys, POST /keys, POST /keys/{id}/revoke | admin |
 
 Each operation also states its role in `x-required-role`. A missing or invalid key gives
@@ -110,6 +115,9 @@ _CONFIDENCE = {"type": "number", "minimum": 0, "maximum": 1}
 _JOB_ID = _path_id("job_id", "job")
 _MODEL_ID = _path_id("model_id", "model version")
 _KEY_ID = _path_id("key_id", "API key")
+_REVIEW_JOB = _query(
+    "job_id", {"type": "integer", "minimum": 1}, "Only the review items of this job."
+)
 
 
 def _page_of(item: str) -> dict[str, Any]:
@@ -300,6 +308,344 @@ SCHEMAS: dict[str, Any] = {
         ]
     },
     "ApiKeyList": _list_of("ApiKey"),
+    "ReviewDecision": {
+        "type": "object",
+        "required": ["decision"],
+        "additionalProperties": False,
+        "properties": {
+            "decision": {
+                "type": "string",
+                "enum": ["label", "unknown", "unusable", "skip"],
+                "description": "`label`: the species is `label`; `unknown`: a usable photo "
+                "whose species cannot be told; `unusable`: not a usable photo; `skip`: no "
+                "decision, the item goes back to the queue below the unskipped ones.",
+            },
+            "label": {
+                "type": ["string", "null"],
+                "description": "Required with `label`, refused otherwise. Free text (a known "
+                "label or a new one), trimmed, 1-200 characters.",
+            },
+        },
+    },
+    "ReviewStats": {
+        "type": "object",
+        "properties": {
+            "pending": {"type": "integer", "description": "Items not decided yet."},
+            "available": {"type": "integer", "description": "Pending items nobody holds."},
+            "claimed": {"type": "integer", "description": "Pending items under a live lease."},
+            "done": {"type": "integer"},
+            "reviewer": {"type": "string", "description": "The caller (the key's name)."},
+            "decided_by_you_24h": {"type": "integer"},
+        },
+    },
+    "Annotation": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "image_id": {"type": "integer"},
+            "review_item_id": {"type": ["integer", "null"]},
+            "reviewer": {"type": "string"},
+            "decision": {"type": "string", "enum": ["label", "unknown", "unusable", "skip"]},
+            "label": {"type": ["string", "null"]},
+            "machine_label": {"type": ["string", "null"]},
+            "machine_confidence": {"type": ["number", "null"]},
+            "model_version_id": {"type": ["integer", "null"]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "undone_at": _NULLABLE_TIME,
+        },
+    },
+    "ReviewItem": {
+        "type": "object",
+        "description": "A claimed item with what a reviewer needs to decide it.",
+        "properties": {
+            "id": {"type": "integer"},
+            "status": {"type": "string", "enum": ["pending", "done"]},
+            "reason": {
+                "type": "string",
+                "description": "Why it was routed, e.g. `low_confidence<0.6` or `risky_label`.",
+            },
+            "reason_text": {"type": "string"},
+            "priority": {"type": "number"},
+            "job_id": {"type": ["integer", "null"]},
+            "claimed_by": {"type": ["string", "null"]},
+            "lease_expires_at": _NULLABLE_TIME,
+            "decided_at": _NULLABLE_TIME,
+            "image": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "path": {"type": "string"},
+                    "rel_path": {"type": "string"},
+                    "captured_at": _NULLABLE_TIME,
+                    "width": {"type": ["integer", "null"]},
+                    "height": {"type": ["integer", "null"]},
+                    "url": {"type": ["string", "null"], "description": "null in the API."},
+                },
+            },
+            "prediction": {
+                "type": "object",
+                "properties": {
+                    "label": {"type": "string"},
+                    "confidence": {"type": "number"},
+                    "model_version_id": {"type": "integer"},
+                    "model_name": {"type": ["string", "null"]},
+                    "topk": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "rank": {"type": "integer"},
+                                "label": {"type": "string"},
+                                "confidence": {
+                                    "type": "number",
+                                    "description": "Calibrated probability.",
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+            "human": {
+                "oneOf": [_ref("Annotation"), {"type": "null"}],
+                "description": "The image's current human decision, if any.",
+            },
+            "siblings": {
+                "type": "array",
+                "description": "Images of the same job in the same folder, around this one.",
+                "items": {"type": "object"},
+            },
+            "labels": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The model's classes plus every label reviewers have used.",
+            },
+            "stats": _ref("ReviewStats"),
+        },
+    },
+    "ReviewNext": {
+        "type": "object",
+        "required": ["item", "stats"],
+        "properties": {
+            "item": {"oneOf": [_ref("ReviewItem"), {"type": "null"}]},
+            "stats": _ref("ReviewStats"),
+        },
+    },
+    "ReviewDecided": {
+        "type": "object",
+        "required": ["annotation"],
+        "properties": {"annotation": _ref("Annotation")},
+    },
+    "ReviewUndone": {
+        "type": "object",
+        "required": ["annotation", "item"],
+        "properties": {
+            "annotation": {"oneOf": [_ref("Annotation"), {"type": "null"}]},
+            "item": {"oneOf": [_ref("ReviewItem"), {"type": "null"}]},
+        },
+    },
+}
+
+_EXPORT_ID = _path_id("export_id", "dataset export")
+_RUN_ID = _path_id("run_id", "training run")
+_NULLABLE_OBJECT = {"type": ["object", "null"]}
+_FRACTION = {"type": "number", "minimum": 0, "maximum": 0.5}
+
+SCHEMAS.update(
+    {
+        "ExportCreate": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "include_confident": {
+                    "type": ["number", "null"],
+                    "exclusiveMinimum": 0,
+                    "maximum": 1,
+                    "description": "Also export predictions at least this confident "
+                    "(they only ever go to train); default: human labels only.",
+                },
+                "min_per_class": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "description": "Classes with fewer images are dropped (listed in the card).",
+                },
+                "val_fraction": {**_FRACTION, "type": ["number", "null"]},
+                "test_fraction": {**_FRACTION, "type": ["number", "null"]},
+                "seed": {"type": "integer", "minimum": 0, "default": 0},
+                "group_by_site": {
+                    "type": "boolean",
+                    "default": True,
+                    "description": "Keep each site (top-level folder) in one split.",
+                },
+            },
+        },
+        "Export": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer"},
+                "status": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+                "folder": {"type": ["string", "null"], "description": "`<id>-<timestamp>`."},
+                "options": {"type": "object"},
+                "counts": {
+                    **_NULLABLE_OBJECT,
+                    "description": "total, splits, classes (per split), sources, split_mode.",
+                },
+                "error": {"type": ["string", "null"]},
+                "created_by": {"type": "string"},
+                "created_at": {"type": "string", "format": "date-time"},
+                "finished_at": _NULLABLE_TIME,
+            },
+        },
+        "ExportPage": _page_of("Export"),
+        "TestSet": {
+            "type": "object",
+            "properties": {
+                "test_set": {
+                    **_NULLABLE_OBJECT,
+                    "description": "export_id, n, labels, sha256_digest, pinned, frozen_at.",
+                }
+            },
+        },
+        "TrainingRun": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer"},
+                "status": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+                "trigger": {"type": "string"},
+                "export_id": {"type": ["integer", "null"]},
+                "model_version_id": {"type": ["integer", "null"]},
+                "params": {"type": "object"},
+                "metrics": {
+                    **_NULLABLE_OBJECT,
+                    "description": "Headline numbers in lists; metrics.json in full by id.",
+                },
+                "promotion": {
+                    **_NULLABLE_OBJECT,
+                    "description": "The gate: passed, promoted, reasons, both models' scores.",
+                },
+                "error": {"type": ["string", "null"]},
+                "created_at": {"type": "string", "format": "date-time"},
+                "started_at": _NULLABLE_TIME,
+                "finished_at": _NULLABLE_TIME,
+            },
+        },
+        "TrainingRunPage": _page_of("TrainingRun"),
+        "Force": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"force": {"type": "boolean", "default": False}},
+        },
+        "RetrainResult": {
+            "type": "object",
+            "properties": {
+                "started": {"type": "boolean"},
+                "reason": {"type": "string"},
+                "new_labels": {"type": "integer"},
+                "needed": {"type": "integer"},
+                "run_id": {"type": ["integer", "null"]},
+                "export_id": {"type": ["integer", "null"]},
+            },
+        },
+    }
+)
+
+_TRAINING_PATHS: dict[str, Any] = {
+    "/exports": {
+        "get": _op(
+            "List dataset exports, newest first",
+            "viewer",
+            {200: _json(_ref("ExportPage"), "One page of exports.")},
+            (400,),
+            parameters=_PAGE_PARAMS,
+        ),
+        "post": _op(
+            "Export verified labels into a new training-set folder",
+            "admin",
+            {202: _json(_ref("Export"), "The queued export.")},
+            (400, 413, 415),
+            body="ExportCreate",
+            description="Queue an immutable, versioned export: deduplicated by sha256, split "
+            "by whole sites, unknown/unusable never exported. Omitted options come from the "
+            "settings.",
+        ),
+    },
+    "/exports/{export_id}": {
+        "get": _op(
+            "A dataset export with its counts",
+            "viewer",
+            {200: _json(_ref("Export"), "The export.")},
+            (404,),
+            parameters=[_EXPORT_ID],
+        )
+    },
+    "/exports/test-set": {
+        "get": _op(
+            "The frozen test set promotions are judged on",
+            "viewer",
+            {200: _json(_ref("TestSet"), "The test set, or null before any export has one.")},
+        )
+    },
+    "/exports/{export_id}/pin-test-set": {
+        "post": _op(
+            "Pin this export's test split as the frozen test set",
+            "admin",
+            {200: _json(_ref("TestSet"), "The new frozen test set.")},
+            (404, 409),
+            parameters=[_EXPORT_ID],
+            description="409 if the export is not finished or has no test split.",
+        )
+    },
+    "/training/runs": {
+        "get": _op(
+            "List training runs, newest first",
+            "viewer",
+            {200: _json(_ref("TrainingRunPage"), "One page of runs.")},
+            (400,),
+            parameters=_PAGE_PARAMS,
+        )
+    },
+    "/training/runs/{run_id}": {
+        "get": _op(
+            "A training run with its full metrics and promotion decision",
+            "viewer",
+            {200: _json(_ref("TrainingRun"), "The run.")},
+            (404,),
+            parameters=[_RUN_ID],
+        )
+    },
+    "/training/retrain": {
+        "post": _op(
+            "Run the retrain check now",
+            "admin",
+            {
+                202: _json(_ref("RetrainResult"), "A run was queued."),
+                200: _json(_ref("RetrainResult"), "Nothing to do; `reason` says why."),
+            },
+            (400, 413, 415),
+            body="Force",
+            description="Ignores the schedule; with `force`, also the minimum of new labels.",
+        )
+    },
+    "/training/runs/{run_id}/promote": {
+        "post": _op(
+            "Activate a run's candidate model",
+            "admin",
+            {200: _json(_ref("Model"), "The now active version.")},
+            (400, 404, 409, 413, 415),
+            parameters=[_RUN_ID],
+            body="Force",
+            description="409 if the candidate failed the promotion gate (unless `force`) "
+            "or the run has no candidate.",
+        )
+    },
+    "/models/rollback": {
+        "post": _op(
+            "Roll back to the previously active model version",
+            "admin",
+            {200: _json(_ref("Model"), "The re-activated version.")},
+            (409,),
+            description="409 if there is no earlier active version.",
+        )
+    },
 }
 
 PATHS: dict[str, Any] = {
@@ -464,7 +810,58 @@ PATHS: dict[str, Any] = {
             parameters=[_KEY_ID],
         )
     },
+    "/review/next": {
+        "get": _op(
+            "Claim the next item to review",
+            "reviewer",
+            {200: _json(_ref("ReviewNext"), "The claimed item, or `item: null` if none.")},
+            (400,),
+            parameters=[_REVIEW_JOB],
+            description="Returns the caller's own live claim first (asking again gives the "
+            "same item), else claims the highest-priority pending item nobody holds, under "
+            "a 5-minute lease that each call renews. Two callers never get the same item; "
+            "an abandoned item returns to the queue when its lease expires. An empty queue "
+            "is `200` with `item: null` (not 204), so the counts always come back. The "
+            "reviewer is the key's name.",
+        )
+    },
+    "/review/items/{item_id}/decision": {
+        "post": _op(
+            "Decide a claimed item",
+            "reviewer",
+            {201: _json(_ref("ReviewDecided"), "The recorded annotation.")},
+            (400, 404, 409, 413, 415),
+            parameters=[_path_id("item_id", "review item")],
+            body="ReviewDecision",
+            description="Only the claimant may decide, or anyone once the lease expired "
+            "(409 otherwise, and 409 if the item was already decided). The annotation "
+            "records the caller, the time and what the machine had said. `skip` releases "
+            "the item and lowers its priority.",
+        )
+    },
+    "/review/undo": {
+        "post": _op(
+            "Undo the caller's latest decision",
+            "reviewer",
+            {200: _json(_ref("ReviewUndone"), "The undone annotation and its reopened item.")},
+            description="Marks the caller's latest live annotation undone and gives its "
+            "item back to the caller (the next `GET /review/next` returns it). Called "
+            "again, it undoes the decision before. Both fields are null when there is "
+            "nothing left to undo.",
+        )
+    },
+    "/review/stats": {
+        "get": _op(
+            "Review queue counts",
+            "viewer",
+            {200: _json(_ref("ReviewStats"), "Counts over the whole queue or one job.")},
+            (400,),
+            parameters=[_REVIEW_JOB],
+        )
+    },
 }
+
+PATHS.update(_TRAINING_PATHS)
 
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
