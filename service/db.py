@@ -85,6 +85,7 @@ def insert_ignoring_conflicts(
     if not rows:
         return
     dialect = session.get_bind().dialect.name
+    stmt: Any
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 

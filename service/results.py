@@ -42,7 +42,9 @@ class ResultFilters:
     failed: bool | None = None
 
 
-def _query(job_id: int, model_version_id: int, filters: ResultFilters) -> Select[Any]:
+def _query(
+    job_id: int, model_version_id: int, filters: ResultFilters
+) -> Select[JobImage, Image, Prediction, ReviewItem]:
     query = (
         select(JobImage, Image, Prediction, ReviewItem)
         .join(Image, Image.id == JobImage.image_id)
@@ -110,7 +112,7 @@ def query_results(
     page = session.execute(
         query.order_by(JobImage.rel_path, JobImage.id).limit(limit).offset(offset)
     )
-    return [_row(*row, job.model_version_id) for row in page], total
+    return [_row(ji, im, p, r, job.model_version_id) for ji, im, p, r in page], total
 
 
 def iter_results(
@@ -125,8 +127,8 @@ def iter_results(
         rows = session.execute(page).all()
         if not rows:
             return
-        for row in rows:
-            yield _row(*row, job.model_version_id)
+        for ji, im, p, r in rows:
+            yield _row(ji, im, p, r, job.model_version_id)
         last_id = rows[-1][0].id
 
 

@@ -101,9 +101,10 @@ def record_files(session: Session, job: ScanJob, records: list[FileRecord]) -> i
         by_key[(image.path, image.sha256)] = image
     now = utcnow()
     for record in records:
-        image = by_key.get((record.path, record.sha256))
-        if image is None:
-            image = Image(path=record.path, sha256=record.sha256, created_at=now)
+        image = by_key.get((record.path, record.sha256)) or Image(
+            path=record.path, sha256=record.sha256, created_at=now
+        )
+        if image.id is None:
             session.add(image)
             by_key[(record.path, record.sha256)] = image
         image.size_bytes, image.mtime = record.size_bytes, record.mtime
