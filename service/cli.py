@@ -701,16 +701,12 @@ def _wait_for_run(settings: Settings, run_id: int, poll: float = 2.0) -> dict[st
 
 
 def _run_line(run: dict[str, Any]) -> str:
-    promotion = run["promotion"] or {}
-    verdict = (
-        "promoted"
-        if promotion.get("promoted")
-        else "passed the gate"
-        if promotion.get("passed")
-        else "refused"
-        if promotion
-        else "-"
-    )
+    promotion = run["promotion"]
+    verdict = "-"
+    if promotion:
+        verdict = "refused"
+        verdict = "passed" if promotion["passed"] else verdict
+        verdict = "promoted" if promotion["promoted"] else verdict
     return (
         f"{run['id']:>4}  {run['status']:<7} {run['trigger']:<8} export {run['export_id']}  "
         f"model {run['model_version_id'] or '-'}  {verdict}"

@@ -65,7 +65,9 @@ class Settings(BaseSettings):
         default=None, gt=0.0, le=1.0, description="Also export predictions at least this sure."
     )
     export_hardlinks: bool = Field(
-        default=True, description="Hard-link photos into exports (the originals become read-only)."
+        default=True,
+        description="Hard-link photos that are already read-only into exports; others are "
+        "copied. An original's permissions are never changed.",
     )
     retrain_min_new_labels: int = Field(default=50, ge=1)
     retrain_interval_seconds: float = Field(default=24 * 3600.0, gt=0)

@@ -51,7 +51,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "worker_hijack_root_logger": False,
         "beat_schedule": {
-            "requeue-stalled": {"task": REQUEUE_TASK, "schedule": settings.stalled_check_seconds}
+            "requeue-stalled": {"task": REQUEUE_TASK, "schedule": settings.stalled_check_seconds},
+            "retrain-check": {
+                "task": "herpscore.retrain_check",
+                "schedule": settings.retrain_interval_seconds,
+                "options": {"queue": "maintenance"},
+            },
         },
     }
 

@@ -16,7 +16,7 @@ def make_app() -> Celery:
     settings = get_settings()
     if settings.is_embedded_broker:
         settings.ensure_dirs()
-    celery = Celery("herpscore", include=["workers.tasks"])
+    celery = Celery("herpscore", include=["workers.tasks", "workers.training_tasks"])
     celery.conf.update(celery_config(settings))
     return celery
 

@@ -40,6 +40,16 @@ EXPECTED_ACCESS: dict[str, Role | None] = {
     "api.review_next": Role.REVIEWER,  # a GET, but it claims an item
     "api.review_decide": Role.REVIEWER,
     "api.review_undo": Role.REVIEWER,
+    "api.list_exports": Role.VIEWER,
+    "api.get_export": Role.VIEWER,
+    "api.get_test_set": Role.VIEWER,
+    "api.list_training_runs": Role.VIEWER,
+    "api.get_training_run": Role.VIEWER,
+    "api.create_export": Role.ADMIN,
+    "api.pin_test_set": Role.ADMIN,
+    "api.retrain_now": Role.ADMIN,
+    "api.promote_training_run": Role.ADMIN,
+    "api.rollback_model": Role.ADMIN,
 }
 
 

@@ -13,7 +13,7 @@ from service import exports
 from service.errors import BadInput
 from service.models import Role
 from service.web.admin import bp, role_required
-from service.web.context import current_settings, db_session
+from service.web.context import current_settings, db_read, db_session
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ EXPORTS_PER_PAGE = 25
 def list_exports() -> ResponseReturnValue:
     offset = max(request.args.get("offset", 0, type=int), 0)
     settings = current_settings()
-    with db_session() as session:
+    with db_read() as session:
         found, total = exports.list_exports(session, limit=EXPORTS_PER_PAGE, offset=offset)
         rows = [exports.export_to_dict(e) for e in found]
         test_set = exports.frozen_test_set(session, settings)

@@ -15,7 +15,7 @@ from kombu.exceptions import OperationalError as BrokerUnavailable
 from service import promotion, registry, retraining
 from service.models import Role
 from service.web.admin import bp, role_required
-from service.web.context import current_settings, db_session
+from service.web.context import current_settings, db_read, db_session
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ PLOTS = ("confusion_val.png", "confusion_test.png", "reliability_val.png")
 @bp.get("/training")
 @role_required(Role.VIEWER)
 def list_training_runs() -> ResponseReturnValue:
-    with db_session() as session:
+    with db_read() as session:
         runs, total = retraining.list_runs(session, limit=RUNS_PER_PAGE)
         rows = [retraining.run_to_dict(r) for r in runs]
         active = registry.active_model(session)
@@ -38,7 +38,7 @@ def list_training_runs() -> ResponseReturnValue:
 @bp.get("/training/<id:run_id>")
 @role_required(Role.VIEWER)
 def training_run(run_id: int) -> ResponseReturnValue:
-    with db_session() as session:
+    with db_read() as session:
         row = retraining.get_run(session, run_id)
         run, run_dir = retraining.run_to_dict(row, full=True), row.run_dir
         candidate = (
@@ -61,7 +61,7 @@ def training_run(run_id: int) -> ResponseReturnValue:
 def training_plot(run_id: int, name: str) -> ResponseReturnValue:
     if name not in PLOTS:
         abort(404)
-    with db_session() as session:
+    with db_read() as session:
         run_dir = retraining.get_run(session, run_id).run_dir
     path = Path(run_dir) / name if run_dir else None
     if path is None or not path.is_file():

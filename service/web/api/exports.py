@@ -14,7 +14,7 @@ from service.models import Role
 from service.web.api import bp
 from service.web.api.inputs import Body, PageQuery, page, parse_body, parse_query
 from service.web.auth import current_caller, requires
-from service.web.context import current_settings, db_session
+from service.web.context import current_settings, db_read, db_session
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class ExportCreate(Body):
 @requires(Role.VIEWER)
 def list_exports() -> ResponseReturnValue:
     query = parse_query(PageQuery)
-    with db_session() as session:
+    with db_read() as session:
         found, total = exports.list_exports(session, limit=query.limit, offset=query.offset)
         return page([exports.export_to_dict(e) for e in found], total, query)
 
@@ -40,7 +40,7 @@ def list_exports() -> ResponseReturnValue:
 @bp.get("/exports/<id:export_id>")
 @requires(Role.VIEWER)
 def get_export(export_id: int) -> ResponseReturnValue:
-    with db_session() as session:
+    with db_read() as session:
         return exports.export_to_dict(exports.get_export(session, export_id))
 
 
@@ -65,7 +65,7 @@ def create_export() -> ResponseReturnValue:
 @requires(Role.VIEWER)
 def get_test_set() -> ResponseReturnValue:
     """The frozen test set every promotion is judged on (null until an export has one)."""
-    with db_session() as session:
+    with db_read() as session:
         test_set = exports.frozen_test_set(session, current_settings())
     return {"test_set": test_set.summary() if test_set else None}
 

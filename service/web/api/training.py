@@ -13,7 +13,7 @@ from service.web.api import bp
 from service.web.api.inputs import Body, PageQuery, page, parse_body, parse_query
 from service.web.api.models import model_to_dict
 from service.web.auth import current_caller, requires
-from service.web.context import current_settings, db_session
+from service.web.context import current_settings, db_read, db_session
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class PromoteRequest(Body):
 @requires(Role.VIEWER)
 def list_training_runs() -> ResponseReturnValue:
     query = parse_query(PageQuery)
-    with db_session() as session:
+    with db_read() as session:
         runs, total = retraining.list_runs(session, limit=query.limit, offset=query.offset)
         return page([retraining.run_to_dict(r) for r in runs], total, query)
 
@@ -38,7 +38,7 @@ def list_training_runs() -> ResponseReturnValue:
 @bp.get("/training/runs/<id:run_id>")
 @requires(Role.VIEWER)
 def get_training_run(run_id: int) -> ResponseReturnValue:
-    with db_session() as session:
+    with db_read() as session:
         return retraining.run_to_dict(retraining.get_run(session, run_id), full=True)
 
 

@@ -1,0 +1,543 @@
+"""Scoring throughput: model only, decode only, herpscore end to end, a naive torch pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from functools import cache, partial
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
+
+from service.imaging import InputSpec, load_rgb, to_array  # noqa: E402
+
+log = logging.getLogger("bench_scoring")
+WORK = ROOT / "benchmarks" / "_work"
+RESULTS = ROOT / "benchmarks" / "results"
+MODELS = ("mobilenet_v3_small", "efficientnet_lite0")
+PHOTO_SIZES = ((4000, 3000), (1024, 768))
+NUM_CLASSES = 100
+MAX_PIXELS, MAX_BYTES = 120_000_000, 256 * 1024 * 1024
+# Spawned, not forked: the parent imports torch (threads, 500 MiB) and a forked child
+# would inherit both; a spawned child imports only what its job needs, like a worker.
+CTX = mp.get_context("spawn")
+
+
+# ---------------------------------------------------------------- inputs: models and photos
+
+
+def build_model(name: str, work: Path) -> Path:
+    """Export a random-weight model to a contract-valid herpscore model folder (cached)."""
+    folder = work / "models" / name
+    if (folder / "metadata.json").is_file():
+        return folder
+    import torch
+
+    model, cfg = _torch_model(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(1, 3, 224, 224)
+    torch.onnx.export(
+        model,
+        (dummy,),
+        str(folder / "model.onnx"),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    labels = {str(i): f"Species_{i:03d}" for i in range(NUM_CLASSES)}
+    (folder / "class_map.json").write_text(json.dumps(labels), encoding="utf-8")
+    metadata = {
+        "format": "herpscore-model/1",
+        "backbone": name,
+        "input": {"size": 224, "resize": "shorter_side", **cfg},
+        "temperature": 1.0,
+        "note": "random weights, for speed measurements only",
+    }
+    (folder / "metadata.json").write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+    from service.modelspec import load_artifact
+
+    load_artifact(folder, check_onnx=True)
+    return folder
+
+
+def _torch_model(name: str) -> tuple[Any, dict[str, Any]]:
+    """(eval-mode torch model with random weights, its preprocessing config)."""
+    import torch
+
+    torch.manual_seed(0)
+    if name == "mobilenet_v3_small":
+        from torchvision.models import mobilenet_v3_small
+
+        cfg = {"crop_pct": 0.875, "interpolation": "bilinear"}
+        model = mobilenet_v3_small(num_classes=NUM_CLASSES)
+        cfg |= {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    else:
+        import timm
+
+        model = timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES)
+        pc: dict[str, Any] = dict(model.pretrained_cfg)  # type: ignore[arg-type]
+        cfg = {
+            "crop_pct": pc["crop_pct"],
+            "interpolation": pc["interpolation"],
+            "mean": list(pc["mean"]),
+            "std": list(pc["std"]),
+        }
+    return model.eval(), cfg
+
+
+def make_photos(folder: Path, size: tuple[int, int], count: int, processes: int = 2) -> list[str]:
+    """Write `count` camera-like JPEGs (gradients, shapes, blur, sensor noise; quality 90)."""
+    # ImageFolder needs one class folder; herpscore only sees a folder of files.
+    target = folder / "survey"
+    target.mkdir(parents=True, exist_ok=True)
+    todo = [target / f"IMG_{i:04d}.jpg" for i in range(count)]
+    for extra in set(target.glob("*.jpg")) - set(todo):
+        extra.unlink()  # every measurement reads the whole folder: it must hold `count` photos
+    missing = [(str(p), size, i) for i, p in enumerate(todo) if not p.is_file()]
+    if missing:
+        log.info("writing %d photos of %dx%d to %s", len(missing), *size, target)
+        with CTX.Pool(processes) as pool:
+            pool.starmap(_write_photo, missing)
+    return [str(p) for p in todo]
+
+
+def _write_photo(path: str, size: tuple[int, int], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    w, h = size
+    small = (w // 8, h // 8)  # paint the scene at 1/8 scale, then scale up: smooth like optics
+    yy, xx = np.mgrid[0 : small[1], 0 : small[0]].astype(np.float32)
+    base = np.empty((small[1], small[0], 3), dtype=np.float32)
+    for c in range(3):
+        fx, fy, ph = rng.uniform(0.5, 3.0), rng.uniform(0.5, 3.0), rng.uniform(0, 6.3)
+        wave = np.sin(xx / small[0] * fx * 3.14 + ph) * np.cos(yy / small[1] * fy * 3.14)
+        base[..., c] = 90 + 60 * wave + rng.uniform(-30, 30)
+    scene = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(scene)
+    for _ in range(int(rng.integers(15, 40))):
+        x0, y0 = int(rng.integers(0, small[0])), int(rng.integers(0, small[1]))
+        r = int(rng.integers(3, max(4, small[0] // 6)))
+        colour = tuple(int(v) for v in rng.integers(20, 235, size=3))
+        if rng.random() < 0.5:
+            draw.ellipse((x0 - r, y0 - r, x0 + r, y0 + r // 2), fill=colour)
+        else:
+            draw.line((x0, y0, x0 + r * 3, y0 + r), fill=colour, width=max(1, r // 4))
+    scene = scene.filter(ImageFilter.GaussianBlur(1.5)).resize(size, Image.Resampling.BICUBIC)
+    # Sensor noise and fine texture are what make a real photo 2-4 MB at quality 90; a tiled
+    # noise field (random offset per photo) compresses like fresh noise and is 10x cheaper.
+    tile = _noise_tile()
+    reps = (-(-h // tile.shape[0]) + 1, -(-w // tile.shape[1]) + 1, 1)
+    dy, dx = int(rng.integers(0, tile.shape[0])), int(rng.integers(0, tile.shape[1]))
+    noise = np.tile(tile, reps)[dy : dy + h, dx : dx + w]
+    pixels = np.asarray(scene, dtype=np.int16) + noise
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(path, "JPEG", quality=90)
+
+
+@cache
+def _noise_tile(side: int = 1024) -> np.ndarray:
+    rng = np.random.default_rng(1234)
+    luma = rng.normal(0, 7, size=(side, side, 1))
+    chroma = rng.normal(0, 3, size=(side, side, 3))
+    return np.round(luma + chroma).astype(np.int16)
+
+
+# ---------------------------------------------------------------- running N processes at once
+
+
+def run_parallel(
+    target: Callable[..., list[tuple[int, float, float]]], jobs: Sequence[tuple[Any, ...]]
+) -> list[float]:
+    """Run target(barrier, *job) in one spawned process per job; items/s per round.
+
+    Each process sets up (session, warm-up, files) first, then every round starts at a
+    shared barrier and reports (items, start, end) with time.perf_counter (CLOCK_MONOTONIC,
+    comparable across processes), so a round's rate is total items / (last end - first start).
+    """
+    barrier, queue = CTX.Barrier(len(jobs)), CTX.Queue()
+    procs = [
+        CTX.Process(target=_child, args=(queue, i, barrier, target, job))
+        for i, job in enumerate(jobs)
+    ]
+    for proc in procs:
+        proc.start()
+    per_process: dict[int, Any] = {}
+    for _ in procs:
+        i, outcome = queue.get(timeout=3600)
+        if isinstance(outcome, str):
+            raise RuntimeError(f"benchmark process {i} failed:\n{outcome}")
+        per_process[i] = outcome
+    for proc in procs:
+        proc.join()
+    rates = []
+    for rounds in zip(*(per_process[i] for i in sorted(per_process)), strict=True):
+        items = sum(n for n, _, _ in rounds)
+        rates.append(items / (max(e for _, _, e in rounds) - min(s for _, s, _ in rounds)))
+    return rates
+
+
+def _child(
+    queue: Any, i: int, barrier: Any, target: Callable[..., Any], job: tuple[Any, ...]
+) -> None:
+    import traceback
+
+    try:
+        queue.put((i, target(barrier, *job)))
+    except BaseException:
+        barrier.abort()  # the others must not wait for a round that never starts
+        queue.put((i, traceback.format_exc()))
+
+
+def _timed(barrier: Any, work: Callable[[], int], repeats: int) -> list[tuple[int, float, float]]:
+    rounds = []
+    for _ in range(repeats):
+        barrier.wait(timeout=600)
+        began = time.perf_counter()
+        items = work()
+        rounds.append((items, began, time.perf_counter()))
+    return rounds
+
+
+# ---------------------------------------------------------------- (a) model only
+
+
+def _model_only(
+    barrier: Any, model_dir: str, batches: int, batch: int, repeats: int
+) -> list[tuple[int, float, float]]:
+    from workers.engine import InferenceEngine
+
+    engine = InferenceEngine(Path(model_dir), threads=1)
+    engine.warmup([batch])
+    tensor = np.random.default_rng(0).standard_normal((batch, *engine.input_shape))
+    tensor = tensor.astype(np.float32)
+
+    def work() -> int:
+        for _ in range(batches):
+            engine.logits(tensor)
+        return batches * batch
+
+    work()
+    return _timed(barrier, work, repeats)
+
+
+def measure_model_only(model_dir: Path, batches: int, repeats: int, processes: int = 2) -> float:
+    """(a) ORT images/s on preloaded tensors: `processes` x 1 thread, batch 8, warmed up."""
+    jobs = [(str(model_dir), batches, 8, repeats)] * processes
+    return statistics.median(run_parallel(_model_only, jobs))
+
+
+# ---------------------------------------------------------------- (b) decode and preprocess only
+
+
+def _decode_only(
+    barrier: Any, files: list[str], spec_dict: dict[str, Any], naive: bool, repeats: int
+) -> list[tuple[int, float, float]]:
+    spec = InputSpec.from_metadata({"input": spec_dict})
+    out = np.empty((3, spec.size, spec.size), dtype=np.float32)
+
+    def work() -> int:
+        for path in files:
+            if naive:
+                with Image.open(path) as img:
+                    rgb = img.convert("RGB").resize((spec.size, spec.size))
+            else:
+                rgb = load_rgb(path, spec, MAX_PIXELS, MAX_BYTES)
+            to_array(rgb, spec, out=out)
+        return len(files)
+
+    return _timed(barrier, work, repeats)
+
+
+def measure_decode(
+    files: list[str], spec: InputSpec, naive: bool, repeats: int, processes: int = 2
+) -> float:
+    """(b) decode + preprocess images/s in `processes` processes (one thread each)."""
+    jobs = [(files[i::processes], spec.to_dict(), naive, repeats) for i in range(processes)]
+    return statistics.median(run_parallel(_decode_only, jobs))
+
+
+# ---------------------------------------------------------------- (c) herpscore end to end
+
+
+def _pipeline(
+    barrier: Any, files: list[str], model_dir: str, batch: int, chunk: int, repeats: int
+) -> list[tuple[int, float, float]]:
+    from workers.engine import get_engine
+    from workers.pipeline import score_paths
+
+    engine = get_engine(Path(model_dir), 1)
+    engine.warmup(range(1, batch + 1))
+
+    def work() -> int:
+        for i in range(0, len(files), chunk):
+            part = files[i : i + chunk]
+            score_paths(engine, part, batch_size=batch, max_pixels=MAX_PIXELS, max_bytes=MAX_BYTES)
+        return len(files)
+
+    return _timed(barrier, work, repeats)
+
+
+def measure_pipeline_only(
+    folder: Path, model_dir: Path, processes: int = 2, repeats: int = 1, chunk: int = 64
+) -> float:
+    """c_pipe: the inference pipeline alone, images/s (no job, broker or database).
+
+    `processes` processes each score their share of the folder in chunks of `chunk` with
+    workers.pipeline.score_paths (batch 8, 2 decode threads, engine cached and warmed). Set
+    beside c, it shows what the job path (scan, hashing, dispatch, writes) costs.
+    """
+    files = sorted(str(p) for p in folder.rglob("*.jpg"))
+    shares = [files[i::processes] for i in range(processes)]
+    jobs = [(share, str(model_dir), 8, chunk, repeats) for share in shares]
+    return statistics.median(run_parallel(_pipeline, jobs))
+
+
+def measure_end_to_end(folder: Path, model_dir: Path, work: Path, backend: str) -> dict[str, Any]:
+    """(c) herpscore end to end through the real job path (see benchmarks/job_path.py)."""
+    from benchmarks.job_path import measure_job_path
+
+    return measure_job_path(folder, model_dir, work, backend=backend)
+
+
+END_TO_END_LABEL = "the real job path: API-equivalent job creation, scan, Celery worker, DB"
+
+
+# ---------------------------------------------------------------- (d) the tutorials' pipeline
+
+
+def measure_naive_torch(folder: Path, model_name: str, num_workers: int, repeats: int) -> float:
+    """(d) ImageFolder + DataLoader + Resize/CenterCrop/ToTensor/Normalize + torch eager."""
+    import torch
+    from torchvision import datasets, transforms
+
+    model, _ = _torch_model(model_name)
+    transform = transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
+    dataset = datasets.ImageFolder(str(folder), transform=transform)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=8, shuffle=False, num_workers=num_workers
+    )
+    rates = []
+    with torch.no_grad():
+        model(torch.zeros(8, 3, 224, 224))  # warm-up; worker start-up stays in the timing
+        for _ in range(repeats):
+            began = time.perf_counter()
+            seen = 0
+            for images, _labels in loader:
+                model(images).softmax(dim=1)
+                seen += len(images)
+            rates.append(seen / (time.perf_counter() - began))
+    return statistics.median(rates)
+
+
+# ---------------------------------------------------------------- batch handling (for pipeline)
+
+
+def measure_batch_policy(model_dir: Path, full: int = 8, repeats: int = 15) -> dict[str, Any]:
+    """ms for a partial batch of n rows: warmed n-shape, padded to `full`, cold n-shape."""
+    from workers.engine import InferenceEngine
+
+    rows: dict[str, Any] = {}
+    for n in (1, 3, 5, 7):
+        engine = InferenceEngine(model_dir, threads=1)
+        engine.warmup([full])
+        x = np.zeros((n, *engine.input_shape), dtype=np.float32)
+        padded = np.zeros((full, *engine.input_shape), dtype=np.float32)
+        began = time.perf_counter()
+        engine.logits(x)
+        cold = time.perf_counter() - began
+        warm = _median_seconds(partial(engine.logits, x), repeats)
+        pad = _median_seconds(partial(engine.logits, padded), repeats)
+        rows[str(n)] = {
+            "cold_first_run_ms": round(cold * 1e3, 2),
+            "warm_exact_ms": round(warm * 1e3, 2),
+            "padded_to_full_ms": round(pad * 1e3, 2),
+        }
+    return rows
+
+
+def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine_info() -> dict[str, Any]:
+    import onnxruntime
+    import PIL
+    import torch
+    import torchvision
+
+    cpu = ""
+    with open("/proc/cpuinfo", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def write_report(results: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "scoring.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    info = results["machine"]
+    lines = [
+        "# Scoring throughput (images/s)",
+        "",
+        f"{info['nproc']} cores ({info['cpu']}), onnxruntime {info['onnxruntime']}, "
+        f"Pillow {info['pillow']}, torch {info['torch']}, torchvision {info['torchvision']}, "
+        f"numpy {info['numpy']}. Load average at start {info['loadavg_start']}, at end "
+        f"{info['loadavg_end']}: the cores are shared with other work, so the numbers are "
+        "noisy; trust ratios more than absolute values.",
+        "",
+        "- a: model only, ORT FP32, 2 processes x 1 thread, batch 8, preloaded tensors",
+        "- b: decode + preprocess only, herpscore load_rgb + to_array (JPEG draft), 2 processes",
+        "- b_naive: Image.open().convert('RGB').resize((224, 224)) + to_array, 2 processes",
+        "- L = 1/(1/a + 1/b): the rate if decode and inference took turns on the same cores",
+        f"- c: herpscore end to end, {results['end_to_end_label']} ({results['backend']}); "
+        "a worker with 2 processes x 1 ORT thread, default settings; the clock runs from the "
+        "job's creation to its completion as recorded by the database",
+        "- c_pipe: the inference pipeline alone (score_paths in 2 processes, chunks of 64)",
+        f"- d: torchvision ImageFolder + DataLoader(batch 8, num_workers="
+        f"{results['naive_num_workers']}) + Resize(256)/CenterCrop(224)/ToTensor/Normalize "
+        "+ torch eager in no_grad (torch's default intra-op threads)",
+        f"- mode: {results['mode']}; medians of {results['repeats']} rounds for a and b, "
+        f"{results['repeats_naive']} for b_naive (measured once per photo size, shared by "
+        f"both models), {results['repeats_end_to_end']} for c and d",
+        "",
+        "| model | photos | n | a | b | b_naive | L | c | c_pipe | d | c/L | c/a | c/d "
+        "| b/b_naive |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        cells = [row["model"], row["photos"], str(row["count"])]
+        cells += [f"{row[k]:.1f}" for k in ("a", "b", "b_naive", "L", "c", "c_pipe", "d")]
+        cells += [f"{row[k]:.2f}" for k in ("c_over_L", "c_over_a", "c_over_d", "b_over_b_naive")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Partial batch handling (1 process x 1 thread, ms per run)", ""]
+    lines += ["| model | rows | cold exact shape | warm exact shape | padded to 8 |"]
+    lines += ["|---|---|---|---|---|"]
+    for model, table in results["batch_policy"].items():
+        for n, t in table.items():
+            lines.append(
+                f"| {model} | {n} | {t['cold_first_run_ms']} | {t['warm_exact_ms']} | "
+                f"{t['padded_to_full_ms']} |"
+            )
+    (out_dir / "scoring.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small counts, one round: smoke")
+    parser.add_argument("--count-large", type=int, default=200, help="4000x3000 photos")
+    parser.add_argument("--count-small", type=int, default=400, help="1024x768 photos")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds for a and b")
+    parser.add_argument("--repeats-naive", type=int, default=1, help="rounds for b_naive")
+    parser.add_argument("--repeats-end-to-end", type=int, default=1, help="rounds for c and d")
+    parser.add_argument("--naive-num-workers", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument(
+        "--backend",
+        choices=["postgres", "embedded"],
+        default="postgres",
+        help="(c) on PostgreSQL + Redis (production) or SQLite + filesystem broker",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    return parser
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    if args.quick:
+        args.count_large, args.count_small = min(args.count_large, 16), min(args.count_small, 32)
+        args.repeats = args.repeats_naive = args.repeats_end_to_end = 1
+    model_batches = 5 if args.quick else 40
+    results: dict[str, Any] = {
+        "machine": machine_info(),
+        "mode": "quick" if args.quick else "full",
+        "repeats": args.repeats,
+        "repeats_naive": args.repeats_naive,
+        "repeats_end_to_end": args.repeats_end_to_end,
+        "naive_num_workers": args.naive_num_workers,
+        "end_to_end_label": END_TO_END_LABEL,
+        "backend": args.backend,
+        "rows": [],
+        "batch_policy": {},
+    }
+    photos, naive_decode = {}, {}
+    for (w, h), count in zip(PHOTO_SIZES, (args.count_large, args.count_small), strict=True):
+        folder = args.work / (f"photos-{w}x{h}" + ("-quick" if args.quick else ""))
+        photos[f"{w}x{h}"] = (folder, make_photos(folder, (w, h), count))
+    for name in args.models:
+        model_dir = build_model(name, args.work)
+        from service.modelspec import load_artifact
+
+        spec = load_artifact(model_dir, check_onnx=False).spec
+        log.info("%s: partial batch timings", name)
+        results["batch_policy"][name] = measure_batch_policy(model_dir)
+        log.info("%s: (a) model only", name)
+        a = measure_model_only(model_dir, model_batches, args.repeats)
+        for label, (folder, files) in photos.items():
+            log.info("%s %s: (b) decode, %d files", name, label, len(files))
+            b = measure_decode(files, spec, naive=False, repeats=args.repeats)
+            if label not in naive_decode:  # model-independent: same files, same (224, 224)
+                naive_decode[label] = measure_decode(files, spec, True, args.repeats_naive)
+            b_naive = naive_decode[label]
+            log.info("%s %s: (c) end to end through a job (%s)", name, label, args.backend)
+            job = measure_end_to_end(folder, model_dir, args.work, args.backend)
+            c = job["rate"]
+            log.info("%s %s: c_pipe, the pipeline alone", name, label)
+            c_pipe = measure_pipeline_only(folder, model_dir, repeats=args.repeats_end_to_end)
+            log.info("%s %s: (d) naive torch", name, label)
+            d = measure_naive_torch(folder, name, args.naive_num_workers, args.repeats_end_to_end)
+            big_l = 1.0 / (1.0 / a + 1.0 / b)
+            row = {"model": name, "photos": label, "count": len(files), "a": a, "b": b}
+            row |= {"b_naive": b_naive, "L": big_l, "c": c, "c_pipe": c_pipe, "d": d, "job": job}
+            row |= {"c_over_L": c / big_l, "c_over_a": c / a, "c_over_d": c / d}
+            row["b_over_b_naive"] = b / b_naive
+            log.info("%s", {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()})
+            results["rows"].append(row)
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    write_report(results, args.out)
+    return results
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    main(get_args_parser().parse_args())

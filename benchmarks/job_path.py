@@ -1,0 +1,124 @@
+"""(c) of the scoring benchmark: herpscore end to end through the real job path.
+
+A fresh database, the model registered and activated, a real Celery worker (prefork, one
+process per core, one ORT thread each) on a real broker, and a job created exactly as the
+API creates it. The rate is images / (job finished_at - job created_at), both written by
+the database, so scanning, hashing, EXIF, dispatch, inference and every write count.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("bench_scoring.job_path")
+PG_ADMIN = os.environ.get("HERPSCORE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("HERPSCORE_BENCH_REDIS", "redis://127.0.0.1:6379/14")
+
+
+@contextmanager
+def fresh_backend(work: Path, backend: str) -> Iterator[dict[str, Any]]:
+    """Settings overrides for an empty database and broker: PostgreSQL + Redis, or embedded."""
+    if backend == "embedded":
+        data = work / f"embedded-{uuid.uuid4().hex[:8]}"
+        yield {"data_dir": data, "database_url": None, "broker_url": None}
+        return
+    import psycopg
+    import redis
+
+    name = f"herpscore_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    redis.Redis.from_url(REDIS).flushdb()
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        yield {"data_dir": work / "pg-data", "database_url": f"{base}/{name}", "broker_url": REDIS}
+    finally:
+        from service.db import dispose_engines
+
+        dispose_engines()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def measure_job_path(
+    folder: Path,
+    model_dir: Path,
+    work: Path,
+    *,
+    backend: str = "postgres",
+    processes: int = 2,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, float]:
+    """Score `folder` once through a job; returns images/s and the job's own timings."""
+    from service.cli import settings_env
+    from service.db import session_scope
+    from service.jobs import create_job, get_job, job_progress
+    from service.migrate import upgrade
+    from service.models import JobStatus
+    from service.registry import add_model
+    from service.settings import Settings
+    from service.tasks_client import enqueue_scan
+
+    with fresh_backend(work, backend) as backend_settings:
+        settings = Settings(
+            allowed_roots=[folder.parent],
+            worker_concurrency=processes,
+            **backend_settings,
+            **(overrides or {}),
+        )
+        settings.ensure_dirs()
+        upgrade(settings.db_url)
+        with session_scope(settings.db_url) as session:
+            add_model(session, settings, model_dir, activate=True)
+        env = {**os.environ, **settings_env(settings)}
+        cmd = [
+            sys.executable, "-m", "celery", "--quiet", "-A", "workers", "worker",
+            "-Q", "scan,inference,maintenance", "--concurrency", str(processes),
+            "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        with (work / "worker.log").open("ab") as out:
+            worker = subprocess.Popen(
+                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            time.sleep(6)  # the worker imports and connects before the clock starts
+            with session_scope(settings.db_url) as session:
+                job_id = create_job(session, settings, str(folder)).id
+            enqueue_scan(settings, job_id)
+            deadline = time.monotonic() + 3600
+            while time.monotonic() < deadline:
+                with session_scope(settings.db_url) as session:
+                    job = get_job(session, job_id)
+                    if job.status not in (JobStatus.QUEUED, JobStatus.SCANNING, JobStatus.SCORING):
+                        break
+                time.sleep(0.05)
+            with session_scope(settings.db_url) as session:
+                job = get_job(session, job_id)
+                progress = job_progress(job)
+                assert job.status == JobStatus.DONE, f"job ended {job.status}: {job.error}"
+                assert job.finished_at is not None
+                wall = (job.finished_at - job.created_at).total_seconds()
+                queued = (job.started_at - job.created_at).total_seconds() if job.started_at else 0
+                return {
+                    "images": progress["scored"] + progress["failed"],
+                    "failed": progress["failed"],
+                    "seconds": wall,
+                    "rate": (progress["scored"] + progress["failed"]) / wall,
+                    "queue_wait_seconds": queued,
+                }
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)

@@ -1,0 +1,387 @@
+"""Fine-tuning benchmark on ph-snakes: linear probe vs stage 1 vs both stages, FP32 vs INT8.
+
+    nice -n 10 .venv/bin/python benchmarks/train_ph_snakes.py \
+        [--data /work/shared/data/ph-snakes] [--work /tmp/herpscore-bench/ph-snakes]
+
+The photos are never copied: the deduplicated view is a tree of symlinks under --work.
+Train and val are merged, exact duplicates (sha256) are collapsed, and a stratified 15 %
+validation split (seed 0) is carved out; val drives early stopping and calibration.
+Test images whose sha256 also occurs in train/val are removed before evaluation.
+Results go to benchmarks/results/train_ph_snakes.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.imaging import InputSpec  # noqa: E402
+from service.settings import DEFAULT_EXTENSIONS  # noqa: E402
+from training import export  # noqa: E402
+from training.data import (  # noqa: E402
+    SafeImageFolder,
+    Sample,
+    discover_classes,
+    eval_loader,
+    eval_transform,
+    scan_split,
+    stratified_split,
+)
+from training.fit import tune_malloc  # noqa: E402
+
+log = logging.getLogger("bench")
+RESULTS = ROOT / "benchmarks" / "results"
+SIZE = 224
+SPEC = InputSpec(size=SIZE, resize="squash", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/ph-snakes"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/herpscore-bench/ph-snakes"))
+    parser.add_argument("--epochs-stage1", type=int, default=4)
+    parser.add_argument("--epochs-stage2", type=int, default=6)
+    parser.add_argument("--unfreeze", default="last-k:3")
+    parser.add_argument("--lr-stage1", type=float, default=3e-3)
+    parser.add_argument("--lr-stage2", type=float, default=5e-4)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--min-scale", type=float, default=0.35)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads: on a shared 2-core machine 1 thread was 10x faster than 2",
+    )
+    parser.add_argument("--tag", default="", help="suffix for the results files")
+    return parser
+
+
+def build_view(source: Path, view: Path) -> dict[str, Any]:
+    """Symlink a leak-free train/val/test tree; returns what was dropped and why.
+
+    The split is deterministic, so an existing view (with its summary) is reused.
+    """
+    summary_path = view.with_suffix(".json")
+    if view.is_dir() and summary_path.is_file():
+        return dict(json.loads(summary_path.read_text()))
+    classes = discover_classes(source)
+    splits = {s: scan_split(source / s, classes, DEFAULT_EXTENSIONS) for s in ("train", "val")}
+    test = scan_split(source / "test", classes, DEFAULT_EXTENSIONS)
+    pool: dict[str, Sample] = {}
+    for sample in splits["train"] + splits["val"]:
+        pool.setdefault(sample.sha256, sample)
+    merged = list(pool.values())
+    seen_test: set[str] = set()
+    clean_test = []
+    for sample in test:
+        if sample.sha256 not in pool and sample.sha256 not in seen_test:
+            clean_test.append(sample)
+        seen_test.add(sample.sha256)
+    train, val = stratified_split(merged, 0.15, seed=0)
+    if view.exists():
+        shutil.rmtree(view)
+    for split, samples in (("train", train), ("val", val), ("test", clean_test)):
+        for sample in samples:
+            folder = view / split / classes[sample.label]
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / sample.path.name).symlink_to(sample.path)
+    summary = {
+        "classes": len(classes),
+        "source_images": {
+            "train+val": len(splits["train"]) + len(splits["val"]),
+            "test": len(test),
+        },
+        "duplicates_collapsed_in_train_val": len(splits["train"])
+        + len(splits["val"])
+        - len(merged),
+        "test_removed_as_leaks_or_duplicates": len(test) - len(clean_test),
+        "used": {"train": len(train), "val": len(val), "test": len(clean_test)},
+    }
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def linear_probe(view: Path, classes: list[str]) -> dict[str, Any]:
+    """Logistic regression on frozen ImageNet EfficientNet-Lite0 features (224, squash, 0.5)."""
+    import timm
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from training.backbones import _lite0_package_file, _load_by_position, _read_state_dict
+
+    started = time.monotonic()
+    model = timm.create_model("efficientnet_lite0", num_classes=1000)
+    _load_by_position(model, _read_state_dict(_lite0_package_file()), skip_prefix="\0")
+    model.reset_classifier(0)
+    model.eval()
+    features, labels = {}, {}
+    for split in ("train", "val", "test"):
+        samples = scan_split(view / split, classes, DEFAULT_EXTENSIONS)
+        dataset = SafeImageFolder(
+            samples, classes, eval_loader(SPEC), eval_transform(SPEC), name=f"probe {split}"
+        )
+        with torch.no_grad():
+            batches = [
+                model(torch.stack([dataset[j][0] for j in range(i, min(i + 16, len(dataset)))]))
+                for i in range(0, len(dataset), 16)
+            ]
+        features[split] = torch.cat(batches).numpy()
+        labels[split] = np.asarray(dataset.targets)
+    best: tuple[float, float] = (-1.0, 1.0)
+    for c in (0.01, 0.03, 0.1, 0.3, 1.0):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000))
+        clf.fit(features["train"], labels["train"])
+        acc = float((clf.predict(features["val"]) == labels["val"]).mean())
+        best = max(best, (acc, c))
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=best[1], max_iter=3000))
+    clf.fit(features["train"], labels["train"])
+    predicted = clf.predict(features["test"])
+    return {
+        "C_chosen_on_val": best[1],
+        "val_top1": best[0],
+        "test_top1": float((predicted == labels["test"]).mean()),
+        "test_macro_f1": float(f1_score(labels["test"], predicted, average="macro")),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def run_fit(args: argparse.Namespace, out: Path, epochs2: int, resume: Path | None) -> float:
+    """`python -m training fit` in a subprocess; returns its wall-clock seconds."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "training",
+        "fit",
+        "--data",
+        str(args.work / "view"),
+        "--out",
+        str(out),
+        "--backbone",
+        "efficientnet_lite0",
+        "--size",
+        str(SIZE),
+        "--resize",
+        "squash",
+        "--epochs-stage1",
+        str(args.epochs_stage1),
+        "--epochs-stage2",
+        str(epochs2),
+        "--unfreeze",
+        args.unfreeze,
+        "--lr-stage1",
+        str(args.lr_stage1),
+        "--lr-stage2",
+        str(args.lr_stage2),
+        "--batch-size",
+        str(args.batch_size),
+        "--patience",
+        "3",
+        "--threads",
+        str(args.threads),
+        "--min-scale",
+        str(args.min_scale),
+    ]
+    if epochs2 == 0:
+        cmd.append("--no-int8")
+    if resume is not None:
+        cmd += ["--resume", str(resume)]
+    log.info("running %s", " ".join(cmd))
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    started = time.monotonic()
+    subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+    return time.monotonic() - started
+
+
+def onnx_measures(model_dir: Path, view: Path, classes: list[str], work: Path) -> dict[str, Any]:
+    """FP32 vs INT8 on the deduplicated test set: accuracy, size and 1-thread ORT speed."""
+    spec = InputSpec.from_metadata(json.loads((model_dir / "metadata.json").read_text()))
+    test = SafeImageFolder(
+        scan_split(view / "test", classes, DEFAULT_EXTENSIONS),
+        classes,
+        eval_loader(spec),
+        eval_transform(spec),
+        name="onnx test",
+    )
+    inputs = np.stack([test[i][0].numpy() for i in range(len(test))])
+    labels = np.asarray(test.targets)
+    int8 = model_dir / "model.int8.onnx"
+    rejected = work / f"{model_dir.parent.name}.int8.rejected.onnx"
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    if not int8.is_file():  # rejected by the fit's rule: measure it anyway, from the work folder
+        int8 = rejected
+        train = SafeImageFolder(
+            scan_split(view / "train", classes, DEFAULT_EXTENSIONS)[::8],
+            classes,
+            eval_loader(spec),
+            eval_transform(spec),
+            name="int8 calibration",
+        )
+        export.quantize_int8(
+            model_dir / "model.onnx", int8, np.stack([t[0].numpy() for t in train])
+        )
+    result: dict[str, Any] = {"int8_decision_in_fit": metadata.get("int8")}
+    for name, path in (("fp32", model_dir / "model.onnx"), ("int8", int8)):
+        logits = export.ort_logits(path, inputs)
+        result[name] = {
+            "test_top1": float((logits.argmax(1) == labels).mean()),
+            "size_mb": round(path.stat().st_size / 1e6, 2),
+            "img_per_s_1thread_batch8": speed(path, inputs[:64]),
+        }
+    return result
+
+
+def speed(path: Path, inputs: np.ndarray, batch: int = 8, rounds: int = 5) -> float:
+    """Median images/s of ONNX Runtime with one thread on batches of 8 (after a warm-up)."""
+    session = export.ort_session(path, threads=1)
+    name = session.get_inputs()[0].name
+    batches = [inputs[i : i + batch] for i in range(0, len(inputs) - batch + 1, batch)]
+    session.run(None, {name: batches[0]})
+    rates = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for b in batches:
+            session.run(None, {name: b})
+        rates.append(len(batches) * batch / (time.perf_counter() - started))
+    return round(float(np.median(rates)), 1)
+
+
+def summary_of(run: Path) -> dict[str, Any]:
+    metrics = json.loads((run / "metrics.json").read_text())
+    cal = metrics["calibration"]
+    return {
+        "test_top1": metrics["test"]["top1"],
+        "test_top3": metrics["test"]["top3"],
+        "test_macro_f1": metrics["test"]["macro"]["f1"],
+        "val_top1": metrics["val"]["top1"],
+        "temperature": cal["temperature"],
+        "ece_test_before": cal["test"]["ece_before"],
+        "ece_test_after": cal["test"]["ece_after"],
+        "ece_val_before": cal["val"]["ece_before"],
+        "ece_val_after": cal["val"]["ece_after"],
+        "epochs_run": json.loads((run / "model" / "metadata.json").read_text())["training"][
+            "epochs_run"
+        ],
+    }
+
+
+def write_markdown(results: dict[str, Any], path: Path) -> None:
+    p, s1, s2, onnx = (results[k] for k in ("linear_probe", "stage1", "both_stages", "onnx"))
+    rows = [
+        (
+            "(a) linear probe, frozen Lite0 features",
+            p["test_top1"],
+            p["test_macro_f1"],
+            "-",
+            "-",
+            p["seconds"],
+        ),
+        (
+            "(b) stage 1 only (head)",
+            s1["test_top1"],
+            s1["test_macro_f1"],
+            s1["ece_test_before"],
+            s1["ece_test_after"],
+            s1["seconds"],
+        ),
+        (
+            "(c) stage 1 + stage 2",
+            s2["test_top1"],
+            s2["test_macro_f1"],
+            s2["ece_test_before"],
+            s2["ece_test_after"],
+            s2["seconds"],
+        ),
+    ]
+    lines = [
+        "# ph-snakes fine-tuning benchmark",
+        "",
+        f"Data: {json.dumps(results['data'])}",
+        "",
+        f"Settings: {json.dumps(results['settings'])}",
+        "",
+        "| model | test top-1 | test macro-F1 | ECE before T | ECE after T | wall-clock s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, top1, f1, before, after, secs in rows:
+        fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+        lines.append(f"| {name} | {top1:.1%} | {f1:.3f} | {fmt(before)} | {fmt(after)} | {secs} |")
+    lines += [
+        "",
+        "| ONNX (model c) | test top-1 | size MB | img/s (ORT, 1 thread, batch 8) |",
+        "|---|---|---|---|",
+    ]
+    for name in ("fp32", "int8"):
+        o = onnx[name]
+        lines.append(
+            f"| {name} | {o['test_top1']:.1%} | {o['size_mb']} | {o['img_per_s_1thread_batch8']} |"
+        )
+    lines += ["", f"INT8 decision in fit: {json.dumps(onnx['int8_decision_in_fit'])}", ""]
+    lines.append(f"Machine: {results['machine']}; total wall-clock {results['total_seconds']} s")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
+    tune_malloc()
+    torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = build_view(args.data, args.work / "view")
+    log.info("view: %s", data)
+    classes = discover_classes(args.work / "view")
+    probe_path = args.work / "probe.json"  # the probe does not depend on the fit settings
+    if probe_path.is_file():
+        probe = json.loads(probe_path.read_text())
+    else:
+        probe = linear_probe(args.work / "view", classes)
+        probe_path.write_text(json.dumps(probe, indent=2) + "\n")
+    log.info("linear probe: %s", probe)
+    suffix = f"_{args.tag}" if args.tag else ""
+    stage1_dir, both_dir = args.work / f"stage1{suffix}", args.work / f"both{suffix}"
+    for folder in (stage1_dir, both_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+    seconds1 = run_fit(args, stage1_dir, 0, None)
+    stage1 = summary_of(stage1_dir) | {"seconds": round(seconds1, 1)}
+    # Stage 2 continues from stage 1's final checkpoint, so (c) = (b) + stage 2.
+    (both_dir / "run").mkdir(parents=True)
+    shutil.copy(stage1_dir / "run" / "last.pth", both_dir / "run" / "stage1.pth")
+    seconds2 = run_fit(args, both_dir, args.epochs_stage2, both_dir / "run" / "stage1.pth")
+    both = summary_of(both_dir) | {"seconds": round(seconds1 + seconds2, 1)}
+    results = {
+        "data": data,
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "linear_probe": probe,
+        "stage1": stage1,
+        "both_stages": both,
+        "onnx": onnx_measures(both_dir / "model", args.work / "view", classes, args.work),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "total_seconds": round(time.monotonic() - started, 1),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = f"train_ph_snakes{suffix}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_markdown(results, RESULTS / f"{stem}.md")
+    log.info("results: %s", json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    main(get_args_parser().parse_args())

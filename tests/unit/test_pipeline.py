@@ -1,0 +1,129 @@
+"""The scoring hot path: order, one result per path, failures alone, same answer as the engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.imaging import preprocess
+from tests.support.models import make_model_folder
+from workers.engine import InferenceEngine
+from workers.pipeline import FileResult, ScoreStats, score_paths
+
+BIG = 10**9
+COLOURS = [(220, 30, 30), (30, 220, 30), (30, 30, 220)]  # the tiny model's classes 0, 1, 2
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> InferenceEngine:
+    return InferenceEngine(make_model_folder(tmp_path_factory.mktemp("model"), size=16))
+
+
+def _photo(folder: Path, name: str, colour: tuple[int, int, int], seed: int) -> str:
+    """A JPEG of a dominant colour with some texture, so each file has its own probabilities."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour) + rng.normal(0, 25, (30, 40, 3)), 0, 255).astype(np.uint8)
+    path = folder / name
+    Image.fromarray(pixels, "RGB").save(path, "JPEG", quality=90)
+    return str(path)
+
+
+def _score(engine: InferenceEngine, paths: list[str], **kwargs: Any) -> list[FileResult]:
+    return score_paths(engine, paths, max_pixels=BIG, max_bytes=BIG, **kwargs)
+
+
+def _assert_same_as_engine(engine: InferenceEngine, result: FileResult, path: str) -> None:
+    probs = engine.probabilities(preprocess(path, engine.spec)[None])[0]
+    assert result.failure_reason is None and result.failure_detail is None
+    assert result.label_index == int(probs.argmax())
+    assert result.label == engine.labels[int(probs.argmax())]
+    assert result.confidence == pytest.approx(float(probs.max()), rel=1e-5)
+    assert result.topk is not None
+    assert [label for label, _ in result.topk] == [
+        engine.labels[i] for i in np.argsort(-probs, kind="stable")
+    ]
+
+
+@pytest.mark.parametrize(("batch_size", "decode_threads"), [(8, 2), (2, 1), (3, 3), (1, 2)])
+def test_corrupt_file_in_the_middle_fails_alone(
+    engine: InferenceEngine, tmp_path: Path, batch_size: int, decode_threads: int
+) -> None:
+    paths = [_photo(tmp_path, f"p{i}.jpg", COLOURS[i % 3], seed=i) for i in range(11)]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(Path(paths[0]).read_bytes()[:300])  # header, then nothing
+    paths.insert(5, str(broken))
+
+    results = _score(engine, paths, batch_size=batch_size, decode_threads=decode_threads)
+
+    assert [r.index for r in results] == list(range(len(paths)))
+    assert results[5].failure_reason == "corrupt"
+    assert results[5].label is None and results[5].topk is None
+    for result, path in zip(results, paths, strict=True):
+        if path != str(broken):
+            _assert_same_as_engine(engine, result, path)
+    expected_colours = [i % 3 for i in range(11)]
+    assert [r.label_index for r in results if r.index != 5] == expected_colours
+
+
+def test_each_result_is_a_prediction_or_a_failure(engine: InferenceEngine, tmp_path: Path) -> None:
+    empty, text = tmp_path / "empty.jpg", tmp_path / "notes.jpg"
+    empty.write_bytes(b"")
+    text.write_text("not a photo", encoding="utf-8")
+    good = _photo(tmp_path, "good.jpg", COLOURS[2], seed=0)
+    paths = [str(empty), good, str(text), str(tmp_path / "gone.jpg")]
+
+    results = _score(engine, paths, batch_size=2, k=2)
+
+    reasons = [r.failure_reason for r in results]
+    assert reasons == ["empty_file", None, "not_an_image", "unreadable"]
+    for r in results:
+        assert (r.failure_reason is None) == (r.label is not None) == (r.topk is not None)
+    assert results[1].label_index == 2 and results[1].topk is not None
+    assert len(results[1].topk) == 2
+
+
+def test_a_batch_of_only_failures(engine: InferenceEngine, tmp_path: Path) -> None:
+    paths = []
+    for i in range(3):
+        (tmp_path / f"e{i}.jpg").write_bytes(b"")
+        paths.append(str(tmp_path / f"e{i}.jpg"))
+    paths.append(_photo(tmp_path, "last.jpg", COLOURS[1], seed=3))
+    stats = ScoreStats()
+
+    results = _score(engine, paths, batch_size=3, stats=stats)
+
+    assert [r.failure_reason for r in results] == ["empty_file"] * 3 + [None]
+    assert results[3].label_index == 1
+    assert (stats.files, stats.failed, stats.batches) == (4, 3, 1)
+
+
+def test_stats_account_for_decode_and_inference(engine: InferenceEngine, tmp_path: Path) -> None:
+    paths = [_photo(tmp_path, f"p{i}.jpg", COLOURS[0], seed=i) for i in range(5)]
+    stats = ScoreStats()
+
+    score_paths(engine, paths, batch_size=2, max_pixels=BIG, max_bytes=BIG, stats=stats)
+
+    assert (stats.files, stats.failed, stats.batches) == (5, 0, 3)
+    assert stats.decode_seconds > 0 and stats.inference_seconds > 0
+    assert stats.wall_seconds >= stats.inference_seconds
+
+
+def test_limits_are_passed_to_decoding(engine: InferenceEngine, tmp_path: Path) -> None:
+    path = _photo(tmp_path, "p.jpg", COLOURS[0], seed=0)
+
+    results = score_paths(engine, [path], max_pixels=100, max_bytes=BIG)
+
+    assert results[0].failure_reason == "too_many_pixels"
+
+
+def test_no_paths_no_results(engine: InferenceEngine) -> None:
+    assert _score(engine, []) == []
+
+
+def test_bad_arguments(engine: InferenceEngine) -> None:
+    with pytest.raises(ValueError):
+        _score(engine, ["x.jpg"], batch_size=0)

@@ -1,0 +1,68 @@
+"""Checkpoints are written atomically and a resumed run continues at the right epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.backbones import build_backbone
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.data import scan_dataset
+from training.fit import Trainer, build_datasets, get_args_parser
+
+pytestmark = pytest.mark.torch
+
+
+def test_save_checkpoint_is_atomic_and_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "last.pth"
+    save_checkpoint({"model": {"w": torch.ones(2)}, "epoch": 3}, path)
+    save_checkpoint({"model": {"w": torch.zeros(2)}, "epoch": 4}, path)
+    state = load_checkpoint(path)
+    assert state["epoch"] == 4 and torch.equal(state["model"]["w"], torch.zeros(2))
+    assert [p.name for p in path.parent.iterdir()] == ["last.pth"]  # no temporary left over
+
+
+def _trainer(data_dir: Path, out: Path, epochs1: int, resume: bool) -> Trainer:
+    argv = [
+        "--data",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--backbone",
+        "mobilenet_v3_small",
+        "--weights",
+        "none",
+        "--size",
+        "32",
+        "--epochs-stage1",
+        str(epochs1),
+        "--epochs-stage2",
+        "0",
+        "--batch-size",
+        "8",
+        "--patience",
+        "99",
+    ]
+    args = get_args_parser().parse_args(argv + (["--resume"] if resume else []))
+    data = scan_dataset(args.data, min_train=2)
+    backbone = build_backbone(args.backbone, len(data.classes), args.weights, args.size)
+    (out / "run").mkdir(parents=True, exist_ok=True)
+    return Trainer(args, backbone, build_datasets(data, backbone), torch.device("cpu"), out / "run")
+
+
+def test_resume_continues_after_the_last_finished_epoch(
+    synthetic_data: Path, tmp_path: Path
+) -> None:
+    first = _trainer(synthetic_data, tmp_path, epochs1=1, resume=False)
+    first.fit()
+    assert load_checkpoint(tmp_path / "run" / "last.pth")["epoch"] == 0
+    resumed = _trainer(synthetic_data, tmp_path, epochs1=3, resume=True)
+    resumed.fit()
+    assert [(row["stage"], row["epoch"]) for row in resumed.history] == [(1, 0), (1, 1), (1, 2)]
+    assert resumed.history[0] == first.history[0]  # epoch 0 was not run again
+    state = load_checkpoint(tmp_path / "run" / "last.pth")
+    assert (state["stage"], state["epoch"]) == (1, 2)
+    lines = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("stage,epoch") and len(lines) == 4

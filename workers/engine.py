@@ -1,0 +1,119 @@
+"""The inference engine: one ONNX Runtime session per model folder, no database, no Celery."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.errors import InvalidModel
+from service.imaging import InputSpec
+from service.modelspec import ModelArtifact, load_artifact
+
+
+class InferenceEngine:
+    """An ONNX Runtime session with the labels, input spec and temperature of its model folder."""
+
+    def __init__(self, model_dir: Path, threads: int = 1, prefer_int8: bool = False) -> None:
+        self.artifact: ModelArtifact = load_artifact(model_dir, check_onnx=False)
+        int8 = self.artifact.path / "model.int8.onnx"
+        self.onnx_path = (
+            int8 if prefer_int8 and int8.is_file() else self.artifact.path / "model.onnx"
+        )
+        self.threads = threads
+        opts = ort.SessionOptions()
+        # Threads are set on purpose: one process owns `threads` cores, and inter-op
+        # parallelism only adds contention for a single-branch CNN.
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(self.onnx_path), opts, providers=["CPUExecutionProvider"]
+        )
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or not outputs:
+            raise InvalidModel(f"{self.onnx_path.name} must have one input and an output")
+        self.input_name: str = inputs[0].name
+        self.output_name: str = outputs[0].name
+        shape = list(inputs[0].shape)
+        size = self.spec.size
+        # Symbolic dims (batch, sometimes H/W) come back as strings: metadata decides them.
+        dims = [d if isinstance(d, int) else size for d in shape[1:]]
+        if dims != [3, size, size]:
+            raise InvalidModel(f"{self.onnx_path.name} input {shape} is not (N, 3, {size}, {size})")
+        self.input_shape: tuple[int, int, int] = (3, size, size)
+        self.warmed_batch_sizes: set[int] = set()
+
+    @property
+    def spec(self) -> InputSpec:
+        return self.artifact.spec
+
+    @property
+    def labels(self) -> list[str]:
+        return self.artifact.labels
+
+    @property
+    def temperature(self) -> float:
+        return self.artifact.temperature
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw model output (N, classes) for a float32 (N, 3, size, size) batch."""
+        if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
+            raise ValueError(f"batch shape {batch.shape} != (N, {self.input_shape})")
+        feed = np.ascontiguousarray(batch, dtype=np.float32)
+        out: np.ndarray = self.session.run([self.output_name], {self.input_name: feed})[0]
+        return out
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities: softmax(logits / temperature)."""
+        return softmax(self.logits(batch), self.temperature)
+
+    def warmup(self, batch_sizes: Iterable[int] = (8,)) -> None:
+        """Run each batch shape once: ORT pays a first-run cost per new input shape."""
+        for n in batch_sizes:
+            self.logits(np.zeros((n, *self.input_shape), dtype=np.float32))
+            self.warmed_batch_sizes.add(n)
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of logits / temperature, stable for large logits."""
+    if temperature <= 0:
+        raise ValueError("temperature must be positive")
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    np.exp(scaled, out=scaled)
+    scaled /= scaled.sum(axis=-1, keepdims=True)
+    return scaled
+
+
+def top_k(probs: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+    """The k most probable (class index, probability) pairs per row, best first."""
+    k = min(k, probs.shape[-1])
+    order = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    return [[(int(i), float(row[i])) for i in idx] for row, idx in zip(probs, order, strict=True)]
+
+
+_ENGINES: dict[tuple[Path, int, bool], InferenceEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+# A session must never cross a fork (ORT threads and arenas do not survive it): a child
+# process starts with an empty cache and builds its own engine on first use.
+os.register_at_fork(after_in_child=_ENGINES.clear)
+
+
+def get_engine(model_dir: Path, threads: int = 1, prefer_int8: bool = False) -> InferenceEngine:
+    """This process's engine for a model folder, created lazily on first use and cached.
+
+    Call it from inside the worker process (a task), never at import time or in the
+    Celery parent before it forks the pool, so each pool process opens its own session.
+    """
+    key = (Path(model_dir).expanduser().resolve(), threads, prefer_int8)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = _ENGINES[key] = InferenceEngine(key[0], threads, prefer_int8)
+        return engine
