@@ -20,6 +20,15 @@ REDIS_URL = os.environ.get("HERPSCORE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 REQUIRE_SERVICES = os.environ.get("HERPSCORE_REQUIRE_SERVICES") == "1"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Where CI installed Chromium for the browser tests, its absence is an error, not a skip."""
+    if (
+        os.environ.get("HERPSCORE_REQUIRE_BROWSER") == "1"
+        and not Path("/usr/bin/chromium").exists()
+    ):
+        raise pytest.UsageError("HERPSCORE_REQUIRE_BROWSER=1 but /usr/bin/chromium is missing")
+
+
 def skip_or_fail(reason: str) -> None:
     """Skip a test whose server is down, or fail it where CI promised the server."""
     if REQUIRE_SERVICES:
