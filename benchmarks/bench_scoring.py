@@ -196,7 +196,7 @@ def _child(
 
     try:
         queue.put((i, target(barrier, *job)))
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
         barrier.abort()  # the others must not wait for a round that never starts
         queue.put((i, traceback.format_exc()))
 

@@ -152,7 +152,7 @@ def probe(path: str | os.PathLike[str], max_pixels: int, max_bytes: int) -> Imag
         info = ImageInfo(width=width, height=height, format=img.format or "")
         try:
             exif = img.getexif()
-        except Exception:
+        except Exception:  # noqa: BLE001 - malformed EXIF must not make a photo unusable
             return info
         if exif.get(0x0112) in (5, 6, 7, 8):
             info.width, info.height = height, width

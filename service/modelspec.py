@@ -104,7 +104,7 @@ def check_onnx_io(onnx_path: Path, size: int, num_classes: int) -> None:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - ORT raises many types for a bad file
         raise InvalidModel(f"{onnx_path.name} cannot be loaded by ONNX Runtime: {exc}") from None
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1:
@@ -122,7 +122,7 @@ def check_onnx_io(onnx_path: Path, size: int, num_classes: int) -> None:
     dummy = np.zeros((2, 3, size, size), dtype=np.float32)
     try:
         logits = session.run([outputs[0].name], {inputs[0].name: dummy})[0]
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure means the model is unusable
         raise InvalidModel(f"{onnx_path.name} fails on a batch of 2: {exc}") from None
     if logits.shape != (2, num_classes):
         raise InvalidModel(

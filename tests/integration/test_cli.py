@@ -50,8 +50,9 @@ def test_embedded_mode_scores_a_folder_end_to_end(embedded_env, tmp_path):
     csv_out = run_cli(embedded_env, "results", str(summary["job_id"]), "--format", "csv")
     lines = csv_out.stdout.strip().splitlines()
     assert lines[0].startswith("image_id,rel_path") and len(lines) == 22
-    as_json = json.loads(run_cli(embedded_env, "results", str(summary["job_id"]),
-                                 "--format", "json").stdout)
+    as_json = json.loads(
+        run_cli(embedded_env, "results", str(summary["job_id"]), "--format", "json").stdout
+    )
     assert {r["label"] for r in as_json if r["status"] == "scored"} == {"red", "green", "blue"}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta

@@ -145,7 +145,7 @@ def _run_threads(target, count: int) -> list[BaseException]:
         try:
             barrier.wait(timeout=30)
             target(index)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]

@@ -109,7 +109,7 @@ def test_real_worker_scores_a_folder(stack, photos_root, tmp_path):
         wait_until(lambda: job_state(settings, job_id)[0] == JobStatus.DONE, 120, "done", log)
     finally:
         stop(worker)
-    status, total, scored, failed = job_state(settings, job_id)
+    _, total, scored, failed = job_state(settings, job_id)
     assert (total, scored, failed) == (41, 40, 1)
     with session_scope(settings.db_url) as session:
         assert session.scalar(select(func.count()).select_from(Prediction)) == 40

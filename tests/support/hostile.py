@@ -37,7 +37,9 @@ def write_bomb(path: Path, side: int = 30000) -> None:
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     body = zlib.compress(b"\x00" * (side + 1) * 4)  # a few rows; the rest is missing
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", body)
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", body)
         + _png_chunk(b"IEND", b"")
     )
 
@@ -53,7 +55,7 @@ def make_hostile_folder(folder: Path, outside: Path) -> Path:
     (folder / "notes.jpg").write_text("field notes, not a photo\n", encoding="utf-8")
     write_bomb(folder / "bomb.png")
     Image.new("RGB", (80, 60), (200, 30, 30)).convert("CMYK").save(folder / "cmyk.jpg")
-    grey16 = (np.full((40, 50), 40000, dtype=np.uint16))
+    grey16 = np.full((40, 50), 40000, dtype=np.uint16)
     Image.fromarray(grey16).save(folder / "sixteen_bit.png")
     palette = Image.new("P", (64, 64))
     palette.putpalette([30, 200, 30] + [0, 0, 0] * 255)

@@ -16,8 +16,11 @@ COLOURS = {
 
 
 def write_photo(
-    path: Path, colour: str | tuple[int, int, int] = "red", size: tuple[int, int] = (64, 48),
-    seed: int = 0, **save_kwargs: object,
+    path: Path,
+    colour: str | tuple[int, int, int] = "red",
+    size: tuple[int, int] = (64, 48),
+    seed: int = 0,
+    **save_kwargs: object,
 ) -> Path:
     """A noisy, mostly one-colour image saved in the format its suffix names."""
     rgb = COLOURS[colour] if isinstance(colour, str) else colour
