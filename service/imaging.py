@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import os
+import struct
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -161,19 +163,29 @@ def probe(path: str | os.PathLike[str], max_pixels: int, max_bytes: int) -> Imag
         return info
 
 
-def load_rgb(
-    path: str | os.PathLike[str], spec: InputSpec, max_pixels: int, max_bytes: int
+def decode_upright(
+    path: str | os.PathLike[str],
+    max_pixels: int,
+    max_bytes: int,
+    at_least: int | None = None,
+    finish: Callable[[Image.Image], Image.Image] = lambda img: img,
 ) -> Image.Image:
-    """Decode a file to an RGB image of spec.size x spec.size (EXIF-rotated, resized, cropped)."""
+    """Decode a file to an upright RGB image, then apply `finish` (resize, crop, thumbnail).
+
+    With `at_least`, a JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg (DCT scaling)
+    while both sides stay >= at_least. Malformed EXIF leaves the image as stored rather
+    than losing the photo. Every decoding problem becomes an ImageError with a reason.
+    """
     source = open_checked(path, max_pixels, max_bytes)
     try:
-        if source.format in ("JPEG", "MPO"):  # MPO: camera JPEGs with an MPF preview frame
-            # libjpeg DCT scaling: decode at 1/2, 1/4 or 1/8 while both sides stay >= target.
-            need = spec.resize_to if spec.resize == "shorter_side" else spec.size
-            source.draft("RGB", (need, need))
+        if at_least and source.format in ("JPEG", "MPO"):  # MPO: camera JPEG + preview
+            source.draft("RGB", (at_least, at_least))
         source.load()
-        oriented = ImageOps.exif_transpose(source) or source
-        out = resize_and_crop(to_rgb(oriented), spec)
+        try:
+            oriented = ImageOps.exif_transpose(source) or source
+        except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
+            oriented = source
+        out = finish(to_rgb(oriented))
         if out is source:
             out = out.copy()  # never hand out the file-backed image closed below
     except ImageError:
@@ -185,6 +197,16 @@ def load_rgb(
     finally:
         source.close()
     return out
+
+
+def load_rgb(
+    path: str | os.PathLike[str], spec: InputSpec, max_pixels: int, max_bytes: int
+) -> Image.Image:
+    """Decode a file to an RGB image of spec.size x spec.size (EXIF-rotated, resized, cropped)."""
+    need = spec.resize_to if spec.resize == "shorter_side" else spec.size
+    return decode_upright(
+        path, max_pixels, max_bytes, at_least=need, finish=lambda img: resize_and_crop(img, spec)
+    )
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -7,9 +7,9 @@ import re
 import tempfile
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 
-from service.imaging import ImageError, open_checked, to_rgb
+from service.imaging import decode_upright
 from service.settings import Settings
 
 THUMBNAIL_SIDE = 256
@@ -41,23 +41,12 @@ def ensure_thumbnail(
 
 def render_thumbnail(source: Path, side: int, max_pixels: int, max_bytes: int) -> Image.Image:
     """An RGB image no larger than side x side, upright as the camera's EXIF says."""
-    image = open_checked(source, max_pixels, max_bytes)
-    try:
-        if image.format in ("JPEG", "MPO"):
-            image.draft("RGB", (side, side))  # let libjpeg decode at 1/2, 1/4 or 1/8 scale
-        image.load()
-        upright = ImageOps.exif_transpose(image) or image
-        thumb = to_rgb(upright)
-        if thumb is image:
-            thumb = thumb.copy()  # never hand out the file-backed image closed below
-        thumb.thumbnail((side, side), Image.Resampling.LANCZOS)
-        return thumb
-    except Image.DecompressionBombError as exc:
-        raise ImageError("too_many_pixels", str(exc)) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError("corrupt", f"cannot decode image data: {exc}") from None
-    finally:
-        image.close()
+
+    def shrink(img: Image.Image) -> Image.Image:
+        img.thumbnail((side, side), Image.Resampling.LANCZOS)
+        return img
+
+    return decode_upright(source, max_pixels, max_bytes, at_least=side, finish=shrink)
 
 
 def _write_atomically(thumb: Image.Image, target: Path) -> None:
