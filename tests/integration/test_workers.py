@@ -117,7 +117,7 @@ def test_real_worker_scores_a_folder(stack, photos_root, tmp_path):
 
 def test_worker_killed_mid_job_loses_nothing(stack, photos_root, tmp_path):
     settings = stack(chunk_size=2, broker_visibility_timeout=3)
-    count = 240
+    count = 120
     make_photo_folder(photos_root / "big", count=count, size=(320, 240))
     log = tmp_path / "worker.log"
     first = start_worker(settings, log)
