@@ -119,7 +119,6 @@ def build_view(source: Path, view: Path) -> dict[str, Any]:
 def linear_probe(view: Path, classes: list[str]) -> dict[str, Any]:
     """Logistic regression on frozen ImageNet EfficientNet-Lite0 features (224, squash, 0.5)."""
     import timm
-    import torch
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
     from sklearn.pipeline import make_pipeline

@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,10 +79,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     optim.add_argument("--epochs-stage1", type=int, default=6, help="head only, trunk frozen")
     optim.add_argument("--epochs-stage2", type=int, default=10, help="last block(s) unfrozen")
     optim.add_argument(
-        "--unfreeze", type=unfreeze_rule, default="last-block", help="last-block | last-k:K | all"
+        "--unfreeze", type=unfreeze_rule, default="last-k:3", help="last-block | last-k:K | all"
     )
     optim.add_argument("--lr-stage1", type=float, default=3e-3)
-    optim.add_argument("--lr-stage2", type=float, default=3e-4)
+    optim.add_argument("--lr-stage2", type=float, default=5e-4)
     optim.add_argument("--weight-decay", type=float, default=0.02)
     optim.add_argument("--label-smoothing", type=float, default=0.1)
     optim.add_argument("--warmup-epochs", type=float, default=1.0)
@@ -239,7 +239,6 @@ class StageState:
     best_model: dict[str, torch.Tensor] | None = None
     bad_epochs: int = 0
     finished: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Trainer:
