@@ -465,8 +465,8 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts, one round: smoke")
-    parser.add_argument("--count-large", type=int, default=200, help="4000x3000 photos")
-    parser.add_argument("--count-small", type=int, default=400, help="1024x768 photos")
+    parser.add_argument("--count-large", type=int, default=400, help="4000x3000 photos")
+    parser.add_argument("--count-small", type=int, default=1000, help="1024x768 photos")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--repeats", type=int, default=3, help="rounds for a and b")
     parser.add_argument("--repeats-naive", type=int, default=1, help="rounds for b_naive")

@@ -25,6 +25,35 @@ PG_ADMIN = os.environ.get("HERPSCORE_BENCH_PG", "postgresql://postgres@127.0.0.1
 REDIS = os.environ.get("HERPSCORE_BENCH_REDIS", "redis://127.0.0.1:6379/14")
 
 
+def timeline(session: Any, job: Any) -> dict[str, float]:
+    """Where a job's time went, from the rows it left: queueing, scanning, the last chunk."""
+    from sqlalchemy import func, select
+
+    from service.models import Chunk
+
+    first_cut, last_cut, first_done = session.execute(
+        select(func.min(Chunk.enqueued_at), func.max(Chunk.enqueued_at),
+               func.min(Chunk.finished_at)).where(Chunk.job_id == job.id)
+    ).one()  # fmt: skip
+
+    def since_created(moment: Any) -> float:
+        return round((moment - job.created_at).total_seconds(), 3) if moment else -1.0
+
+    return {
+        "scan_started": since_created(job.started_at),
+        "first_chunk_cut": since_created(first_cut),
+        "last_chunk_cut": since_created(last_cut),
+        "first_chunk_done": since_created(first_done),
+        "chunks": session.scalar(select(func.count()).where(Chunk.job_id == job.id)),
+        "chunk_done_at": [
+            since_created(t)
+            for t in session.scalars(
+                select(Chunk.finished_at).where(Chunk.job_id == job.id).order_by(Chunk.finished_at)
+            )
+        ],
+    }
+
+
 @contextmanager
 def fresh_backend(work: Path, backend: str) -> Iterator[dict[str, Any]]:
     """Settings overrides for an empty database and broker: PostgreSQL + Redis, or embedded."""
@@ -108,13 +137,12 @@ def measure_job_path(
                 assert job.status == JobStatus.DONE, f"job ended {job.status}: {job.error}"
                 assert job.finished_at is not None
                 wall = (job.finished_at - job.created_at).total_seconds()
-                queued = (job.started_at - job.created_at).total_seconds() if job.started_at else 0
                 return {
                     "images": progress["scored"] + progress["failed"],
                     "failed": progress["failed"],
                     "seconds": wall,
                     "rate": (progress["scored"] + progress["failed"]) / wall,
-                    "queue_wait_seconds": queued,
+                    **timeline(session, job),
                 }
         finally:
             os.killpg(worker.pid, signal.SIGTERM)

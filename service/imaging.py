@@ -282,15 +282,12 @@ def preprocess(
     return to_array(load_rgb(path, spec, max_pixels, max_bytes), spec)
 
 
-def sha256_file(path: str | os.PathLike[str], block: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes (hashlib.file_digest: no Python-level read loop)."""
     import hashlib
 
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _capture_time(exif: Image.Exif) -> datetime | None:

@@ -14,7 +14,7 @@ from typing import TypeVar
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from service.db import session_scope
+from service.db import insert_ignoring_conflicts, session_scope
 from service.imaging import ImageError, is_image_name, probe, sha256_file
 from service.jobs import FINISHED, get_job, maybe_finish, transition
 from service.models import Chunk, Image, ItemStatus, JobImage, JobStatus, ScanJob, utcnow
@@ -23,6 +23,7 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SCAN_BATCH_MAX = 512  # files recorded per transaction once the first chunk is out
 
 
 @dataclass
@@ -49,6 +50,16 @@ def batched(items: Iterable[T], size: int) -> Iterator[tuple[T, ...]]:
     iterator = iter(items)
     while batch := tuple(islice(iterator, size)):
         yield batch
+
+
+def scan_batches(files: Iterable[Path], chunk_size: int) -> Iterator[tuple[Path, ...]]:
+    """One chunk's worth first, so scoring starts at once; then bigger batches, because
+    every transaction costs round trips that a large folder should not pay per chunk."""
+    iterator = iter(files)
+    size = chunk_size
+    while batch := tuple(islice(iterator, size)):
+        yield batch
+        size = min(size * 2, max(chunk_size, SCAN_BATCH_MAX))
 
 
 def iter_image_files(folder: Path, recursive: bool, extensions: list[str]) -> Iterator[Path]:
@@ -94,59 +105,66 @@ def inspect_file(path: Path, folder: Path, settings: Settings) -> FileRecord:
 
 
 def record_files(session: Session, job: ScanJob, records: list[FileRecord]) -> int:
-    """Upsert Image rows and add this job's JobImage rows; returns how many were new."""
-    by_key: dict[tuple[str, str | None], Image] = {}
-    paths = [r.path for r in records]
-    for image in session.scalars(select(Image).where(Image.path.in_(paths))):
-        by_key[(image.path, image.sha256)] = image
+    """Add Image rows for new (path, content) pairs and this job's JobImage rows, in bulk.
+
+    Returns how many files were new to this job. Idempotent: a rescan after a crash adds
+    nothing twice (JobImage is unique on (job, image)).
+    """
     now = utcnow()
-    for record in records:
-        image = by_key.get((record.path, record.sha256)) or Image(
-            path=record.path, sha256=record.sha256, created_at=now
+    paths = [r.path for r in records]
+
+    def known_images() -> dict[tuple[str, str | None], int]:
+        rows = session.execute(
+            select(Image.path, Image.sha256, Image.id).where(Image.path.in_(paths))
         )
-        if image.id is None:
-            session.add(image)
-            by_key[(record.path, record.sha256)] = image
-        image.size_bytes, image.mtime = record.size_bytes, record.mtime
-        image.width, image.height, image.format = record.width, record.height, record.format
-        image.captured_at, image.gps_lat, image.gps_lon = (
-            record.captured_at,
-            record.gps_lat,
-            record.gps_lon,
-        )
-        image.updated_at = now
-    session.flush()
-    image_ids = {by_key[(r.path, r.sha256)].id: r for r in records}
-    known = set(
+        return {(path, sha): image_id for path, sha, image_id in rows}
+
+    ids = known_images()
+    fresh = {(r.path, r.sha256): r for r in records if (r.path, r.sha256) not in ids}
+    if fresh:
+        insert_ignoring_conflicts(
+            session,
+            Image,
+            [
+                {
+                    "path": r.path, "sha256": r.sha256, "size_bytes": r.size_bytes,
+                    "mtime": r.mtime, "width": r.width, "height": r.height, "format": r.format,
+                    "captured_at": r.captured_at, "gps_lat": r.gps_lat, "gps_lon": r.gps_lon,
+                    "created_at": now, "updated_at": now,
+                }
+                for r in fresh.values()
+            ],
+            ["path", "sha256"],
+        )  # fmt: skip
+        ids = known_images()
+    by_image = {ids[(r.path, r.sha256)]: r for r in records}
+    already = set(
         session.scalars(
             select(JobImage.image_id).where(
-                JobImage.job_id == job.id, JobImage.image_id.in_(list(image_ids))
+                JobImage.job_id == job.id, JobImage.image_id.in_(list(by_image))
             )
         )
     )
-    new_failed = 0
-    for image_id, record in image_ids.items():
-        if image_id in known:
-            continue
-        failed = record.failure_reason is not None
-        new_failed += failed
-        session.add(
-            JobImage(
-                job_id=job.id,
-                image_id=image_id,
-                rel_path=record.rel_path,
-                status=ItemStatus.FAILED if failed else ItemStatus.PENDING,
-                failure_reason=record.failure_reason,
-                failure_detail=record.failure_detail,
-            )
-        )
-    added = len(image_ids) - len(known)
+    rows = [
+        {
+            "job_id": job.id,
+            "image_id": image_id,
+            "rel_path": r.rel_path,
+            "status": ItemStatus.FAILED if r.failure_reason else ItemStatus.PENDING,
+            "failure_reason": r.failure_reason,
+            "failure_detail": r.failure_detail,
+        }
+        for image_id, r in by_image.items()
+        if image_id not in already
+    ]
+    insert_ignoring_conflicts(session, JobImage, rows, ["job_id", "image_id"])
+    failed = sum(1 for row in rows if row["failure_reason"])
     session.execute(
         update(ScanJob)
         .where(ScanJob.id == job.id)
-        .values(total=ScanJob.total + added, failed=ScanJob.failed + new_failed)
+        .values(total=ScanJob.total + len(rows), failed=ScanJob.failed + failed)
     )
-    return added
+    return len(rows)
 
 
 def cut_chunks(session: Session, job: ScanJob, chunk_size: int, final: bool) -> list[int]:
@@ -205,7 +223,7 @@ def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], Non
             )
         return
     files = iter_image_files(folder, recursive, extensions)
-    for batch in batched(files, settings.chunk_size):
+    for batch in scan_batches(files, settings.chunk_size):
         records = [inspect_file(path, folder, settings) for path in batch]
         with session_scope(settings.db_url) as session:
             job = get_job(session, job_id)

@@ -25,7 +25,13 @@ TASK_ROUTES = {
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings shared by the client and the workers (late acks, one prefetch)."""
-    transport: dict[str, Any] = {"visibility_timeout": settings.broker_visibility_timeout}
+    transport: dict[str, Any] = {
+        "visibility_timeout": settings.broker_visibility_timeout,
+        # Redis: look for messages of dead workers every 10 s (kombu's default sweep runs
+        # every 10 x 10 s, so a killed worker's chunks would wait ~100 s past the timeout).
+        "unacked_restore_interval": min(10, settings.broker_visibility_timeout),
+        "unacked_restore_throttle": 1,
+    }
     if settings.is_embedded_broker:
         folder = settings.broker_folder
         transport.update(
@@ -44,6 +50,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # A pool process opens and warms the active model before it says it is up.
+        "worker_proc_alive_timeout": 120,
         "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
         "task_default_queue": "inference",
         "task_routes": TASK_ROUTES,

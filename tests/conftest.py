@@ -20,6 +20,14 @@ REDIS_URL = os.environ.get("HERPSCORE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 REQUIRE_SERVICES = os.environ.get("HERPSCORE_REQUIRE_SERVICES") == "1"
 
 
+def screenshot_dir(tmp_path: Path) -> Path:
+    """Where browser tests save screenshots: docs/screenshots with HERPSCORE_SCREENSHOTS=1
+    (to refresh the README's pictures), else the test's temporary folder."""
+    if os.environ.get("HERPSCORE_SCREENSHOTS") == "1":
+        return Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+    return tmp_path
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Where CI installed Chromium for the browser tests, its absence is an error, not a skip."""
     if (

@@ -29,3 +29,6 @@ def _after_fork(**_: object) -> None:
     # Connections and ONNX sessions must never cross a fork: drop inherited pools.
     dispose_engines()
     logging.getLogger("herpscore").setLevel(logging.INFO)
+    from workers.tasks import preload_active_model
+
+    preload_active_model()

@@ -9,10 +9,12 @@ from functools import lru_cache
 from pathlib import Path
 
 from celery import shared_task
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from service.db import session_scope
+from service.db import read_scope, session_scope
+from service.errors import HerpscoreError
 from service.models import ModelVersion
+from service.registry import active_model
 from service.scanning import run_scan
 from service.scoring import FileOutcome, requeue_stalled, score_chunk
 from service.settings import Settings, get_settings
@@ -48,6 +50,22 @@ def run_model(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome
         max_bytes=settings.max_file_bytes,
         k=min(settings.top_k, len(engine.labels)),
     )
+
+
+def preload_active_model() -> None:
+    """Open and warm the active model's session in a fresh worker process, so the first
+    chunk of the next job does not pay for it. Nothing to do without an active model."""
+    settings = worker_settings()
+    try:
+        with read_scope(settings.db_url) as session:
+            model = active_model(session)
+            path = Path(model.path) if model else None
+        if path is not None:
+            engine = get_engine(path, threads=settings.worker_threads)
+            engine.warmup(sorted({1, settings.batch_size}))
+    except (SQLAlchemyError, HerpscoreError, OSError) as exc:
+        # A worker must start even before the database is migrated or a model is added.
+        log.warning("could not preload the active model: %s", exc)
 
 
 @shared_task(

@@ -22,10 +22,10 @@ from service.scanning import run_scan
 from service.scoring import score_chunk
 from service.settings import Settings
 from service.web import create_app
+from tests.conftest import screenshot_dir
 from tests.support.models import make_model_folder
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 LABELS = ["Naja_philippinensis", "Trimeresurus_flavomaculatus", "Boiga_dendrophila"]
 USERNAME, PASSWORD = "rita", "field-season-2025"
 
@@ -165,7 +165,7 @@ def _topk(settings: Settings, item_id: int) -> list[str]:
         return [t[0] for t in session.get(Prediction, item.prediction_id).topk]
 
 
-def test_review_five_items_from_the_keyboard(live_app: Live, page) -> None:
+def test_review_five_items_from_the_keyboard(live_app: Live, page, tmp_path: Path) -> None:
     page.goto(f"{live_app.url}/review")
     assert "/login" in page.url  # the queue needs a login
     page.fill("input[name=username]", USERNAME)
@@ -180,8 +180,9 @@ def test_review_five_items_from_the_keyboard(live_app: Live, page) -> None:
     assert page.locator("#rel-path").inner_text().startswith("transect_03/IMG_41")
     assert "2025" in page.locator("#captured").inner_text()
     assert page.locator("#keyhelp").is_visible()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "review-queue.png"))
+    shots = screenshot_dir(tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "review-queue.png"))
 
     # Zoom never posts anything; 0 resets.
     page.keyboard.press("+")
@@ -212,7 +213,7 @@ def test_review_five_items_from_the_keyboard(live_app: Live, page) -> None:
     page.keyboard.press("/")
     page.keyboard.type("Naja samarensis")
     assert page.locator("#label-options li.new").inner_text().startswith("+ New label")
-    page.screenshot(path=str(SCREENSHOTS / "review-typeahead.png"))
+    page.screenshot(path=str(shots / "review-typeahead.png"))
     with page.expect_response(lambda r: "/decision.json" in r.url) as got:
         page.keyboard.press("Enter")
     assert got.value.status == 200

@@ -33,6 +33,7 @@ from service.models import (
 from service.scanning import run_scan
 from service.scoring import score_chunk
 from service.settings import Settings
+from tests.conftest import screenshot_dir
 from tests.support.photos import make_photo_folder, write_photo
 
 PASSWORD = "field-notes-2024"
@@ -554,12 +555,11 @@ def test_confirm_refuses_bad_selections(
 # ---------------------------------------------------------------- in a real browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "job-page.png"
 
 
 @pytest.mark.browser
 def test_job_page_in_headless_chromium(
-    api_app: Flask, api_settings: Settings, active_model: int, photos_root: Path
+    api_app: Flask, api_settings: Settings, active_model: int, photos_root: Path, tmp_path: Path
 ) -> None:
     """Log in through the form, watch live progress, select tiles, save a screenshot."""
     if not CHROMIUM.exists():
@@ -625,10 +625,11 @@ def test_job_page_in_headless_chromium(
             boxes.nth(4).check()
             assert page.locator("[data-selected-count]").text_content() == "2"
             assert page.locator("[data-confirm-selected]").is_enabled()
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            shot = screenshot_dir(tmp_path) / "job-page.png"
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot), full_page=True)
             browser.close()
     finally:
         server.shutdown()
         thread.join(timeout=5)
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert shot.stat().st_size > 10_000
