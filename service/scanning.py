@@ -17,7 +17,16 @@ from sqlalchemy.orm import Session
 from service.db import insert_ignoring_conflicts, session_scope
 from service.imaging import ImageError, is_image_name, probe, sha256_file
 from service.jobs import FINISHED, get_job, maybe_finish, transition
-from service.models import Chunk, Image, ItemStatus, JobImage, JobStatus, ScanJob, utcnow
+from service.models import (
+    Chunk,
+    ChunkStatus,
+    Image,
+    ItemStatus,
+    JobImage,
+    JobStatus,
+    ScanJob,
+    utcnow,
+)
 from service.paths import is_inside
 from service.settings import Settings
 
@@ -200,6 +209,17 @@ def cut_chunks(session: Session, job: ScanJob, chunk_size: int, final: bool) -> 
     return chunk_ids
 
 
+def queued_chunk_ids(session: Session, job_id: int) -> list[int]:
+    """The job's chunks that no worker has finished yet."""
+    return list(
+        session.scalars(
+            select(Chunk.id)
+            .where(Chunk.job_id == job_id, Chunk.status == ChunkStatus.QUEUED)
+            .order_by(Chunk.seq)
+        )
+    )
+
+
 def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], None]) -> None:
     """Scan a job's folder in batches: each batch commits, then its full chunks are enqueued.
 
@@ -209,10 +229,20 @@ def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], Non
     """
     with session_scope(settings.db_url) as session:
         job = get_job(session, job_id)
-        if job.status in FINISHED or not transition(session, job, JobStatus.SCANNING):
+        # A redelivered scan (its worker died) may have committed chunks whose messages
+        # were never sent: send every queued chunk again. Duplicates are harmless.
+        unsent = queued_chunk_ids(session, job_id) if job.status != JobStatus.QUEUED else []
+        if job.status == JobStatus.SCORING:  # the scan itself had finished
+            resume_only = True
+        elif job.status in FINISHED or not transition(session, job, JobStatus.SCANNING):
             log.info("job %s is %s; scan skipped", job_id, job.status.value)
             return
+        else:
+            resume_only = False
         folder, recursive, extensions = Path(job.folder), job.recursive, list(job.extensions)
+    enqueue(unsent)
+    if resume_only:
+        return
     if not folder.is_dir():
         with session_scope(settings.db_url) as session:
             transition(

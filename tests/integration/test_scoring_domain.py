@@ -202,3 +202,38 @@ def test_hostile_files_fail_alone_and_the_job_completes(
             assert row["failure_reason"] == expected, (name, row["failure_detail"])
     assert job.total == len(EXPECTED)
     assert job.scored + job.failed == job.total
+
+
+class WorkerDied(Exception):
+    """Stands for a kill -9 between committing chunks and sending their messages."""
+
+
+def test_a_redelivered_scan_sends_chunks_whose_messages_were_lost(
+    db_url, make_settings, photos_root, tmp_path
+):
+    settings = make_settings(db_url, chunk_size=2)
+    _setup(settings, tmp_path)
+    make_photo_folder(photos_root / "s", count=10)
+    with session_scope(settings.db_url) as session:
+        job_id = create_job(session, settings, "s").id
+
+    def dies(chunk_ids: list[int]) -> None:
+        raise WorkerDied
+
+    with pytest.raises(WorkerDied):
+        run_scan(settings, job_id, dies)  # the first batch committed, its message never sent
+    sent: list[int] = []
+    run_scan(settings, job_id, sent.extend)  # the broker redelivers the scan
+    with session_scope(settings.db_url) as session:
+        all_chunks = set(session.scalars(select(Chunk.id).where(Chunk.job_id == job_id)))
+    assert set(sent) == all_chunks and len(all_chunks) == 5
+
+    again: list[int] = []
+    run_scan(settings, job_id, again.extend)  # redelivered after the scan had finished
+    assert set(again) == all_chunks  # nothing scored yet: every chunk is sent again
+    for chunk_id in sent + again:
+        score_chunk(settings, chunk_id, run_model)
+    with session_scope(settings.db_url) as session:
+        job = get_job(session, job_id)
+        assert (job.status, job.total, job.scored) == (JobStatus.DONE, 10, 10)
+        assert session.scalar(select(func.count()).select_from(Prediction)) == 10
