@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -519,23 +518,13 @@ def jobs_cancel(ctx: click.Context, job_id: int) -> None:
 @click.pass_context
 def results_cmd(ctx: click.Context, job_id: int, fmt: str, output: Path | None) -> None:
     """Every image of a job with its prediction or failure reason."""
-    from service.results import CSV_COLUMNS, iter_results, to_csv_row
+    from service.results import write_results
 
     with (
         session_scope(_settings(ctx).db_url) as session,
         output.open("w", newline="", encoding="utf-8") if output else _stdout() as fh,
     ):
-        rows = iter_results(session, job_id)
-        if fmt == "csv":
-            writer = csv.writer(fh)
-            writer.writerow(CSV_COLUMNS)
-            for row in rows:
-                writer.writerow(to_csv_row(row))
-        else:
-            fh.write("[")
-            for i, row in enumerate(rows):
-                fh.write(("," if i else "") + "\n" + json.dumps(row))
-            fh.write("\n]\n")
+        write_results(session, job_id, fmt, fh)
 
 
 @contextmanager

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session
@@ -130,6 +132,26 @@ def iter_results(
         for ji, im, p, r in rows:
             yield _row(ji, im, p, r, job.model_version_id)
         last_id = rows[-1][0].id
+
+
+def write_results(session: Session, job_id: int, fmt: str, out: TextIO) -> None:
+    """Every row of a job to a text stream: CSV with a header, or a JSON array.
+
+    The job is looked up first, so an unknown id raises NotFound before a byte is written.
+    """
+    if fmt not in ("csv", "json"):
+        raise ValueError(f"unknown results format {fmt!r}")
+    get_job(session, job_id)
+    rows = iter_results(session, job_id)
+    if fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(to_csv_row(row) for row in rows)
+        return
+    out.write("[")
+    for n, row in enumerate(rows):
+        out.write(("," if n else "") + "\n" + json.dumps(row, ensure_ascii=False))
+    out.write("\n]\n")
 
 
 def to_csv_row(row: dict[str, Any]) -> list[Any]:

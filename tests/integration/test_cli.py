@@ -62,6 +62,7 @@ def test_cli_errors_are_clear_and_non_zero(embedded_env, tmp_path):
     assert "outside the allowed roots" in outside.stderr and "Traceback" not in outside.stderr
     missing = run_cli(embedded_env, "results", "999")
     assert missing.returncode == 2 and "job 999 does not exist" in missing.stderr
+    assert missing.stdout == ""  # no CSV header before the error
     bad_model = run_cli(embedded_env, "models", "add", str(tmp_path))
     assert bad_model.returncode == 2 and "lacks model.onnx" in bad_model.stderr
     bad_arg = run_cli(embedded_env, "score", str(tmp_path), "--threshold", "7")

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path, PurePath
 from typing import Any
 
-from flask import Response, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -29,8 +29,9 @@ from service.models import JobStatus, Role
 from service.web import MAX_DB_ID
 from service.web.admin import bp, role_required, safe_next_url
 from service.web.api.inputs import validation_details
-from service.web.api.jobs import EXPORT_TYPES, PredictionQuery, _spool_results, _stream
+from service.web.api.jobs import PredictionQuery
 from service.web.context import current_settings, db_session
+from service.web.downloads import results_response
 
 log = logging.getLogger(__name__)
 
@@ -182,11 +183,7 @@ def job_progress(job_id: int) -> ResponseReturnValue:
 @role_required(Role.VIEWER)
 def download_results(job_id: int, fmt: str) -> ResponseReturnValue:
     """Every row of the job, as the API exports it."""
-    buffer = _spool_results(job_id, fmt)
-    disposition = f'attachment; filename="job-{job_id}-results.{fmt}"'
-    return Response(
-        _stream(buffer), mimetype=EXPORT_TYPES[fmt], headers={"Content-Disposition": disposition}
-    )
+    return results_response(job_id, fmt)
 
 
 @bp.post("/jobs/<id:job_id>/cancel")

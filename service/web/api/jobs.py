@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
-import tempfile
-from collections.abc import Iterator
-from typing import IO, Literal
+from typing import Literal
 
-from flask import Response, url_for
+from flask import url_for
 from flask.typing import ResponseReturnValue
 from kombu.exceptions import OperationalError as BrokerUnavailable
 from pydantic import Field, model_validator
@@ -22,13 +17,9 @@ from service.web.api import bp
 from service.web.api.inputs import Body, PageQuery, Query, page, parse_body, parse_query
 from service.web.auth import current_caller, requires
 from service.web.context import current_settings, db_read, db_session
+from service.web.downloads import results_response
 
 log = logging.getLogger(__name__)
-
-# Exports are built inside the transaction, then streamed from this buffer: a slow client
-# must not hold a database transaction (on SQLite, the write lock) open.
-SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
-STREAM_CHUNK_BYTES = 64 * 1024
 
 
 class JobCreate(Body):
@@ -132,47 +123,8 @@ def list_predictions(job_id: int) -> ResponseReturnValue:
     return page(rows, total, query)
 
 
-EXPORT_TYPES = {"csv": "text/csv", "json": "application/json"}
-
-
 @bp.get("/jobs/<id:job_id>/results.csv")
 @requires(Role.VIEWER)
 def export_results(job_id: int) -> ResponseReturnValue:
     """Every row of the job as CSV (default) or a JSON array (`?format=json`), streamed."""
-    fmt = parse_query(ExportQuery).format
-    buffer = _spool_results(job_id, fmt)
-    disposition = f'attachment; filename="job-{job_id}-results.{fmt}"'
-    return Response(
-        _stream(buffer), mimetype=EXPORT_TYPES[fmt], headers={"Content-Disposition": disposition}
-    )
-
-
-def _spool_results(job_id: int, fmt: str) -> IO[bytes]:
-    """Write every row into a spooled buffer inside one short transaction (404 before any
-    byte is sent); the caller streams the buffer after the commit."""
-    buffer = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115
-    out = io.TextIOWrapper(buffer, encoding="utf-8", newline="", write_through=True)
-    try:
-        with db_read() as session:
-            rows = results.iter_results(session, job_id)
-            if fmt == "csv":
-                writer = csv.writer(out)
-                writer.writerow(results.CSV_COLUMNS)
-                writer.writerows(results.to_csv_row(row) for row in rows)
-            else:
-                out.write("[")
-                for n, row in enumerate(rows):
-                    out.write(("," if n else "") + "\n" + json.dumps(row, ensure_ascii=False))
-                out.write("\n]\n")
-    except BaseException:
-        out.close()  # closes the buffer too
-        raise
-    out.detach()  # keep the buffer open past the wrapper
-    buffer.seek(0)
-    return buffer
-
-
-def _stream(buffer: IO[bytes]) -> Iterator[bytes]:
-    with buffer:
-        while chunk := buffer.read(STREAM_CHUNK_BYTES):
-            yield chunk
+    return results_response(job_id, parse_query(ExportQuery).format)
