@@ -54,6 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("/work/shared/data/ph-snakes"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/herpscore-bench/ph-snakes"))
+    parser.add_argument("--stage1", choices=["probe", "epochs"], default="probe")
     parser.add_argument("--epochs-stage1", type=int, default=4)
     parser.add_argument("--epochs-stage2", type=int, default=6)
     parser.add_argument("--unfreeze", default="last-k:3")
@@ -179,6 +180,8 @@ def run_fit(args: argparse.Namespace, out: Path, epochs2: int, resume: Path | No
         str(SIZE),
         "--resize",
         "squash",
+        "--stage1",
+        args.stage1,
         "--epochs-stage1",
         str(args.epochs_stage1),
         "--epochs-stage2",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -23,6 +24,7 @@ from service.imaging import (
     is_image_name,
     load_rgb,
     open_checked,
+    resize_and_crop,
     sha256_file,
     to_array,
     to_rgb,
@@ -257,6 +259,12 @@ class SafeImageFolder(Dataset[tuple[torch.Tensor, int]]):
         img = self._cache[index] if self.cached else self.loader(self.samples[index].path)
         return self.transform(img), self.samples[index].label
 
+    def with_transform(self, transform: Callable[[Image.Image], torch.Tensor]) -> SafeImageFolder:
+        """The same images (and cache) under another transform, without decoding again."""
+        view = copy.copy(self)
+        view.transform = transform
+        return view
+
     @property
     def targets(self) -> list[int]:
         return [s.label for s in self.samples]
@@ -274,6 +282,12 @@ def eval_loader(spec: InputSpec) -> Callable[[Path], Image.Image]:
 def eval_transform(spec: InputSpec) -> Callable[[Image.Image], torch.Tensor]:
     """The served normalisation: service.imaging.to_array with the model's InputSpec."""
     return lambda img: torch.from_numpy(to_array(img, spec))
+
+
+def served_transform(spec: InputSpec) -> Callable[[Image.Image], torch.Tensor]:
+    """Deterministic: the model's resize rule and normalisation on an already decoded image
+    (stage 1 computes training-set features this way from the training cache)."""
+    return lambda img: torch.from_numpy(to_array(resize_and_crop(img, spec), spec))
 
 
 def train_transform(

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from service.imaging import sha256_file
 from service.modelspec import MODEL_FORMAT, load_artifact
-from training import calibrate, evaluate, export
+from training import calibrate, evaluate, export, head
 from training.backbones import BACKBONES, Backbone, build_backbone
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data import (
@@ -36,6 +36,7 @@ from training.data import (
     eval_loader,
     eval_transform,
     scan_dataset,
+    served_transform,
     train_transform,
 )
 from training.stages import configure_stage, count_trainable, parse_unfreeze, set_train_mode
@@ -76,7 +77,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     model.add_argument("--resize", choices=["shorter_side", "squash"], default="shorter_side")
     model.add_argument("--dropout", type=float, default=0.2)
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs-stage1", type=int, default=6, help="head only, trunk frozen")
+    optim.add_argument(
+        "--stage1",
+        choices=["probe", "epochs"],
+        default="probe",
+        help="head on frozen features: probe = fitted once by L-BFGS (fast), epochs = SGD",
+    )
+    optim.add_argument(
+        "--epochs-stage1", type=int, default=6, help="head only, trunk frozen (--stage1 epochs)"
+    )
     optim.add_argument("--epochs-stage2", type=int, default=10, help="last block(s) unfrozen")
     optim.add_argument(
         "--unfreeze", type=unfreeze_rule, default="last-k:3", help="last-block | last-k:K | all"
@@ -276,10 +285,81 @@ class Trainer:
         ):
             if resume is not None and resume["stage"] > stage:
                 continue
-            self.run_stage(
-                stage, epochs, lr, resume if resume and resume["stage"] == stage else None
-            )
+            stage_resume = resume if resume and resume["stage"] == stage else None
             resume = None
+            if stage == 1 and self.args.stage1 == "probe":
+                if stage_resume is None or not stage_resume["finished"]:
+                    self.run_probe_stage()
+                continue
+            self.run_stage(stage, epochs, lr, stage_resume)
+
+    def run_probe_stage(self) -> None:
+        """Stage 1 in one pass: frozen features once, the head's linear layer fitted by L-BFGS
+        with the L2 strength that gives the lowest validation loss (training/head.py)."""
+        configure_stage(self.backbone, 1, self.args.unfreeze)
+        started = time.monotonic()
+        views = {
+            "train": self.datasets["train"].with_transform(served_transform(self.backbone.spec)),
+            "val": self.datasets["val"],
+        }
+        features = {}
+        for name, dataset in views.items():
+            loader = DataLoader(
+                dataset, batch_size=self.args.batch_size, num_workers=self.args.workers
+            )
+            bar = tqdm(loader, desc=f"stage 1 features ({name})", leave=False, dynamic_ncols=True)
+            features[name] = (
+                head.extract_features(self.model, self.backbone.head, (x for x, _ in bar)),
+                torch.tensor(dataset.targets),
+            )
+        weight = self.criterion.weight
+        fit = head.fit_head(
+            features["train"],
+            features["val"],
+            len(self.datasets["train"].classes),
+            None if weight is None else weight.cpu(),
+            self.args.label_smoothing,
+        )
+        head.install(self.backbone.head, fit)
+        log.info(
+            "stage 1 (probe): L2 %g chosen by val loss %s; train loss %.4f acc %.3f | "
+            "val loss %.4f acc %.3f",
+            fit.l2,
+            {k: round(v, 4) for k, v in fit.tried.items()},
+            fit.train_loss,
+            fit.train_acc,
+            fit.val_loss,
+            fit.val_acc,
+        )
+        self._record(
+            {
+                "stage": 1,
+                "epoch": 0,
+                "lr": fit.l2,
+                "train_loss": fit.train_loss,
+                "train_acc": fit.train_acc,
+                "val_loss": fit.val_loss,
+                "val_acc": fit.val_acc,
+                "seconds": round(time.monotonic() - started, 1),
+            }
+        )
+        state = self.model.state_dict()
+        save_checkpoint(
+            {
+                "model": state,
+                "optimizer": None,
+                "lr_scheduler": None,
+                "epoch": 0,
+                "stage": 1,
+                "args": vars(self.args),
+                "metric": fit.val_loss,
+                "best_model": state,
+                "bad_epochs": 0,
+                "finished": True,
+                "history": self.history,
+            },
+            self.run_dir / "last.pth",
+        )
 
     def _resume_state(self) -> dict[str, Any] | None:
         if self.args.resume is None:
@@ -307,8 +387,9 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
         state = StageState(stage)
         if resume is not None:
-            optimizer.load_state_dict(resume["optimizer"])
-            scheduler.load_state_dict(resume["lr_scheduler"])
+            if resume["optimizer"] is not None:  # None: a stage 1 fitted as a probe
+                optimizer.load_state_dict(resume["optimizer"])
+                scheduler.load_state_dict(resume["lr_scheduler"])
             state = StageState(
                 stage,
                 resume["epoch"] + 1,

@@ -24,7 +24,9 @@ def test_save_checkpoint_is_atomic_and_round_trips(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["last.pth"]  # no temporary left over
 
 
-def _trainer(data_dir: Path, out: Path, epochs1: int, resume: bool) -> Trainer:
+def _trainer(
+    data_dir: Path, out: Path, epochs1: int, resume: bool, stage1: str = "epochs", epochs2: int = 0
+) -> Trainer:
     argv = [
         "--data",
         str(data_dir),
@@ -36,10 +38,12 @@ def _trainer(data_dir: Path, out: Path, epochs1: int, resume: bool) -> Trainer:
         "none",
         "--size",
         "32",
+        "--stage1",
+        stage1,
         "--epochs-stage1",
         str(epochs1),
         "--epochs-stage2",
-        "0",
+        str(epochs2),
         "--batch-size",
         "8",
         "--patience",
@@ -66,3 +70,23 @@ def test_resume_continues_after_the_last_finished_epoch(
     assert (state["stage"], state["epoch"]) == (1, 2)
     lines = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert lines[0].startswith("stage,epoch") and len(lines) == 4
+
+
+def test_resume_after_a_probe_stage_goes_straight_to_stage2(
+    synthetic_data: Path, tmp_path: Path
+) -> None:
+    first = _trainer(synthetic_data, tmp_path, epochs1=0, resume=False, stage1="probe")
+    first.fit()
+    state = load_checkpoint(tmp_path / "run" / "last.pth")
+    assert (state["stage"], state["finished"], state["optimizer"]) == (1, True, None)
+    head_after_probe = first.backbone.head.state_dict()
+    resumed = _trainer(synthetic_data, tmp_path, epochs1=0, resume=True, stage1="probe", epochs2=1)
+    resumed.fit()
+    assert [(row["stage"], row["epoch"]) for row in resumed.history] == [(1, 0), (2, 0)]
+    assert resumed.history[0] == first.history[0]  # the probe was not fitted again
+    state = load_checkpoint(tmp_path / "run" / "last.pth")
+    assert (state["stage"], state["epoch"]) == (2, 0)
+    assert any(
+        not torch.equal(v, head_after_probe[k])
+        for k, v in resumed.backbone.head.state_dict().items()
+    )  # stage 2 trained the head further
