@@ -62,6 +62,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr-stage2", type=float, default=5e-4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--min-scale", type=float, default=0.35)
+    parser.add_argument("--ema-decay", type=float, default=0.0)
+    parser.add_argument("--mix", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--threads",
         type=int,
@@ -200,6 +203,12 @@ def run_fit(args: argparse.Namespace, out: Path, epochs2: int, resume: Path | No
         str(args.threads),
         "--min-scale",
         str(args.min_scale),
+        "--ema-decay",
+        str(args.ema_decay),
+        "--mix",
+        str(args.mix),
+        "--seed",
+        str(args.seed),
     ]
     if epochs2 == 0:
         cmd.append("--no-int8")

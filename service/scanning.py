@@ -11,7 +11,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from service.db import insert_ignoring_conflicts, session_scope
@@ -189,23 +189,27 @@ def cut_chunks(session: Session, job: ScanJob, chunk_size: int, final: bool) -> 
             .order_by(JobImage.id)
         )
     )
+    groups = [g for g in batched(pending, chunk_size) if final or len(g) == chunk_size]
+    if not groups:
+        return []
     next_seq = (session.scalar(select(func.max(Chunk.seq)).where(Chunk.job_id == job.id)) or 0) + 1
-    chunk_ids = []
-    for group in batched(pending, chunk_size):
-        if len(group) < chunk_size and not final:
-            break
-        chunk = Chunk(job_id=job.id, seq=next_seq, size=len(group), enqueued_at=utcnow())
-        session.add(chunk)
-        session.flush()
-        session.execute(update(JobImage).where(JobImage.id.in_(group)).values(chunk_id=chunk.id))
-        chunk_ids.append(chunk.id)
-        next_seq += 1
-    if chunk_ids:
-        session.execute(
-            update(ScanJob)
-            .where(ScanJob.id == job.id)
-            .values(chunks_total=ScanJob.chunks_total + len(chunk_ids))
+    now = utcnow()
+    chunk_ids = list(
+        session.scalars(
+            insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True),
+            [
+                {"job_id": job.id, "seq": next_seq + i, "size": len(g), "enqueued_at": now}
+                for i, g in enumerate(groups)
+            ],
         )
+    )
+    for chunk_id, group in zip(chunk_ids, groups, strict=True):
+        session.execute(update(JobImage).where(JobImage.id.in_(group)).values(chunk_id=chunk_id))
+    session.execute(
+        update(ScanJob)
+        .where(ScanJob.id == job.id)
+        .values(chunks_total=ScanJob.chunks_total + len(chunk_ids))
+    )
     return chunk_ids
 
 

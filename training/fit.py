@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -96,8 +97,22 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     optim.add_argument("--label-smoothing", type=float, default=0.1)
     optim.add_argument("--warmup-epochs", type=float, default=1.0)
     optim.add_argument("--patience", type=int, default=3, help="epochs without val-loss gain")
+    optim.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.0,
+        help="stage 2: validate and keep an exponential moving average of the weights "
+        "(per step; 0 = off)",
+    )
     optim.add_argument("--batch-size", type=int, default=32)
     optim.add_argument("--min-scale", type=float, default=0.35, help="RandomResizedCrop area")
+    optim.add_argument(
+        "--mix",
+        type=float,
+        default=0.0,
+        metavar="ALPHA",
+        help="stage 2: MixUp or CutMix (one at random per batch) with Beta(ALPHA, ALPHA); 0 = off",
+    )
     optim.add_argument("--jitter", type=float, default=0.2, help="colour jitter strength")
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0)
@@ -386,7 +401,10 @@ class Trainer:
         scheduler = build_scheduler(optimizer, epochs, len(loader), self.args.warmup_epochs)
         scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
         state = StageState(stage)
+        ema = self._ema(stage)
         if resume is not None:
+            if ema is not None and resume.get("ema") is not None:
+                ema.load_state_dict(resume["ema"])
             if resume["optimizer"] is not None:  # None: a stage 1 fitted as a probe
                 optimizer.load_state_dict(resume["optimizer"])
                 scheduler.load_state_dict(resume["lr_scheduler"])
@@ -402,14 +420,15 @@ class Trainer:
             if state.finished:
                 break
             started = time.monotonic()
-            train_loss, train_acc = self.train_one_epoch(stage, epoch, optimizer, scheduler, scaler)
-            val_loss, val_acc = self.validate()
+            train_loss, train_acc = self.train_one_epoch(
+                stage, epoch, optimizer, scheduler, scaler, ema
+            )
+            judged = self.model if ema is None else ema.module
+            val_loss, val_acc = self.validate(judged)
             improved = val_loss < state.best_loss - 1e-4
             if improved:
                 state.best_loss, state.bad_epochs = val_loss, 0
-                state.best_model = {
-                    k: v.detach().clone() for k, v in self.model.state_dict().items()
-                }
+                state.best_model = {k: v.detach().clone() for k, v in judged.state_dict().items()}
             else:
                 state.bad_epochs += 1
             state.finished = state.bad_epochs >= self.args.patience
@@ -447,6 +466,7 @@ class Trainer:
                     "bad_epochs": state.bad_epochs,
                     "finished": state.finished,
                     "history": self.history,
+                    "ema": None if ema is None else ema.state_dict(),
                 },
                 self.run_dir / "last.pth",
             )
@@ -455,6 +475,26 @@ class Trainer:
         if state.best_model is not None:
             self.model.load_state_dict(state.best_model)
             log.info("stage %d: kept the weights with val loss %.4f", stage, state.best_loss)
+
+    def _ema(self, stage: int) -> AveragedModel | None:
+        """Stage 2's moving average of the weights (batch-norm statistics included), if asked."""
+        if stage != 2 or not self.args.ema_decay:
+            return None
+        return AveragedModel(
+            self.model, multi_avg_fn=get_ema_multi_avg_fn(self.args.ema_decay), use_buffers=True
+        )
+
+    def _mixer(self) -> Any:
+        """MixUp or CutMix, one picked at random per batch (torchvision.transforms.v2)."""
+        from torchvision.transforms import v2
+
+        classes = len(self.datasets["train"].classes)
+        return v2.RandomChoice(
+            [
+                v2.MixUp(alpha=self.args.mix, num_classes=classes),
+                v2.CutMix(alpha=self.args.mix, num_classes=classes),
+            ]
+        )
 
     def _train_loader(self, stage: int, epoch: int) -> DataLoader[tuple[torch.Tensor, int]]:
         # One generator per (seed, stage, epoch): a resumed run sees the same order as a fresh one.
@@ -476,6 +516,7 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         scaler: torch.amp.GradScaler,
+        ema: AveragedModel | None = None,
     ) -> tuple[float, float]:
         torch.manual_seed(self.args.seed * 1000 + stage * 100 + epoch)  # augmentation, dropout
         set_train_mode(self.backbone, stage, self.args.unfreeze)
@@ -488,10 +529,15 @@ class Trainer:
         )
         for images, targets in bar:
             images, targets = images.to(self.device), targets.to(self.device)
+            soft = None
+            if stage == 2 and self.args.mix:
+                images, soft = self._mixer()(images, targets)
             if self.cuda:
                 images = images.contiguous(memory_format=torch.channels_last)
-            loss, hits = self._step(images, targets, optimizer, scaler)
+            loss, hits = self._step(images, targets, optimizer, scaler, soft)
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(self.model)
             total_loss += loss * len(targets)
             correct += hits
             seen += len(targets)
@@ -504,18 +550,26 @@ class Trainer:
         targets: torch.Tensor,
         optimizer: torch.optim.Optimizer,
         scaler: torch.amp.GradScaler,
+        soft: torch.Tensor | None = None,
     ) -> tuple[float, int]:
-        """One optimiser step; on out-of-memory, retry with half the micro-batch (accumulating)."""
+        """One optimiser step; on out-of-memory, retry with half the micro-batch (accumulating).
+
+        `soft` holds mixed label distributions (MixUp/CutMix) to train on; accuracy is
+        counted against the images' own labels."""
+        wanted = targets if soft is None else soft
         while True:
             optimizer.zero_grad(set_to_none=True)
             try:
                 loss_sum, hits = 0.0, 0
-                for chunk_x, chunk_y in zip(
-                    images.split(self.micro_batch), targets.split(self.micro_batch), strict=True
+                for chunk_x, chunk_y, chunk_w in zip(
+                    images.split(self.micro_batch),
+                    targets.split(self.micro_batch),
+                    wanted.split(self.micro_batch),
+                    strict=True,
                 ):
                     with self._autocast():
                         logits = self.model(chunk_x)
-                        loss = self.criterion(logits, chunk_y) * len(chunk_y) / len(targets)
+                        loss = self.criterion(logits, chunk_w) * len(chunk_y) / len(targets)
                     scaler.scale(loss).backward()
                     loss_sum += float(loss.detach())
                     hits += int((logits.argmax(1) == chunk_y).sum())
@@ -535,10 +589,11 @@ class Trainer:
         return torch.autocast("cuda", dtype=torch.float16) if self.cuda else nullcontext()
 
     @torch.no_grad()
-    def validate(self) -> tuple[float, float]:
+    def validate(self, model: nn.Module | None = None) -> tuple[float, float]:
         """Unweighted cross-entropy and accuracy on the validation set (served preprocessing)."""
-        self.model.eval()
-        logits, labels = evaluate.predict(self.model, self.datasets["val"], self.args.batch_size)
+        model = self.model if model is None else model
+        model.eval()
+        logits, labels = evaluate.predict(model, self.datasets["val"], self.args.batch_size)
         return float(-evaluate.log_softmax(logits)[np.arange(len(labels)), labels].mean()), float(
             (logits.argmax(1) == labels).mean()
         )

@@ -72,11 +72,14 @@ def fit_head(
     grid: Iterable[float] = L2_GRID,
     max_iter: int = 300,
 ) -> HeadFit:
-    """Fit softmax(x W^T + b) on standardised features for each L2 strength in `grid`;
+    """Fit softmax(x W^T + b) on centred, scaled features for each L2 strength in `grid`;
     keep the one with the lowest (unweighted) validation NLL, as early stopping would."""
     x, y = train[0].double(), train[1].long()
     vx, vy = val[0].double(), val[1].long()
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    # Centred per feature but scaled by one number: per-feature scaling would fold into
+    # huge weights on near-constant features, which explode once stage 2 moves the trunk.
+    mean = x.mean(0)
+    std = (x - mean).pow(2).mean().sqrt().clamp_min(1e-6)
     xs, vxs = (x - mean) / std, (vx - mean) / std
     weights = None if class_weights is None else class_weights.double()
     w = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, requires_grad=True)
@@ -99,7 +102,7 @@ def fit_head(
     if best is None:
         raise ValueError("the head fit diverged for every L2 strength")
     val_loss, l2, w_std, b_std = best
-    # Fold the standardisation into the layer: (x - mean) / std @ W^T + b = x @ W'^T + b'.
+    # Fold the scaling into the layer: (x - mean) / std @ W^T + b = x @ W'^T + b'.
     weight = w_std / std
     bias = b_std - weight @ mean
     with torch.no_grad():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,34 @@ def test_resume_after_a_probe_stage_goes_straight_to_stage2(
         not torch.equal(v, head_after_probe[k])
         for k, v in resumed.backbone.head.state_dict().items()
     )  # stage 2 trained the head further
+
+
+def test_stage2_with_ema_keeps_the_averaged_weights(synthetic_data: Path, tmp_path: Path) -> None:
+    trainer = _trainer(synthetic_data, tmp_path, epochs1=0, resume=False, stage1="probe", epochs2=1)
+    trainer.args.ema_decay = 0.5
+    trainer.fit()
+    state = load_checkpoint(tmp_path / "run" / "last.pth")
+    assert state["ema"] is not None
+    averaged = {k.removeprefix("module."): v for k, v in state["ema"].items()}
+    kept = trainer.model.state_dict()
+    raw = state["model"]  # the optimiser's own last weights
+    head_weight = next(
+        k for k in kept if k.endswith("weight") and kept[k].dim() == 2 and "classifier" in k
+    )
+    assert torch.equal(kept[head_weight], averaged[head_weight])
+    assert not torch.equal(kept[head_weight], raw[head_weight])
+
+
+def test_stage2_with_mixing_trains_on_mixed_label_distributions(
+    synthetic_data: Path, tmp_path: Path
+) -> None:
+    trainer = _trainer(synthetic_data, tmp_path, epochs1=1, resume=False, epochs2=1)
+    trainer.args.mix = 0.4
+    images, labels = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2])
+    mixed, soft = trainer._mixer()(images, labels)
+    assert mixed.shape == images.shape and soft.shape == (6, 3)
+    torch.testing.assert_close(soft.sum(1), torch.ones(6))
+    assert not torch.equal(mixed, images)
+    trainer.fit()
+    row = trainer.history[-1]
+    assert row["stage"] == 2 and math.isfinite(row["train_loss"]) and 0 <= row["train_acc"] <= 1

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.torch
 
 
 def _blobs(n: int, classes: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gaussian blobs on a large, shifted scale: the fit must standardise to do well."""
+    """Gaussian blobs on a large, shifted scale: the fit must centre and scale to do well."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(99)) * 2
     y = torch.arange(n) % classes
@@ -42,7 +42,7 @@ def test_extract_features_are_the_input_of_the_final_linear_layer(
     )
 
 
-def test_fit_head_learns_separable_classes_and_folds_the_standardisation() -> None:
+def test_fit_head_learns_separable_classes_and_folds_the_scaling() -> None:
     train, val = _blobs(240, 4, 16, seed=1), _blobs(80, 4, 16, seed=2)
     fit = head.fit_head(train, val, num_classes=4)
     assert fit.val_acc >= 0.95 and fit.train_acc >= 0.95
