@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
@@ -33,6 +33,8 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SCAN_BATCH_MAX = 512  # files recorded per transaction once the first chunk is out
+FIRST_CHUNK_FILES = 16  # a job's first chunk; later ones double up to settings.chunk_size
+TAIL_MIN_FILES = 8  # the final cut's halving pieces get no smaller than this
 
 
 @dataclass
@@ -61,14 +63,14 @@ def batched(items: Iterable[T], size: int) -> Iterator[tuple[T, ...]]:
         yield batch
 
 
-def scan_batches(files: Iterable[Path], chunk_size: int) -> Iterator[tuple[Path, ...]]:
-    """One chunk's worth first, so scoring starts at once; then bigger batches, because
-    every transaction costs round trips that a large folder should not pay per chunk."""
+def scan_batches(files: Iterable[Path], first: int) -> Iterator[tuple[Path, ...]]:
+    """A small batch first, so the first chunk is cut at once; then doubling batches up to
+    SCAN_BATCH_MAX, because every transaction costs round trips."""
     iterator = iter(files)
-    size = chunk_size
+    size = first
     while batch := tuple(islice(iterator, size)):
         yield batch
-        size = min(size * 2, max(chunk_size, SCAN_BATCH_MAX))
+        size = min(size * 2, max(first, SCAN_BATCH_MAX))
 
 
 def iter_image_files(folder: Path, recursive: bool, extensions: list[str]) -> Iterator[Path]:
@@ -176,23 +178,64 @@ def record_files(session: Session, job: ScanJob, records: list[FileRecord]) -> i
     return len(rows)
 
 
-def cut_chunks(session: Session, job: ScanJob, chunk_size: int, final: bool) -> list[int]:
-    """Group the job's unchunked pending images into chunks (a partial one only when final)."""
-    pending = list(
-        session.scalars(
-            select(JobImage.id)
-            .where(
-                JobImage.job_id == job.id,
-                JobImage.chunk_id.is_(None),
-                JobImage.status == ItemStatus.PENDING,
-            )
-            .order_by(JobImage.id)
+def plan_chunks(
+    sizes: Sequence[int], first_seq: int, max_files: int, max_bytes: int, final: bool
+) -> list[int]:
+    """How many of the pending files (in order, with their sizes in bytes) go in each new chunk.
+
+    A chunk's fixed cost (a task, two transactions) is worth ~30 small photos of a fast
+    model, so chunks grow: the job's first chunk holds FIRST_CHUNK_FILES (scoring starts
+    at once), each next one twice as many, up to `max_files`. A chunk also closes at
+    `max_bytes`, so chunks of 12-megapixel photos hold fewer files and stay minutes short.
+    Until the scan is final one chunk's worth stays uncut; the final cut splits the rest
+    into halving pieces, so that the workers finish together instead of one of them
+    running a last big chunk while the others wait.
+    """
+    counts: list[int] = []
+    start, seq, total = 0, first_seq, len(sizes)
+    while start < total:
+        remaining = total - start
+        cap = min(max_files, FIRST_CHUNK_FILES << min(seq - 1, 30))
+        if final:
+            cap = min(cap, max(TAIL_MIN_FILES, -(-remaining // 2)))
+        n, used = 0, 0
+        while n < remaining and n < cap and (n == 0 or used + sizes[start + n] <= max_bytes):
+            used += sizes[start + n]
+            n += 1
+        closed = n == cap or n < remaining  # a cap closed it, not the end of the list
+        if not final and not (closed and remaining - n >= n):
+            break
+        counts.append(n)
+        start, seq = start + n, seq + 1
+    return counts
+
+
+def cut_chunks(session: Session, job: ScanJob, settings: Settings, final: bool) -> list[int]:
+    """Group the job's unchunked pending images into chunks (see `plan_chunks`)."""
+    pending = session.execute(
+        select(JobImage.id, Image.size_bytes)
+        .join(Image, Image.id == JobImage.image_id)
+        .where(
+            JobImage.job_id == job.id,
+            JobImage.chunk_id.is_(None),
+            JobImage.status == ItemStatus.PENDING,
         )
-    )
-    groups = [g for g in batched(pending, chunk_size) if final or len(g) == chunk_size]
-    if not groups:
-        return []
+        .order_by(JobImage.id)
+    ).all()
     next_seq = (session.scalar(select(func.max(Chunk.seq)).where(Chunk.job_id == job.id)) or 0) + 1
+    counts = plan_chunks(
+        [size or 0 for _, size in pending],
+        next_seq,
+        settings.chunk_size,
+        settings.chunk_megabytes * 1024 * 1024,
+        final,
+    )
+    if not counts:
+        return []
+    groups, start = [], 0
+    for count in counts:
+        groups.append([job_image_id for job_image_id, _ in pending[start : start + count]])
+        start += count
     now = utcnow()
     chunk_ids = list(
         session.scalars(
@@ -257,20 +300,20 @@ def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], Non
             )
         return
     files = iter_image_files(folder, recursive, extensions)
-    for batch in scan_batches(files, settings.chunk_size):
+    for batch in scan_batches(files, min(settings.chunk_size, 2 * FIRST_CHUNK_FILES)):
         records = [inspect_file(path, folder, settings) for path in batch]
         with session_scope(settings.db_url) as session:
             job = get_job(session, job_id)
             if job.status != JobStatus.SCANNING:
                 return  # cancelled while scanning
             record_files(session, job, records)
-            chunk_ids = cut_chunks(session, job, settings.chunk_size, final=False)
+            chunk_ids = cut_chunks(session, job, settings, final=False)
         enqueue(chunk_ids)
     with session_scope(settings.db_url) as session:
         job = get_job(session, job_id)
         if job.status != JobStatus.SCANNING:
             return
-        chunk_ids = cut_chunks(session, job, settings.chunk_size, final=True)
+        chunk_ids = cut_chunks(session, job, settings, final=True)
         job.scan_complete = True
         session.flush()
         transition(session, job, JobStatus.SCORING)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
 from service.db import insert_ignoring_conflicts, session_scope
@@ -49,6 +49,18 @@ Scorer = Callable[[ModelVersion, Sequence[str]], Sequence[FileOutcome]]
 
 
 @dataclass
+class _Known:
+    """An earlier prediction replayed as a pipeline outcome (no inference needed)."""
+
+    label_index: int | None
+    label: str | None
+    confidence: float | None
+    topk: list[tuple[str, float]] | None
+    failure_reason: str | None = None
+    failure_detail: str | None = None
+
+
+@dataclass
 class ChunkWork:
     """What a chunk still needs, read in one short transaction."""
 
@@ -58,6 +70,7 @@ class ChunkWork:
     job_image_ids: list[int]
     image_ids: list[int]
     paths: list[str]
+    known: dict[int, _Known]  # image id -> this model version's earlier prediction
 
 
 @dataclass
@@ -78,9 +91,23 @@ def claim_chunk(session: Session, settings: Settings, chunk_id: int) -> ChunkWor
         chunk.status = ChunkStatus.CANCELLED
         return None
     chunk.attempts += 1
+    # One query for the images and, for those this model version already scored (in an
+    # earlier job), that prediction: it is replayed instead of running the model again.
+    earlier = and_(
+        Prediction.image_id == Image.id, Prediction.model_version_id == job.model_version_id
+    )
     rows = session.execute(
-        select(JobImage.id, Image.id, Image.path)
+        select(
+            JobImage.id,
+            Image.id,
+            Image.path,
+            Prediction.label_index,
+            Prediction.label,
+            Prediction.confidence,
+            Prediction.topk,
+        )
         .join(Image, Image.id == JobImage.image_id)
+        .outerjoin(Prediction, earlier)
         .where(JobImage.chunk_id == chunk_id, JobImage.status == ItemStatus.PENDING)
         .order_by(JobImage.id)
     ).all()
@@ -92,6 +119,11 @@ def claim_chunk(session: Session, settings: Settings, chunk_id: int) -> ChunkWor
         job_image_ids=[r[0] for r in rows],
         image_ids=[r[1] for r in rows],
         paths=[r[2] for r in rows],
+        known={
+            r[1]: _Known(r[3], r[4], r[5], [(str(t[0]), float(t[1])) for t in r[6]])
+            for r in rows
+            if r[5] is not None
+        },
     )
 
 
@@ -142,27 +174,26 @@ def store_results(
     ]
     insert_ignoring_conflicts(session, Prediction, rows, ["image_id", "model_version_id"])
     scored_images = [image_id for image_id, _ in ok]
-    predictions = {
-        p.image_id: p
-        for p in session.scalars(
-            select(Prediction).where(
-                Prediction.model_version_id == model_id, Prediction.image_id.in_(scored_images)
-            )
-        )
-    }
+    # What is stored, which may be an earlier row (the upsert kept it): plain rows, no ORM.
+    predictions = session.execute(
+        select(
+            Prediction.image_id, Prediction.id, Prediction.label, Prediction.confidence,
+            Prediction.topk,
+        ).where(Prediction.model_version_id == model_id, Prediction.image_id.in_(scored_images))
+    ).all()  # fmt: skip
     # A human's current decision is final: re-scoring never re-queues that image.
-    human_decided = images_with_human_decision(session, list(predictions))
+    human_decided = images_with_human_decision(session, [p.image_id for p in predictions])
     review_rows = []
-    for pred in predictions.values():
-        reason = route_for_review(pred.label, pred.confidence, pred.topk, work.rules)
-        if reason is not None and pred.image_id not in human_decided:
+    for image_id, prediction_id, label, confidence, topk in predictions:
+        reason = route_for_review(label, confidence, topk, work.rules)
+        if reason is not None and image_id not in human_decided:
             review_rows.append(
                 {
-                    "prediction_id": pred.id,
-                    "image_id": pred.image_id,
+                    "prediction_id": prediction_id,
+                    "image_id": image_id,
                     "job_id": work.job_id,
                     "reason": reason,
-                    "priority": 1.0 - pred.confidence,
+                    "priority": 1.0 - confidence,
                     "created_at": utcnow(),
                 }
             )
@@ -211,31 +242,6 @@ def store_results(
     return result
 
 
-def reuse_existing(session: Session, work: ChunkWork) -> dict[int, Prediction]:
-    """Predictions this model version already made for these images (by an earlier job)."""
-    return {
-        p.image_id: p
-        for p in session.scalars(
-            select(Prediction).where(
-                Prediction.model_version_id == work.model.id,
-                Prediction.image_id.in_(work.image_ids),
-            )
-        )
-    }
-
-
-@dataclass
-class _Known:
-    """An earlier prediction replayed as a pipeline outcome (no inference needed)."""
-
-    label_index: int | None
-    label: str | None
-    confidence: float | None
-    topk: list[tuple[str, float]] | None
-    failure_reason: str | None = None
-    failure_detail: str | None = None
-
-
 def score_chunk(settings: Settings, chunk_id: int, scorer: Scorer) -> ChunkResult:
     """Score one chunk end to end: claim, infer outside any transaction, store, maybe finish."""
     with session_scope(settings.db_url) as session:
@@ -247,21 +253,18 @@ def score_chunk(settings: Settings, chunk_id: int, scorer: Scorer) -> ChunkResul
             give_up_chunk(session, chunk_id, work.job_id, chunk.attempts - 1)
             job_id = work.job_id
             work = None
-        else:
-            known = reuse_existing(session, work)
     if work is None:
         with session_scope(settings.db_url) as session:
             maybe_finish(session, job_id)
         return ChunkResult()
 
+    known = work.known
     todo = [(i, p) for i, p in zip(work.image_ids, work.paths, strict=True) if i not in known]
     fresh = iter(scorer(work.model, [p for _, p in todo])) if todo else iter(())
     outcomes: list[FileOutcome] = []
     for image_id in work.image_ids:
         if image_id in known:
-            p = known[image_id]
-            topk = [(str(t[0]), float(t[1])) for t in p.topk]
-            outcomes.append(_Known(p.label_index, p.label, p.confidence, topk))
+            outcomes.append(known[image_id])
         else:
             outcomes.append(next(fresh))
 
@@ -270,7 +273,9 @@ def score_chunk(settings: Settings, chunk_id: int, scorer: Scorer) -> ChunkResul
         if job is None or job.status == JobStatus.CANCELLED:
             return ChunkResult(skipped=True)
         result = store_results(session, chunk_id, work, outcomes)
-    with session_scope(settings.db_url) as session:
+        # In the same transaction: store_results updated the job's row first, and that row
+        # lock orders the chunks that finish together, so the last of them (in commit
+        # order) counts every other as done and finishes the job. One round trip saved.
         maybe_finish(session, work.job_id)
     return result
 
