@@ -54,7 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("/work/shared/data/ph-snakes"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/herpscore-bench/ph-snakes"))
-    parser.add_argument("--stage1", choices=["probe", "epochs"], default="probe")
+    parser.add_argument("--stage1", choices=["epochs", "probe"], default="epochs")
     parser.add_argument("--epochs-stage1", type=int, default=4)
     parser.add_argument("--epochs-stage2", type=int, default=6)
     parser.add_argument("--unfreeze", default="last-k:3")

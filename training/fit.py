@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -80,9 +80,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     optim = parser.add_argument_group("optimisation")
     optim.add_argument(
         "--stage1",
-        choices=["probe", "epochs"],
-        default="probe",
-        help="head on frozen features: probe = fitted once by L-BFGS (fast), epochs = SGD",
+        choices=["epochs", "probe"],
+        default="epochs",
+        help="how the head learns on the frozen trunk: epochs = AdamW on augmented images; "
+        "probe = fitted once by L-BFGS on cached features (faster, a better stage-1 model, "
+        "but on ph-snakes a worse start for stage 2)",
     )
     optim.add_argument(
         "--epochs-stage1", type=int, default=6, help="head only, trunk frozen (--stage1 epochs)"
@@ -481,7 +483,7 @@ class Trainer:
         if stage != 2 or not self.args.ema_decay:
             return None
         return AveragedModel(
-            self.model, multi_avg_fn=get_ema_multi_avg_fn(self.args.ema_decay), use_buffers=True
+            self.model, multi_avg_fn=ema_update(self.args.ema_decay), use_buffers=True
         )
 
     def _mixer(self) -> Any:
@@ -605,6 +607,29 @@ class Trainer:
             writer = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
             writer.writeheader()
             writer.writerows(self.history)
+
+
+def ema_update(decay: float) -> Any:
+    """AveragedModel's multi_avg_fn for a bias-corrected exponential moving average.
+
+    The n-th sample gets weight (1 - d) / (1 - d^(n+1)) rather than a fixed 1 - d: the first
+    iterates then average evenly instead of the average sitting on the first one for
+    ~1/(1-d) steps, so a short run (the demo's few dozen steps) gets a real average, and a
+    long one the usual EMA.
+    """
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"EMA decay must be in (0, 1), not {decay}")
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], count: Any) -> None:
+        weight = (1.0 - decay) / (1.0 - decay ** (float(count) + 1.0))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, weight)
+        else:  # integer buffers such as num_batches_tracked
+            for mine, theirs in zip(averaged, current, strict=True):
+                mine.copy_(theirs)
+
+    return update
 
 
 def build_scheduler(

@@ -122,3 +122,19 @@ def test_stage2_with_mixing_trains_on_mixed_label_distributions(
     trainer.fit()
     row = trainer.history[-1]
     assert row["stage"] == 2 and math.isfinite(row["train_loss"]) and 0 <= row["train_acc"] <= 1
+
+
+def test_ema_update_is_a_bias_corrected_average() -> None:
+    from training.fit import ema_update
+
+    update = ema_update(0.9)
+    averaged = [torch.tensor([1.0])]  # AveragedModel copies the first sample itself
+    update(averaged, [torch.tensor([3.0])], torch.tensor(1))
+    # two samples with weights 0.9 and 1: (0.9 * 1 + 3) / 1.9
+    torch.testing.assert_close(averaged[0], torch.tensor([(0.9 * 1 + 3) / 1.9]))
+    for n in range(2, 400):
+        update(averaged, [torch.tensor([5.0])], torch.tensor(n))
+    torch.testing.assert_close(averaged[0], torch.tensor([5.0]))  # a long run forgets the start
+    counts = [torch.tensor([3])]
+    update(counts, [torch.tensor([7])], torch.tensor(1))
+    assert counts[0].item() == 7

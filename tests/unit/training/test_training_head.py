@@ -87,7 +87,8 @@ def test_probe_stage_leaves_the_trunk_and_its_batchnorm_statistics_untouched(
 ) -> None:
     args = get_args_parser().parse_args(
         ["--data", str(synthetic_data), "--out", str(tmp_path), "--backbone",
-         "mobilenet_v3_small", "--weights", "none", "--size", "32", "--epochs-stage2", "0"]
+         "mobilenet_v3_small", "--weights", "none", "--size", "32", "--epochs-stage2", "0",
+         "--stage1", "probe"]
     )  # fmt: skip
     data = scan_dataset(args.data, min_train=2)
     from training.backbones import build_backbone
