@@ -107,7 +107,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "(per step; 0 = off)",
     )
     optim.add_argument("--batch-size", type=int, default=32)
-    optim.add_argument("--min-scale", type=float, default=0.35, help="RandomResizedCrop area")
+    optim.add_argument("--min-scale", type=float, default=0.5, help="RandomResizedCrop area")
     optim.add_argument(
         "--mix",
         type=float,
