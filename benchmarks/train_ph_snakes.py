@@ -66,6 +66,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mix", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--refit",
+        action="store_true",
+        help="(c) is then refitted on train + val for the epochs its run kept (fit --refit)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -223,6 +228,8 @@ def run_fit(args: argparse.Namespace, out: Path, epochs2: int, resume: Path | No
     ]
     if epochs2 == 0:
         cmd.append("--no-int8")
+    elif args.refit:
+        cmd.append("--refit")
     if resume is not None:
         cmd += ["--resume", str(resume)]
     log.info("running %s", " ".join(cmd))
@@ -288,7 +295,18 @@ def speed(path: Path, inputs: np.ndarray, batch: int = 8, rounds: int = 5) -> fl
 def summary_of(run: Path) -> dict[str, Any]:
     metrics = json.loads((run / "metrics.json").read_text())
     cal = metrics["calibration"]
-    return {
+    refit = {}
+    if metrics.get("refit"):  # test is the refitted model's; val the selection run's
+        selection = json.loads((run / "metrics_selection.json").read_text())
+        refit = {
+            "refit": metrics["refit"],
+            "selection_run": {
+                "test_top1": selection["test"]["top1"],
+                "test_macro_f1": selection["test"]["macro"]["f1"],
+                "ece_test_after": selection["calibration"]["test"]["ece_after"],
+            },
+        }
+    return refit | {
         "test_top1": metrics["test"]["top1"],
         "test_top3": metrics["test"]["top3"],
         "test_macro_f1": metrics["test"]["macro"]["f1"],
@@ -296,8 +314,8 @@ def summary_of(run: Path) -> dict[str, Any]:
         "temperature": cal["temperature"],
         "ece_test_before": cal["test"]["ece_before"],
         "ece_test_after": cal["test"]["ece_after"],
-        "ece_val_before": cal["val"]["ece_before"],
-        "ece_val_after": cal["val"]["ece_after"],
+        "ece_val_before": cal["val"]["ece_before"] if "val" in cal else None,
+        "ece_val_after": cal["val"]["ece_after"] if "val" in cal else None,
         "epochs_run": json.loads((run / "model" / "metadata.json").read_text())["training"][
             "epochs_run"
         ],
@@ -331,8 +349,22 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             s1["ece_test_after"],
             s1["seconds"],
         ),
+        *(
+            [
+                (
+                    "(c) stage 1 + stage 2, run that chose the epochs (train only)",
+                    s2["selection_run"]["test_top1"],
+                    s2["selection_run"]["test_macro_f1"],
+                    "-",
+                    s2["selection_run"]["ece_test_after"],
+                    "-",
+                )
+            ]
+            if "selection_run" in s2
+            else []
+        ),
         (
-            "(c) stage 1 + stage 2",
+            "(c) stage 1 + stage 2" + (", refitted on train + val" if "refit" in s2 else ""),
             s2["test_top1"],
             s2["test_macro_f1"],
             s2["ece_test_before"],

@@ -30,6 +30,7 @@ from training import calibrate, evaluate, export, head
 from training.backbones import BACKBONES, Backbone, build_backbone
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data import (
+    DataError,
     DatasetFolder,
     SafeImageFolder,
     class_weights,
@@ -117,6 +118,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     optim.add_argument("--jitter", type=float, default=0.2, help="colour jitter strength")
     run = parser.add_argument_group("run")
+    run.add_argument(
+        "--refit",
+        action="store_true",
+        help="after the run, train again from scratch on train + val for the epochs it kept, "
+        "with its temperature: more data for the final model, no held-out val left",
+    )
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", default="auto", help="auto | cpu | cuda")
     run.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
@@ -159,9 +166,15 @@ def main(args: argparse.Namespace) -> Path:
             args.backbone, len(data.classes), args.weights, args.size, args.resize, args.dropout
         )
         datasets = build_datasets(data, backbone, args.min_scale, args.jitter)
+        if args.refit and args.stage1 == "probe":
+            raise DataError("--refit retrains stage 1 by epochs: use it with --stage1 epochs")
         trainer = Trainer(args, backbone, datasets, device, run_dir)
         trainer.fit()
         report = evaluate_and_calibrate(backbone, datasets, data.classes, args.out)
+        if args.refit:
+            backbone, datasets, trainer, report = refit(
+                args, data, device, run_dir, trainer, report
+            )
         folder = export_model_folder(args, backbone, data, datasets, report, trainer.history)
         if args.publish:
             from training.publish import publish
@@ -170,6 +183,73 @@ def main(args: argparse.Namespace) -> Path:
             log.info("published as candidate model version %d", version)
         log.info("model folder: %s", folder)
     return folder
+
+
+def refit(
+    args: argparse.Namespace,
+    data: DatasetFolder,
+    device: torch.device,
+    run_dir: Path,
+    selection: Trainer,
+    selection_report: dict[str, Any],
+) -> tuple[Backbone, dict[str, SafeImageFolder], Trainer, dict[str, Any]]:
+    """Train a fresh model on train + val, stopping each stage where the selection run kept
+    its weights (same schedule, same seed), and calibrate it with the selection run's
+    temperature. Val has been trained on, so its metrics stay those of the selection run
+    (metrics_selection.json keeps that run's whole report); test is measured afresh."""
+    epochs = kept_epochs(selection.history, (1, 2))
+    (args.out / "metrics_selection.json").write_text(json.dumps(selection_report, indent=2) + "\n")
+    log.info("refit on train + val: epochs per stage %s (kept by the selection run)", epochs)
+    seed_everything(args.seed)
+    backbone = build_backbone(
+        args.backbone, len(data.classes), args.weights, args.size, args.resize, args.dropout
+    )
+    merged = DatasetFolder(
+        data.root,
+        data.classes,
+        {**data.splits, "train": data.splits["train"] + data.splits["val"]},
+        data.val_source,
+        data.provenance,
+    )
+    datasets = build_datasets(merged, backbone, args.min_scale, args.jitter)
+    refit_dir = run_dir / "refit"
+    refit_dir.mkdir(exist_ok=True)
+    resume = "auto" if args.resume and (refit_dir / "last.pth").is_file() else None
+    trainer = Trainer(
+        argparse.Namespace(**{**vars(args), "resume": resume}),
+        backbone,
+        datasets,
+        device,
+        refit_dir,
+        stop_after=epochs,
+    )
+    trainer.fit()
+    temperature = selection_report["calibration"]["temperature"]
+    report = evaluate_and_calibrate(
+        backbone, datasets, data.classes, args.out, temperature=temperature, splits=("test",)
+    )
+    report["val"] = selection_report["val"]
+    report["refit"] = {
+        "epochs": epochs,
+        "train_images": len(datasets["train"]),
+        "val": "trained on; its metrics and the temperature are the selection run's",
+        "selection_test": selection_report.get("test", {}).get("top1"),
+    }
+    (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    return backbone, datasets, trainer, report
+
+
+def kept_epochs(history: list[dict[str, Any]], stages: tuple[int, ...]) -> dict[int, int]:
+    """Per stage, how many epochs ran up to the one whose weights were kept (the same
+    improvement rule as Trainer.run_stage; 0 for a stage that did not run)."""
+    kept = {}
+    for stage in stages:
+        best, count = math.inf, 0
+        for index, row in enumerate(r for r in history if r["stage"] == stage):
+            if row["val_loss"] < best - 1e-4:
+                best, count = row["val_loss"], index + 1
+        kept[stage] = count
+    return kept
 
 
 def build_run_dir(args: argparse.Namespace) -> Path:
@@ -277,9 +357,13 @@ class Trainer:
         datasets: dict[str, SafeImageFolder],
         device: torch.device,
         run_dir: Path,
+        stop_after: dict[int, int] | None = None,
     ) -> None:
+        """stop_after: epochs per stage for a refit, which neither validates nor stops early
+        (the schedule stays that of the full stage, as in the run that chose the epochs)."""
         self.args, self.backbone, self.datasets = args, backbone, datasets
         self.device, self.run_dir = device, run_dir
+        self.stop_after = stop_after
         self.model = backbone.model.to(device)
         self.cuda = device.type == "cuda"
         if self.cuda:
@@ -418,7 +502,8 @@ class Trainer:
                 resume["bad_epochs"],
                 resume["finished"],
             )
-        for epoch in range(state.next_epoch, epochs):
+        last = epochs if self.stop_after is None else min(epochs, self.stop_after[stage])
+        for epoch in range(state.next_epoch, last):
             if state.finished:
                 break
             started = time.monotonic()
@@ -426,8 +511,11 @@ class Trainer:
                 stage, epoch, optimizer, scheduler, scaler, ema
             )
             judged = self.model if ema is None else ema.module
-            val_loss, val_acc = self.validate(judged)
-            improved = val_loss < state.best_loss - 1e-4
+            if self.stop_after is None:
+                val_loss, val_acc = self.validate(judged)
+                improved = val_loss < state.best_loss - 1e-4
+            else:  # a refit: val is in the training set; keep the last epoch's weights
+                val_loss, val_acc, improved = math.nan, math.nan, True
             if improved:
                 state.best_loss, state.bad_epochs = val_loss, 0
                 state.best_model = {k: v.detach().clone() for k, v in judged.state_dict().items()}
@@ -658,13 +746,20 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def evaluate_and_calibrate(
-    backbone: Backbone, datasets: dict[str, SafeImageFolder], classes: list[str], out: Path
+    backbone: Backbone,
+    datasets: dict[str, SafeImageFolder],
+    classes: list[str],
+    out: Path,
+    temperature: float | None = None,
+    splits: tuple[str, ...] = ("val", "test"),
 ) -> dict[str, Any]:
-    """metrics.json: val/test metrics, confusion PNGs, temperature, ECE and reliability PNG."""
+    """metrics.json: val/test metrics, confusion PNGs, temperature, ECE and reliability PNG.
+
+    The temperature is fitted on val unless given (a refit reuses its selection run's)."""
     model = backbone.model.cpu().eval()
     logits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     report: dict[str, Any] = {}
-    for split in ("val", "test"):
+    for split in splits:
         if split not in datasets:
             continue
         logits[split] = evaluate.predict(model, datasets[split])
@@ -677,8 +772,10 @@ def evaluate_and_calibrate(
             out / f"confusion_{split}.png",
             f"{split}: top-1 {report[split]['top1']:.1%}",
         )
-    temperature = calibrate.fit_temperature(*logits["val"])
-    calibration: dict[str, Any] = {"temperature": temperature, "fitted_on": "val"}
+    fitted_on = "val" if temperature is None else "val, by the selection run"
+    if temperature is None:
+        temperature = calibrate.fit_temperature(*logits["val"])
+    calibration: dict[str, Any] = {"temperature": temperature, "fitted_on": fitted_on}
     for split, (split_logits, labels) in logits.items():
         ece_before, bins_before = calibrate.reliability(calibrate.softmax(split_logits), labels)
         ece_after, bins_after = calibrate.reliability(
@@ -746,6 +843,7 @@ def export_model_folder(
             "args": _jsonable(vars(args)),
         },
         "metrics": summarise(report),
+        "refit": report.get("refit"),
         "parity": parity,
         "int8": int8,
         "files_sha256": {n: sha256_file(folder / n) for n in files if (folder / n).is_file()},

@@ -138,3 +138,50 @@ def test_ema_update_is_a_bias_corrected_average() -> None:
     counts = [torch.tensor([3])]
     update(counts, [torch.tensor([7])], torch.tensor(1))
     assert counts[0].item() == 7
+
+
+def test_kept_epochs_counts_up_to_the_kept_epoch_with_the_same_improvement_rule() -> None:
+    from training.fit import kept_epochs
+
+    history = [
+        {"stage": 1, "val_loss": 1.0},
+        {"stage": 1, "val_loss": 0.8},
+        {"stage": 1, "val_loss": 0.9},
+        {"stage": 2, "val_loss": 0.7},
+        {"stage": 2, "val_loss": 0.69995},  # within 1e-4: not an improvement, not kept
+        {"stage": 2, "val_loss": 0.5},
+        {"stage": 2, "val_loss": 0.6},
+    ]
+    assert kept_epochs(history, (1, 2)) == {1: 2, 2: 3}
+    assert kept_epochs(history[:3], (1, 2)) == {1: 2, 2: 0}
+
+
+def test_refit_trains_on_train_plus_val_for_the_kept_epochs_with_the_first_temperature(
+    synthetic_data: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from training.fit import main
+
+    argv = [
+        "--data", str(synthetic_data), "--out", str(tmp_path / "out"),
+        "--backbone", "mobilenet_v3_small", "--weights", "none", "--size", "32",
+        "--epochs-stage1", "2", "--epochs-stage2", "1", "--batch-size", "8",
+        "--patience", "99", "--min-per-class", "2", "--no-int8", "--refit",
+    ]  # fmt: skip
+    folder = main(get_args_parser().parse_args(argv))
+    out = tmp_path / "out"
+    selection = json.loads((out / "metrics_selection.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    metadata = json.loads((folder / "metadata.json").read_text())
+    kept = metrics["refit"]["epochs"]
+    assert 1 <= kept["1"] <= 2 and kept["2"] <= 1
+    assert metrics["refit"]["train_images"] == 3 * (6 + 2)  # per class: train 6 + val 2
+    assert metadata["temperature"] == selection["calibration"]["temperature"]
+    assert metrics["calibration"]["fitted_on"] == "val, by the selection run"
+    assert metrics["val"] == selection["val"] and metrics["test"]["n"] == selection["test"]["n"]
+    rows = (out / "run" / "refit" / "metrics.csv").read_text().splitlines()[1:]
+    stages = [int(r.split(",")[0]) for r in rows]
+    assert stages == [1] * kept["1"] + [2] * kept["2"]
+    assert all(r.split(",")[5] == "nan" for r in rows)  # no validation during a refit
+    assert metadata["training"]["epochs_run"] == {"1": kept["1"], "2": kept["2"]}
