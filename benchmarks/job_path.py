@@ -1,18 +1,17 @@
 """(c) of the scoring benchmark: herpscore end to end through the real job path.
 
-A fresh database, the model registered and activated, a real Celery worker (prefork, one
-process per core, one ORT thread each) on a real broker, and a job created exactly as the
-API creates it. The rate is images / (job finished_at - job created_at), both written by
-the database, so scanning, hashing, EXIF, dispatch, inference and every write count.
+A fresh database, the model registered and activated, the Celery workers `herpscore up`
+runs (prefork; scoring: one process per core, one ORT thread each; scanning in a second
+worker) on a real broker, and a job created exactly as the API creates it. `layout="single"`
+runs the earlier layout instead, one worker consuming every queue, for comparison.
+The rate is images / (job finished_at - job created_at), both written by the database, so
+scanning, hashing, EXIF, dispatch, inference and every write count.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -87,9 +86,10 @@ def measure_job_path(
     backend: str = "postgres",
     processes: int = 2,
     overrides: dict[str, Any] | None = None,
+    layout: str = "split",
 ) -> dict[str, float]:
     """Score `folder` once through a job; returns images/s and the job's own timings."""
-    from service.cli import settings_env
+    from service.cli import EMBEDDED_WORKERS, embedded_worker
     from service.db import session_scope
     from service.jobs import create_job, get_job, job_progress
     from service.migrate import upgrade
@@ -109,17 +109,10 @@ def measure_job_path(
         upgrade(settings.db_url)
         with session_scope(settings.db_url) as session:
             add_model(session, settings, model_dir, activate=True)
-        env = {**os.environ, **settings_env(settings)}
-        cmd = [
-            sys.executable, "-m", "celery", "--quiet", "-A", "workers", "worker",
-            "-Q", "scan,inference,maintenance", "--concurrency", str(processes),
-            "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
-        ]  # fmt: skip
-        with (work / "worker.log").open("ab") as out:
-            worker = subprocess.Popen(
-                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        try:
+        pools = EMBEDDED_WORKERS
+        if layout == "single":
+            pools = (("all", ("scan", "inference", "maintenance"), processes),)
+        with embedded_worker(settings, pools=pools):
             time.sleep(6)  # the worker imports and connects before the clock starts
             with session_scope(settings.db_url) as session:
                 job_id = create_job(session, settings, str(folder)).id
@@ -144,9 +137,3 @@ def measure_job_path(
                     "rate": (progress["scored"] + progress["failed"]) / wall,
                     **timeline(session, job),
                 }
-        finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)

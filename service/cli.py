@@ -273,28 +273,46 @@ def _nothing() -> Iterator[None]:
     yield
 
 
+# The embedded stack's Celery workers: (name, queues, processes; 0 = one per core).
+# Scoring gets every core to itself; scanning (walking, hashing, EXIF), exports, training
+# and maintenance run in a second, mostly idle worker, so a scan never holds a slot that
+# would be scoring (benchmarks/results/scoring.md, "worker layout").
+WorkerPools = tuple[tuple[str, tuple[str, ...], int], ...]
+EMBEDDED_WORKERS: WorkerPools = (
+    ("inference", ("inference",), 0),
+    ("tasks", ("scan", "maintenance", "export", "training"), 2),
+)
+
+
 @contextmanager
-def embedded_worker(settings: Settings, beat: bool = False) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a Celery worker (all queues) as a child process for the duration of a block."""
+def embedded_worker(
+    settings: Settings, beat: bool = False, pools: WorkerPools = EMBEDDED_WORKERS
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Run Celery workers (by default EMBEDDED_WORKERS) as child processes for a block."""
     settings.ensure_dirs()
-    cmd = [
-        sys.executable, "-m", "celery", "--quiet", "-A", "workers", "worker",
-        "-Q", "scan,inference,maintenance,export,training",
-        "--concurrency", str(settings.worker_concurrency or os.cpu_count() or 1),
-        "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
-    ]  # fmt: skip
-    if beat:
-        cmd += ["--beat", "--schedule", str(settings.data_path / "celerybeat-schedule")]
     env = dict(os.environ)
     env.update(settings_env(settings))
     # A personal, single-user stack commonly runs as whoever is logged in, root included.
     env.setdefault("PYTHONWARNINGS", "ignore:You're running the worker with superuser")
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        yield proc
+        for name, queues, processes in pools:
+            processes = processes or settings.worker_concurrency or os.cpu_count() or 1
+            cmd = [
+                sys.executable, "-m", "celery", "--quiet", "-A", "workers", "worker",
+                "-Q", ",".join(queues), "--hostname", f"{name}@%h",
+                "--concurrency", str(processes), "--loglevel", "WARNING",
+                "--without-gossip", "--without-mingle", "--without-heartbeat",
+            ]  # fmt: skip
+            if beat and not procs:
+                cmd += ["--beat", "--schedule", str(settings.data_path / "celerybeat-schedule")]
+            procs.append(subprocess.Popen(cmd, env=env, start_new_session=True))
+        yield procs
     finally:
-        if proc.poll() is None:
-            proc.terminate()  # warm shutdown: the worker stops its own pool
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()  # warm shutdown: the worker stops its own pool
+        for proc in procs:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -776,8 +794,9 @@ def up_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
     settings.ensure_dirs()
     upgrade(settings.db_url)
     app = create_app(settings)
-    with embedded_worker(settings, beat=True) as worker:
-        click.echo(f"worker pid {worker.pid}; database {settings.db_url}", err=True)
+    with embedded_worker(settings, beat=True) as workers:
+        pids = ", ".join(str(w.pid) for w in workers)
+        click.echo(f"worker pids {pids}; database {settings.db_url}", err=True)
         app.run(
             host=host or settings.web_host,
             port=port or settings.web_port,

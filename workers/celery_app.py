@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import celeryd_after_setup, worker_process_init
 
 from service.db import dispose_engines
 from service.settings import get_settings
@@ -22,6 +23,14 @@ def make_app() -> Celery:
 
 
 app = make_app()
+_scores = True  # does this worker consume the inference queue? (set before the pool forks)
+
+
+@celeryd_after_setup.connect
+def _note_queues(instance: Any, **_: object) -> None:
+    global _scores
+    consumed = instance.app.amqp.queues.consume_from  # None: every queue
+    _scores = not consumed or "inference" in consumed
 
 
 @worker_process_init.connect
@@ -29,6 +38,7 @@ def _after_fork(**_: object) -> None:
     # Connections and ONNX sessions must never cross a fork: drop inherited pools.
     dispose_engines()
     logging.getLogger("herpscore").setLevel(logging.INFO)
-    from workers.tasks import preload_active_model
+    if _scores:  # a scan/export/training worker would only hold the session's memory
+        from workers.tasks import preload_active_model
 
-    preload_active_model()
+        preload_active_model()

@@ -24,10 +24,10 @@ from service.tasks_client import QUEUES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-APP_SERVICES = ("migrate", "web", "worker-inference", "worker-training", "beat")
-LONG_RUNNING = ("web", "worker-inference", "worker-training", "beat")
-NEEDS_PHOTOS = ("web", "worker-inference", "worker-training")
-NEEDS_DATA = ("migrate", "web", "worker-inference", "worker-training")
+APP_SERVICES = ("migrate", "web", "worker-inference", "worker-scan", "worker-training", "beat")
+LONG_RUNNING = ("web", "worker-inference", "worker-scan", "worker-training", "beat")
+NEEDS_PHOTOS = ("web", "worker-inference", "worker-scan", "worker-training")
+NEEDS_DATA = ("migrate", "web", "worker-inference", "worker-scan", "worker-training")
 DATA_DIR = "/var/lib/herpscore"
 EXPECTED_ENV = {
     "HERPSCORE_DATABASE_URL": "postgresql+psycopg://herpscore:herpscore@postgres:5432/herpscore",
@@ -233,15 +233,16 @@ def _celery(services: dict[str, Any], name: str) -> list[str]:
 
 def test_workers_consume_every_queue_and_only_real_ones(services: dict[str, Any]) -> None:
     inference = _celery(services, "worker-inference")
+    scan = _celery(services, "worker-scan")
     training = _celery(services, "worker-training")
-    assert inference[3] == training[3] == "worker"
-    assert set((option(inference, "-Q", "--queues") or "").split(",")) == {
-        "scan",
-        "inference",
-        "maintenance",
-    }
+    assert inference[3] == scan[3] == training[3] == "worker"
+    # Scoring has its cores to itself: a scan never takes a slot that would be scoring.
+    assert option(inference, "-Q", "--queues") == "inference"
+    assert set((option(scan, "-Q", "--queues") or "").split(",")) == {"scan", "maintenance"}
     assert set((option(training, "-Q", "--queues") or "").split(",")) == {"training", "export"}
-    consumed = {q for cmd in (inference, training) for q in (option(cmd, "-Q") or "").split(",")}
+    consumed = {
+        q for cmd in (inference, scan, training) for q in (option(cmd, "-Q") or "").split(",")
+    }
     assert consumed == set(QUEUES)
 
 
