@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -79,6 +80,7 @@ class ChunkResult:
     failed: int = 0
     routed: int = 0
     skipped: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)  # claim, model, store: for logs
 
 
 def claim_chunk(session: Session, settings: Settings, chunk_id: int) -> ChunkWork | None:
@@ -244,6 +246,7 @@ def store_results(
 
 def score_chunk(settings: Settings, chunk_id: int, scorer: Scorer) -> ChunkResult:
     """Score one chunk end to end: claim, infer outside any transaction, store, maybe finish."""
+    began = time.perf_counter()
     with session_scope(settings.db_url) as session:
         chunk = session.get(Chunk, chunk_id)
         work = claim_chunk(session, settings, chunk_id)
@@ -258,6 +261,7 @@ def score_chunk(settings: Settings, chunk_id: int, scorer: Scorer) -> ChunkResul
             maybe_finish(session, job_id)
         return ChunkResult()
 
+    claimed = time.perf_counter()
     known = work.known
     todo = [(i, p) for i, p in zip(work.image_ids, work.paths, strict=True) if i not in known]
     fresh = iter(scorer(work.model, [p for _, p in todo])) if todo else iter(())
@@ -268,6 +272,7 @@ def score_chunk(settings: Settings, chunk_id: int, scorer: Scorer) -> ChunkResul
         else:
             outcomes.append(next(fresh))
 
+    scored = time.perf_counter()
     with session_scope(settings.db_url) as session:
         job = session.get(ScanJob, work.job_id)
         if job is None or job.status == JobStatus.CANCELLED:
@@ -277,6 +282,11 @@ def score_chunk(settings: Settings, chunk_id: int, scorer: Scorer) -> ChunkResul
         # lock orders the chunks that finish together, so the last of them (in commit
         # order) counts every other as done and finishes the job. One round trip saved.
         maybe_finish(session, work.job_id)
+    result.seconds = {
+        "claim": round(claimed - began, 4),
+        "model": round(scored - claimed, 4),
+        "store": round(time.perf_counter() - scored, 4),
+    }
     return result
 
 

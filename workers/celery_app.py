@@ -38,7 +38,9 @@ def _after_fork(**_: object) -> None:
     # Connections and ONNX sessions must never cross a fork: drop inherited pools.
     dispose_engines()
     logging.getLogger("herpscore").setLevel(logging.INFO)
-    if _scores:  # a scan/export/training worker would only hold the session's memory
-        from workers.tasks import preload_active_model
+    from workers.tasks import preload_active_model, warm_database
 
-        preload_active_model()
+    if _scores:
+        preload_active_model()  # connects to the database too
+    else:  # a scan/export/training worker would only hold the session's memory
+        warm_database()

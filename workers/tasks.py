@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from celery import shared_task
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from service.db import read_scope, session_scope
@@ -52,6 +53,16 @@ def run_model(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome
     )
 
 
+def warm_database() -> None:
+    """Connect in a fresh worker process, so that its first task does not pay for the
+    connection and the dialect's first-connect queries (about 0.1 s: a job's scan waited)."""
+    try:
+        with read_scope(worker_settings().db_url) as session:
+            session.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        log.warning("could not connect to the database yet: %s", exc)
+
+
 def preload_active_model() -> None:
     """Open and warm the active model's session in a fresh worker process, so the first
     chunk of the next job does not pay for it. Nothing to do without an active model."""
@@ -93,7 +104,10 @@ def scan_job(self: object, job_id: int) -> None:
 )
 def score_chunk_task(self: object, chunk_id: int) -> dict[str, int]:
     result = score_chunk(worker_settings(), int(chunk_id), run_model)
-    log.info("chunk %s (pid %s): %s", chunk_id, os.getpid(), result)
+    log.info(
+        "chunk %s (pid %s): %d scored, %d failed, %d routed; seconds %s",
+        chunk_id, os.getpid(), result.scored, result.failed, result.routed, result.seconds,
+    )  # fmt: skip
     return {"scored": result.scored, "failed": result.failed, "routed": result.routed}
 
 

@@ -176,6 +176,27 @@ def test_symlinked_folder_outside_roots_is_refused(
         create_job(session, settings, "link")
 
 
+def test_a_job_folder_swapped_for_a_symlink_after_creation_fails_the_scan(
+    sqlite_url, make_settings, photos_root, tmp_path
+):
+    settings = make_settings(sqlite_url)
+    _setup(settings, tmp_path)
+    make_photo_folder(photos_root / "survey", count=2)
+    with session_scope(settings.db_url) as session:
+        job_id = create_job(session, settings, "survey").id
+    outside = tmp_path / "outside"
+    make_photo_folder(outside, count=2)
+    (photos_root / "survey").rename(photos_root / "moved")
+    (photos_root / "survey").symlink_to(outside, target_is_directory=True)
+    chunks: list[int] = []
+    run_scan(settings, job_id, chunks.extend)
+    with session_scope(settings.db_url) as session:
+        job = get_job(session, job_id)
+        assert job.status == JobStatus.FAILED and "symlink" in (job.error or "")
+        assert session.scalar(select(func.count()).select_from(JobImage)) == 0
+    assert chunks == []
+
+
 def test_hostile_files_fail_alone_and_the_job_completes(
     db_url, make_settings, photos_root, tmp_path
 ):
