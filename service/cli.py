@@ -295,6 +295,9 @@ def embedded_worker(
     # A personal, single-user stack commonly runs as whoever is logged in, root included.
     env.setdefault("PYTHONWARNINGS", "ignore:You're running the worker with superuser")
     procs: list[subprocess.Popen[bytes]] = []
+    # SIGTERM (`kill`, `timeout`, a service manager) must stop the workers too: by default
+    # it ends this process without running the `finally` below, orphaning them.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         for name, queues, processes in pools:
             processes = processes or settings.worker_concurrency or os.cpu_count() or 1
@@ -304,7 +307,7 @@ def embedded_worker(
                 "--concurrency", str(processes), "--loglevel", "WARNING",
                 "--without-gossip", "--without-mingle", "--without-heartbeat",
             ]  # fmt: skip
-            if beat and not procs:
+            if beat and name == pools[-1][0]:  # the scheduler rides with the light worker
                 cmd += ["--beat", "--schedule", str(settings.data_path / "celerybeat-schedule")]
             procs.append(subprocess.Popen(cmd, env=env, start_new_session=True))
         yield procs
@@ -318,6 +321,11 @@ def embedded_worker(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -80,3 +80,41 @@ def test_ph_snakes_test_split_gets_210_predictions(embedded_env):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert (summary["status"], summary["total"], summary["scored"]) == ("done", 210, 210)
+
+
+def test_up_stops_its_workers_when_terminated(embedded_env: dict[str, str], tmp_path: Path) -> None:
+    """SIGTERM (kill, timeout, a service manager) must not leave the workers running."""
+    import re
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path / "up.log"
+    with log.open("w") as err, subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "up", "--port", str(port)],
+        env=embedded_env, stderr=err, stdout=subprocess.DEVNULL,
+    ) as up:  # fmt: skip
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:  # the web app answers once it is up
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=2)
+                    break
+                except OSError:
+                    time.sleep(0.5)
+            found = re.search(r"worker pids ([\d, ]+);", log.read_text())
+            assert found, log.read_text()
+            pids = [int(p) for p in found.group(1).split(",")]
+            assert len(pids) == 2  # the scoring worker and the scan/maintenance worker
+            up.send_signal(signal.SIGTERM)
+            assert up.wait(timeout=60) != 0
+            for pid in pids:
+                with pytest.raises(ProcessLookupError):
+                    os.kill(pid, 0)
+        finally:
+            if up.poll() is None:
+                up.kill()
