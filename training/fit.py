@@ -564,7 +564,10 @@ class Trainer:
                 log.info("stage %d: early stop after epoch %d", stage, epoch)
         if state.best_model is not None:
             self.model.load_state_dict(state.best_model)
-            log.info("stage %d: kept the weights with val loss %.4f", stage, state.best_loss)
+            if self.stop_after is None:
+                log.info("stage %d: kept the weights with val loss %.4f", stage, state.best_loss)
+            else:
+                log.info("stage %d: kept the weights after epoch %d (refit)", stage, last - 1)
 
     def _ema(self, stage: int) -> AveragedModel | None:
         """Stage 2's moving average of the weights (batch-norm statistics included), if asked."""
