@@ -457,7 +457,8 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
         "+ torch eager in no_grad (torch's default intra-op threads)",
         f"- mode: {results['mode']}; medians of {results['repeats']} rounds for a and b, "
         f"{results['repeats_naive']} for b_naive (measured once per photo size, shared by "
-        f"both models), {results['repeats_end_to_end']} for c and d",
+        f"both models), {results['repeats_end_to_end']} for c_pipe and d, {results['jobs']} "
+        "jobs of each layout for c and c_1w",
         "",
         "| model | photos | n | a | b | b_naive | L | c | c_1w | c_pipe | d | c/L | c_1w/L "
         "| c/a | c/d | b/b_naive |",
@@ -490,7 +491,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--repeats", type=int, default=3, help="rounds for a and b")
     parser.add_argument("--repeats-naive", type=int, default=1, help="rounds for b_naive")
-    parser.add_argument("--repeats-end-to-end", type=int, default=1, help="rounds for c and d")
+    parser.add_argument(
+        "--repeats-end-to-end", type=int, default=3, help="rounds for c_pipe and d (medians)"
+    )
     parser.add_argument("--naive-num-workers", type=int, default=2)
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument(

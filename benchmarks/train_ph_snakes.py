@@ -55,6 +55,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, default=Path("/work/shared/data/ph-snakes"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/herpscore-bench/ph-snakes"))
     parser.add_argument("--stage1", choices=["epochs", "probe"], default="epochs")
+    parser.add_argument(
+        "--size", type=int, default=SIZE, help="fine-tuning input side (the probe stays at 224)"
+    )
     parser.add_argument("--epochs-stage1", type=int, default=6)
     parser.add_argument("--epochs-stage2", type=int, default=10)
     parser.add_argument("--unfreeze", default="last-k:3")
@@ -196,7 +199,7 @@ def run_fit(args: argparse.Namespace, out: Path, epochs2: int, resume: Path | No
         "--backbone",
         "efficientnet_lite0",
         "--size",
-        str(SIZE),
+        str(args.size),
         "--resize",
         "squash",
         "--stage1",

@@ -823,7 +823,9 @@ def export_model_folder(
     parity = export.check_parity(folder / "model.onnx", model, val_inputs[: args.parity_images])
     log.info("ONNX parity: %s", parity)
     int8: dict[str, Any] = {"requested": bool(args.int8)}
-    if args.int8:
+    if args.int8 and args.refit:  # checked on images it was trained on, the rule would pass
+        int8 |= {"kept": False, "reason": "not built: a refit leaves no held-out images"}
+    elif args.int8:
         int8.update(build_int8(args, folder, data, backbone, val_inputs, val_labels))
     class_map = {str(i): name for i, name in enumerate(data.classes)}
     (folder / "class_map.json").write_text(json.dumps(class_map, indent=2, ensure_ascii=False))

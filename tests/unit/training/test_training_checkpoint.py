@@ -167,7 +167,7 @@ def test_refit_trains_on_train_plus_val_for_the_kept_epochs_with_the_first_tempe
         "--data", str(synthetic_data), "--out", str(tmp_path / "out"),
         "--backbone", "mobilenet_v3_small", "--weights", "none", "--size", "32",
         "--epochs-stage1", "2", "--epochs-stage2", "1", "--batch-size", "8",
-        "--patience", "99", "--min-per-class", "2", "--no-int8", "--refit",
+        "--patience", "99", "--min-per-class", "2", "--refit",
     ]  # fmt: skip
     folder = main(get_args_parser().parse_args(argv))
     out = tmp_path / "out"
@@ -185,3 +185,6 @@ def test_refit_trains_on_train_plus_val_for_the_kept_epochs_with_the_first_tempe
     assert stages == [1] * kept["1"] + [2] * kept["2"]
     assert all(r.split(",")[5] == "nan" for r in rows)  # no validation during a refit
     assert metadata["training"]["epochs_run"] == {"1": kept["1"], "2": kept["2"]}
+    # INT8's rule needs held-out images, and a refit has trained on all of them.
+    assert metadata["int8"]["kept"] is False and "refit" in metadata["int8"]["reason"]
+    assert not (folder / "model.int8.onnx").exists()
