@@ -794,7 +794,7 @@ def models_rollback(ctx: click.Context) -> None:
 @click.option("--port", type=int, help="Web port (default from settings).")
 @click.pass_context
 def up_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
-    """Run the embedded stack in one command: web UI + API, a worker and the scheduler."""
+    """Run the embedded stack in one command: web UI + API, the workers and the scheduler."""
     from service.migrate import upgrade
     from service.web import create_app
 
