@@ -156,6 +156,8 @@ def unfreeze_rule(value: str) -> str:
 
 def main(args: argparse.Namespace) -> Path:
     """Run the whole pipeline; returns the model folder (OUT/model)."""
+    if args.refit and args.stage1 == "probe":  # before any data is scanned
+        raise DataError("--refit retrains stage 1 by epochs: use it with --stage1 epochs")
     run_dir = build_run_dir(args)
     with run_log(run_dir):
         seed_everything(args.seed)
@@ -166,8 +168,6 @@ def main(args: argparse.Namespace) -> Path:
             args.backbone, len(data.classes), args.weights, args.size, args.resize, args.dropout
         )
         datasets = build_datasets(data, backbone, args.min_scale, args.jitter)
-        if args.refit and args.stage1 == "probe":
-            raise DataError("--refit retrains stage 1 by epochs: use it with --stage1 epochs")
         trainer = Trainer(args, backbone, datasets, device, run_dir)
         trainer.fit()
         report = evaluate_and_calibrate(backbone, datasets, data.classes, args.out)
@@ -239,14 +239,19 @@ def refit(
     return backbone, datasets, trainer, report
 
 
+def improves(val_loss: float, best: float) -> bool:
+    """Early stopping's rule: a validation loss counts as a gain only by more than 1e-4."""
+    return val_loss < best - 1e-4
+
+
 def kept_epochs(history: list[dict[str, Any]], stages: tuple[int, ...]) -> dict[int, int]:
-    """Per stage, how many epochs ran up to the one whose weights were kept (the same
-    improvement rule as Trainer.run_stage; 0 for a stage that did not run)."""
+    """Per stage, how many epochs ran up to the one whose weights were kept (by `improves`,
+    as in Trainer.run_stage; 0 for a stage that did not run)."""
     kept = {}
     for stage in stages:
         best, count = math.inf, 0
         for index, row in enumerate(r for r in history if r["stage"] == stage):
-            if row["val_loss"] < best - 1e-4:
+            if improves(row["val_loss"], best):
                 best, count = row["val_loss"], index + 1
         kept[stage] = count
     return kept
@@ -513,7 +518,7 @@ class Trainer:
             judged = self.model if ema is None else ema.module
             if self.stop_after is None:
                 val_loss, val_acc = self.validate(judged)
-                improved = val_loss < state.best_loss - 1e-4
+                improved = improves(val_loss, state.best_loss)
             else:  # a refit: val is in the training set; keep the last epoch's weights
                 val_loss, val_acc, improved = math.nan, math.nan, True
             if improved:

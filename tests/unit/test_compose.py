@@ -283,3 +283,13 @@ def test_beat_keeps_its_schedule_on_a_volume(services: dict[str, Any]) -> None:
     assert schedule is not None
     assert any(schedule.startswith(target + "/") for target in mounts(beat))
     assert "replicas" not in beat.get("deploy", {})  # one scheduler, never two
+
+
+def test_the_embedded_workers_consume_every_queue_once_with_scoring_alone() -> None:
+    from service.cli import EMBEDDED_WORKERS
+
+    consumed = [q for _, queues, _ in EMBEDDED_WORKERS for q in queues]
+    assert sorted(consumed) == sorted(QUEUES)  # each queue exactly once
+    assert [queues for name, queues, _ in EMBEDDED_WORKERS if "inference" in queues] == [
+        ("inference",)
+    ]
