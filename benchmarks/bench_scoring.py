@@ -11,7 +11,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
@@ -305,26 +305,11 @@ def measure_pipeline_only(
     return statistics.median(run_parallel(_pipeline, jobs))
 
 
-def measure_end_to_end(
-    folder: Path, model_dir: Path, work: Path, backend: str, jobs: int
-) -> dict[str, Any]:
-    """(c) herpscore end to end through the real job path (see benchmarks/job_path.py):
-    the median of `jobs` jobs with the worker layout `herpscore up` runs, and (c_1w) as many
-    with one worker consuming every queue, alternating, so both see the same machine."""
+def measure_end_to_end(folder: Path, model_dir: Path, work: Path, backend: str) -> dict[str, Any]:
+    """(c) one job through the real job path (see benchmarks/job_path.py)."""
     from benchmarks.job_path import measure_job_path
 
-    runs: dict[str, list[dict[str, Any]]] = {"split": [], "single": []}
-    for _ in range(jobs):
-        for layout, done in runs.items():
-            done.append(measure_job_path(folder, model_dir, work, backend=backend, layout=layout))
-    median = {k: statistics.median(r["rate"] for r in v) for k, v in runs.items()}
-    typical = min(runs["split"], key=lambda r: abs(r["rate"] - median["split"]))
-    return typical | {
-        "rate": median["split"],
-        "rates": [round(r["rate"], 1) for r in runs["split"]],
-        "rate_single_worker": median["single"],
-        "rates_single_worker": [round(r["rate"], 1) for r in runs["single"]],
-    }
+    return measure_job_path(folder, model_dir, work, backend=backend)
 
 
 END_TO_END_LABEL = "the real job path: API-equivalent job creation, scan, Celery worker, DB"
@@ -431,7 +416,7 @@ def machine_info() -> dict[str, Any]:
 def write_report(results: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "scoring.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    info = results["machine"]
+    info, rounds = results["machine"], results["rounds"]
     lines = [
         "# Scoring throughput (images/s)",
         "",
@@ -448,27 +433,44 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
         f"- c: herpscore end to end, {results['end_to_end_label']} ({results['backend']}); "
         "the workers `herpscore up` runs (scoring: 2 processes x 1 ORT thread; scan: its own "
         "worker), default settings; the clock runs from the job's creation to its completion "
-        f"as recorded by the database; median of {results['jobs']} jobs",
-        "- c_1w: the same jobs with one worker (2 processes) consuming every queue, the "
-        "earlier layout: a scan holds one of the two processes; alternated with c",
+        "as recorded by the database",
         "- c_pipe: the inference pipeline alone (score_paths in 2 processes, chunks of 64)",
         f"- d: torchvision ImageFolder + DataLoader(batch 8, num_workers="
         f"{results['naive_num_workers']}) + Resize(256)/CenterCrop(224)/ToTensor/Normalize "
         "+ torch eager in no_grad (torch's default intra-op threads)",
-        f"- mode: {results['mode']}; medians of {results['repeats']} rounds for a and b, "
-        f"{results['repeats_naive']} for b_naive (measured once per photo size, shared by "
-        f"both models), {results['repeats_end_to_end']} for c_pipe and d, {results['jobs']} "
-        "jobs of each layout for c and c_1w",
+        f"- mode: {results['mode']}; {rounds} rounds, each measuring a, b, c (one job), c_pipe "
+        "and d back to back; rates are medians over the rounds, and so is each ratio, taken "
+        f"within its round; b_naive: {results['repeats_naive']} round per photo size, "
+        "shared by both models",
         "",
-        "| model | photos | n | a | b | b_naive | L | c | c_1w | c_pipe | d | c/L | c_1w/L "
-        "| c/a | c/d | b/b_naive |",
+        "| model | photos | n | a | b | b_naive | L | c | c_pipe | d | **c/L** | c_pipe/L "
+        "| c/a | **c/d** | b/b_naive | c/L by round |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
         cells = [row["model"], row["photos"], str(row["count"])]
-        cells += [f"{row[k]:.1f}" for k in ("a", "b", "b_naive", "L", "c", "c_1w", "c_pipe", "d")]
-        cells += [f"{row['c_over_L']:.2f}", f"{row['c_1w'] / row['L']:.2f}"]
-        cells += [f"{row[k]:.2f}" for k in ("c_over_a", "c_over_d", "b_over_b_naive")]
+        cells += [f"{row[k]:.1f}" for k in ("a", "b", "b_naive", "L", "c", "c_pipe", "d")]
+        cells += [f"**{row['c_over_L']:.2f}**", f"{row['c_pipe_over_L']:.2f}"]
+        cells += [f"{row['c_over_a']:.2f}", f"**{row['c_over_d']:.2f}**"]
+        cells += [f"{row['b_over_b_naive']:.2f}"]
+        cells += [" ".join(f"{r['c'] / r['L']:.2f}" for r in row["rounds"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    groups = sorted({g for row in results["rows"] for g in row["cpu_ms_per_image"]})
+    lines += [
+        "",
+        "## Where a job's CPU goes (ms of CPU per image, medians over the rounds)",
+        "",
+        "Read from /proc for each group of processes while the job ran (up to the 0.5 s poll "
+        "that saw it end). 'ideal' is 2 cores / L: decode and inference alone. 'other' is "
+        "everything else on the machine, the benchmark's own process included.",
+        "",
+        "| model | photos | ideal | " + " | ".join(groups) + " | total |",
+        "|---|---|---|" + "---|" * (len(groups) + 1),
+    ]
+    for row in results["rows"]:
+        cpu = row["cpu_ms_per_image"]
+        cells = [row["model"], row["photos"], f"{row['ideal_cpu_ms_per_image']:.2f}"]
+        cells += [f"{cpu.get(g, 0.0):.2f}" for g in groups] + [f"{sum(cpu.values()):.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Partial batch handling (1 process x 1 thread, ms per run)", ""]
     lines += ["| model | rows | cold exact shape | warm exact shape | padded to 8 |"]
@@ -487,13 +489,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="small counts, one round: smoke")
     parser.add_argument("--count-large", type=int, default=400, help="4000x3000 photos")
     parser.add_argument("--count-small", type=int, default=1000, help="1024x768 photos")
-    parser.add_argument("--jobs", type=int, default=3, help="jobs per layout for c and c_1w")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--repeats", type=int, default=3, help="rounds for a and b")
-    parser.add_argument("--repeats-naive", type=int, default=1, help="rounds for b_naive")
     parser.add_argument(
-        "--repeats-end-to-end", type=int, default=3, help="rounds for c_pipe and d (medians)"
+        "--rounds", type=int, default=3, help="rounds of a, b, c (one job), c_pipe and d"
     )
+    parser.add_argument("--cores", type=int, default=2, help="cores the measurements use")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--repeats-naive", type=int, default=1, help="rounds for b_naive")
     parser.add_argument("--naive-num-workers", type=int, default=2)
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument(
@@ -506,19 +507,62 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def measure_row(
+    args: argparse.Namespace, name: str, model_dir: Path, folder: Path, files: list[str]
+) -> dict[str, Any]:
+    """a, b, c, c_pipe and d for one model and photo size, in interleaved rounds.
+
+    The host's speed drifts by 10 % and more over minutes, so every round measures all of
+    them back to back and the ratios are taken within a round; the row reports the median
+    of each rate and of each ratio over the rounds.
+    """
+    from service.modelspec import load_artifact
+
+    spec = load_artifact(model_dir, check_onnx=False).spec
+    batches = 5 if args.quick else 40
+    rounds: list[dict[str, Any]] = []
+    for r in range(args.rounds):
+        log.info("%s %s: round %d of %d", name, folder.name, r + 1, args.rounds)
+        a = measure_model_only(model_dir, batches, repeats=1)
+        b = measure_decode(files, spec, naive=False, repeats=1)
+        job = measure_end_to_end(folder, model_dir, args.work, args.backend)
+        c_pipe = measure_pipeline_only(folder, model_dir)
+        d = measure_naive_torch(folder, name, args.naive_num_workers, repeats=1)
+        big_l = 1.0 / (1.0 / a + 1.0 / b)
+        rounds.append(
+            {"a": a, "b": b, "L": big_l, "c": job["rate"], "c_pipe": c_pipe, "d": d, "job": job}
+        )
+        log.info("%s", {k: round(v, 1) for k, v in rounds[-1].items() if k != "job"})
+
+    def median(values: Iterable[float]) -> float:
+        return float(statistics.median(values))
+
+    row: dict[str, Any] = {"model": name, "photos": folder.name.removeprefix("photos-")}
+    row |= {"count": len(files), "rounds": rounds}
+    for key in ("a", "b", "L", "c", "c_pipe", "d"):
+        row[key] = median(r[key] for r in rounds)
+    row["c_over_L"] = median(r["c"] / r["L"] for r in rounds)
+    row["c_pipe_over_L"] = median(r["c_pipe"] / r["L"] for r in rounds)
+    row["c_over_a"] = median(r["c"] / r["a"] for r in rounds)
+    row["c_over_d"] = median(r["c"] / r["d"] for r in rounds)
+    row["ideal_cpu_ms_per_image"] = median(1e3 * args.cores / r["L"] for r in rounds)
+    groups = sorted({g for r in rounds for g in r["job"]["cpu_ms_per_image"]})
+    row["cpu_ms_per_image"] = {
+        g: median(r["job"]["cpu_ms_per_image"].get(g, 0.0) for r in rounds) for g in groups
+    }
+    return row
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         args.count_large, args.count_small = min(args.count_large, 16), min(args.count_small, 32)
-        args.repeats = args.repeats_naive = args.repeats_end_to_end = args.jobs = 1
-    model_batches = 5 if args.quick else 40
+        args.rounds = args.repeats_naive = 1
     results: dict[str, Any] = {
         "machine": machine_info(),
         "mode": "quick" if args.quick else "full",
-        "repeats": args.repeats,
+        "rounds": args.rounds,
         "repeats_naive": args.repeats_naive,
-        "repeats_end_to_end": args.repeats_end_to_end,
         "naive_num_workers": args.naive_num_workers,
-        "jobs": args.jobs,
         "end_to_end_label": END_TO_END_LABEL,
         "backend": args.backend,
         "rows": [],
@@ -535,28 +579,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         spec = load_artifact(model_dir, check_onnx=False).spec
         log.info("%s: partial batch timings", name)
         results["batch_policy"][name] = measure_batch_policy(model_dir)
-        log.info("%s: (a) model only", name)
-        a = measure_model_only(model_dir, model_batches, args.repeats)
         for label, (folder, files) in photos.items():
-            log.info("%s %s: (b) decode, %d files", name, label, len(files))
-            b = measure_decode(files, spec, naive=False, repeats=args.repeats)
             if label not in naive_decode:  # model-independent: same files, same (224, 224)
                 naive_decode[label] = measure_decode(files, spec, True, args.repeats_naive)
-            b_naive = naive_decode[label]
-            log.info("%s %s: (c) end to end through a job (%s)", name, label, args.backend)
-            job = measure_end_to_end(folder, model_dir, args.work, args.backend, args.jobs)
-            c, c_1w = job["rate"], job["rate_single_worker"]
-            log.info("%s %s: c_pipe, the pipeline alone", name, label)
-            c_pipe = measure_pipeline_only(folder, model_dir, repeats=args.repeats_end_to_end)
-            log.info("%s %s: (d) naive torch", name, label)
-            d = measure_naive_torch(folder, name, args.naive_num_workers, args.repeats_end_to_end)
-            big_l = 1.0 / (1.0 / a + 1.0 / b)
-            row = {"model": name, "photos": label, "count": len(files), "a": a, "b": b}
-            row |= {"b_naive": b_naive, "L": big_l, "c": c, "c_1w": c_1w, "c_pipe": c_pipe}
-            row |= {"d": d, "job": job}
-            row |= {"c_over_L": c / big_l, "c_over_a": c / a, "c_over_d": c / d}
-            row["b_over_b_naive"] = b / b_naive
-            log.info("%s", {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()})
+            row = measure_row(args, name, model_dir, folder, files)
+            row["photos"] = label
+            row["b_naive"] = naive_decode[label]
+            row["b_over_b_naive"] = row["b"] / row["b_naive"]
+            log.info("%s", {k: v for k, v in row.items() if k != "rounds"})
             results["rows"].append(row)
     results["machine"]["loadavg_end"] = os.getloadavg()
     write_report(results, args.out)

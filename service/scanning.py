@@ -33,7 +33,10 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SCAN_BATCH_MAX = 512  # files recorded per transaction once the first chunk is out
-FIRST_CHUNK_FILES = 16  # a job's first chunk; later ones double up to settings.chunk_size
+FIRST_CHUNK_FILES = 8  # a job's first chunks; later ones double up to settings.chunk_size
+FIRST_CHUNKS = 2  # that many first chunks, so that two scoring processes start at once
+# The scan's first batch: the first chunks plus the next (twice as big), which is held back.
+FIRST_SCAN_BATCH = (FIRST_CHUNKS + 2) * FIRST_CHUNK_FILES
 TAIL_MIN_FILES = 8  # the final cut's halving pieces get no smaller than this
 
 
@@ -186,8 +189,9 @@ def plan_chunks(
     """How many of the pending files (in order, with their sizes in bytes) go in each new chunk.
 
     A chunk's fixed cost (a task, two transactions) is worth ~30 small photos of a fast
-    model, so chunks grow: the job's first chunk holds FIRST_CHUNK_FILES (scoring starts
-    at once), each next one twice as many, up to `max_files`. A chunk also closes at
+    model, so chunks grow: the job's first FIRST_CHUNKS chunks hold FIRST_CHUNK_FILES each
+    (the first scan batch cuts them all, so two scoring processes start at once), each
+    next one twice as many, up to `max_files`. A chunk also closes at
     `max_bytes`, so chunks of 12-megapixel photos hold fewer files and stay minutes short.
     Until the scan is final one chunk's worth stays uncut; the final cut splits the rest
     into halving pieces, so that the workers finish together instead of one of them
@@ -197,7 +201,7 @@ def plan_chunks(
     start, seq, total = 0, first_seq, len(sizes)
     while start < total:
         remaining = total - start
-        cap = min(max_files, FIRST_CHUNK_FILES << min(seq - 1, 30))
+        cap = min(max_files, FIRST_CHUNK_FILES << min(max(seq - FIRST_CHUNKS, 0), 30))
         if final:
             cap = min(cap, max(TAIL_MIN_FILES, -(-remaining // 2)))
         n, used = 0, 0
@@ -302,7 +306,7 @@ def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], Non
             transition(session, get_job(session, job_id), JobStatus.FAILED, error=problem)
         return
     files = iter_image_files(folder, recursive, extensions)
-    for batch in scan_batches(files, min(settings.chunk_size, 2 * FIRST_CHUNK_FILES)):
+    for batch in scan_batches(files, min(settings.chunk_size, FIRST_SCAN_BATCH)):
         records = [inspect_file(path, folder, settings) for path in batch]
         with session_scope(settings.db_url) as session:
             job = get_job(session, job_id)

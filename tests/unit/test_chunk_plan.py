@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from service.scanning import FIRST_CHUNK_FILES, TAIL_MIN_FILES, plan_chunks
+from service.scanning import (
+    FIRST_CHUNK_FILES,
+    FIRST_CHUNKS,
+    FIRST_SCAN_BATCH,
+    TAIL_MIN_FILES,
+    plan_chunks,
+)
 
 MB = 1024 * 1024
 
 
-def simulate(sizes: list[int], max_files: int, max_bytes: int, batch: int = 32) -> list[int]:
+def simulate(
+    sizes: list[int], max_files: int, max_bytes: int, first_cuts: list[int] | None = None
+) -> list[int]:
     """Cut chunks the way run_scan does: after each (doubling) scan batch, then a final cut."""
+    batch = min(max_files, FIRST_SCAN_BATCH)
     counts: list[int] = []
     recorded = pending = 0
     while recorded < len(sizes):
@@ -21,14 +30,19 @@ def simulate(sizes: list[int], max_files: int, max_bytes: int, batch: int = 32) 
         )
         counts += cut
         pending -= sum(cut)
+        if first_cuts is not None and recorded == take:
+            first_cuts += cut
     counts += plan_chunks(sizes[recorded - pending :], len(counts) + 1, max_files, max_bytes, True)
     return counts
 
 
 def test_small_photos_get_growing_chunks_and_a_halving_tail() -> None:
-    counts = simulate([250_000] * 1000, max_files=128, max_bytes=64 * MB)
+    first_cuts: list[int] = []
+    counts = simulate([250_000] * 1000, max_files=128, max_bytes=64 * MB, first_cuts=first_cuts)
     assert sum(counts) == 1000
-    assert counts[:4] == [FIRST_CHUNK_FILES, 32, 64, 128]
+    assert counts[:6] == [8, 8, 16, 32, 64, 128]
+    # The first scan batch alone sends a chunk to each of two scoring processes.
+    assert first_cuts == [FIRST_CHUNK_FILES] * FIRST_CHUNKS == [8, 8]
     assert max(counts) == 128
     tail = counts[-6:]
     assert all(a >= b for a, b in pairwise(tail))  # never growing at the end
@@ -47,8 +61,10 @@ def test_a_file_larger_than_the_byte_cap_still_gets_a_chunk() -> None:
 
 
 def test_nothing_is_cut_before_the_final_cut_without_a_chunk_held_back() -> None:
-    assert plan_chunks([1] * 20, 1, 128, MB, final=False) == []  # 16 full, 4 behind: hold
-    assert plan_chunks([1] * 32, 1, 128, MB, final=False) == [16]
+    assert plan_chunks([1] * 12, 1, 128, MB, final=False) == []  # 8 full, 4 behind: hold
+    assert plan_chunks([1] * 20, 1, 128, MB, final=False) == [8]  # then 8 with 4 behind
+    assert plan_chunks([1] * 32, 1, 128, MB, final=False) == [8, 8]  # 16 held back
+    assert plan_chunks([1] * 32, 3, 128, MB, final=False) == [16]  # the third chunk doubles
     assert plan_chunks([1] * 10, 1, 128, MB, final=True) == [8, 2]
     assert plan_chunks([], 1, 128, MB, final=True) == []
 
