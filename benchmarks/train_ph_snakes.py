@@ -85,6 +85,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tag", default="", help="suffix for the results files")
     parser.add_argument(
+        "--paired-only",
+        action="store_true",
+        help="only add the paired test of (b) against (c) to the results of the run --tag "
+        "names (its model folders must still be in --work)",
+    )
+    parser.add_argument(
         "--probe-only",
         action="store_true",
         help="only the linear probe at --size -> results/train_ph_snakes_probe<size>.json",
@@ -305,6 +311,44 @@ def speed(path: Path, inputs: np.ndarray, batch: int = 8, rounds: int = 5) -> fl
     return round(float(np.median(rates)), 1)
 
 
+def test_correct(model_dir: Path, view: Path, classes: list[str]) -> np.ndarray:
+    """Per test image (in scan order): did the model folder's ONNX model get it right?"""
+    spec = InputSpec.from_metadata(json.loads((model_dir / "metadata.json").read_text()))
+    test = SafeImageFolder(
+        scan_split(view / "test", classes, DEFAULT_EXTENSIONS),
+        classes,
+        eval_loader(spec),
+        eval_transform(spec),
+        name=f"test ({model_dir.parent.name})",
+    )
+    inputs = np.stack([test[i][0].numpy() for i in range(len(test))])
+    logits = export.ort_logits(model_dir / "model.onnx", inputs)
+    return np.asarray(logits.argmax(1) == np.asarray(test.targets))
+
+
+def paired_comparison(first: Path, second: Path, view: Path, classes: list[str]) -> dict[str, Any]:
+    """Two models on the same test images: how many each alone got right, and McNemar's
+    exact test (a two-sided binomial test on those discordant images). 206 test images give
+    a single accuracy a standard error of about 3 points; pairing removes the images both
+    get right or both get wrong, so a smaller difference can show."""
+    from scipy.stats import binomtest
+
+    a, b = test_correct(first, view, classes), test_correct(second, view, classes)
+    only_first, only_second = int((a & ~b).sum()), int((~a & b).sum())
+    discordant = only_first + only_second
+    p_value = binomtest(only_second, discordant).pvalue if discordant else 1.0
+    return {
+        "images": len(a),
+        "both_right": int((a & b).sum()),
+        "only_first_right": only_first,
+        "only_second_right": only_second,
+        "both_wrong": int((~a & ~b).sum()),
+        "first_top1": float(a.mean()),
+        "second_top1": float(b.mean()),
+        "mcnemar_exact_p": float(p_value),
+    }
+
+
 def summary_of(run: Path) -> dict[str, Any]:
     metrics = json.loads((run / "metrics.json").read_text())
     cal = metrics["calibration"]
@@ -409,6 +453,15 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             f"| {name} | {o['test_top1']:.1%} | {o['size_mb']} | {o['img_per_s_1thread_batch8']} |"
         )
     lines += ["", f"INT8 decision in fit: {json.dumps(onnx['int8_decision_in_fit'])}", ""]
+    if "paired_stage1_vs_both" in results:
+        pair = results["paired_stage1_vs_both"]
+        lines += [
+            f"Paired on the {pair['images']} test images, (b) against (c): both right "
+            f"{pair['both_right']}, only (b) {pair['only_first_right']}, only (c) "
+            f"{pair['only_second_right']}, both wrong {pair['both_wrong']}; McNemar exact "
+            f"p = {pair['mcnemar_exact_p']:.3g}.",
+            "",
+        ]
     lines.append(f"Machine: {results['machine']}; total wall-clock {results['total_seconds']} s")
     path.write_text("\n".join(lines) + "\n")
 
@@ -428,6 +481,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         out.write_text(json.dumps(probe_at_size, indent=2) + "\n")
         log.info("probe at %d px: %s", args.size, probe_at_size)
         return probe_at_size
+    suffix = f"_{args.tag}" if args.tag else ""
+    stage1_dir, both_dir = args.work / f"stage1{suffix}", args.work / f"both{suffix}"
+    if args.paired_only:
+        earlier = RESULTS / f"train_ph_snakes{suffix}"
+        results = json.loads(earlier.with_suffix(".json").read_text())
+        results["paired_stage1_vs_both"] = paired_comparison(
+            stage1_dir / "model", both_dir / "model", args.work / "view", classes
+        )
+        earlier.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+        write_markdown(results, earlier.with_suffix(".md"))
+        log.info("paired: %s", results["paired_stage1_vs_both"])
+        return results
     probe_path = args.work / "probe.json"  # the probe does not depend on the fit settings
     if probe_path.is_file() and "train_plus_val" in json.loads(probe_path.read_text()):
         probe = json.loads(probe_path.read_text())
@@ -435,8 +500,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         probe = linear_probe(args.work / "view", classes)
         probe_path.write_text(json.dumps(probe, indent=2) + "\n")
     log.info("linear probe: %s", probe)
-    suffix = f"_{args.tag}" if args.tag else ""
-    stage1_dir, both_dir = args.work / f"stage1{suffix}", args.work / f"both{suffix}"
     for folder in (stage1_dir, both_dir):
         shutil.rmtree(folder, ignore_errors=True)
     seconds1 = run_fit(args, stage1_dir, 0, None)
@@ -453,6 +516,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "stage1": stage1,
         "both_stages": both,
         "onnx": onnx_measures(both_dir / "model", args.work / "view", classes, args.work),
+        "paired_stage1_vs_both": paired_comparison(
+            stage1_dir / "model", both_dir / "model", args.work / "view", classes
+        ),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "total_seconds": round(time.monotonic() - started, 1),
     }
