@@ -71,6 +71,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-scale", type=float, default=0.5)
     parser.add_argument("--ema-decay", type=float, default=0.0)
     parser.add_argument("--mix", type=float, default=0.0)
+    parser.add_argument("--bn-stats", choices=["update", "frozen"], default="update")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--refit",
@@ -242,6 +243,8 @@ def run_fit(args: argparse.Namespace, out: Path, epochs2: int, resume: Path | No
         str(args.ema_decay),
         "--mix",
         str(args.mix),
+        "--bn-stats",
+        args.bn_stats,
         "--seed",
         str(args.seed),
     ]

@@ -107,6 +107,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="stage 2: validate and keep an exponential moving average of the weights "
         "(per step; 0 = off)",
     )
+    optim.add_argument(
+        "--bn-stats",
+        choices=["update", "frozen"],
+        default="update",
+        help="stage 2: batch-norm running statistics of the unfrozen blocks: update them "
+        "(train mode) or keep them frozen (their scale and shift still train); use frozen "
+        "with --stage1 probe, whose head was fitted to the frozen statistics' features",
+    )
     optim.add_argument("--batch-size", type=int, default=32)
     optim.add_argument("--min-scale", type=float, default=0.5, help="RandomResizedCrop area")
     optim.add_argument(
@@ -617,7 +625,7 @@ class Trainer:
         ema: AveragedModel | None = None,
     ) -> tuple[float, float]:
         torch.manual_seed(self.args.seed * 1000 + stage * 100 + epoch)  # augmentation, dropout
-        set_train_mode(self.backbone, stage, self.args.unfreeze)
+        set_train_mode(self.backbone, stage, self.args.unfreeze, self.args.bn_stats)
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(
             self._train_loader(stage, epoch),

@@ -36,11 +36,26 @@ def configure_stage(backbone: Backbone, stage: int, unfreeze: str = "last-block"
         module.requires_grad_(True)
 
 
-def set_train_mode(backbone: Backbone, stage: int, unfreeze: str = "last-block") -> None:
-    """Train mode only where parameters train: frozen batch-norm keeps its running statistics."""
+def set_train_mode(
+    backbone: Backbone, stage: int, unfreeze: str = "last-block", bn_stats: str = "update"
+) -> None:
+    """Train mode only where parameters train: frozen batch-norm keeps its running statistics.
+
+    bn_stats="frozen" keeps every batch-norm layer in eval mode, the unfrozen ones too: they
+    normalise with their running statistics and leave them unchanged, while their scale
+    and shift still train. A head fitted on the frozen trunk's features (stage 1) then
+    sees the same features when stage 2 starts. In train mode, batch statistics and the
+    running statistics' updates shift those features at once, before any weight moves.
+    """
+    if bn_stats not in ("update", "frozen"):
+        raise ValueError(f"bn_stats must be 'update' or 'frozen', not {bn_stats!r}")
     backbone.model.eval()
     for module in trainable_modules(backbone, stage, unfreeze):
         module.train()
+        if bn_stats == "frozen":
+            for norm in module.modules():
+                if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+                    norm.eval()
 
 
 def count_trainable(model: nn.Module) -> int:

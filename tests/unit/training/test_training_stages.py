@@ -16,13 +16,15 @@ def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def _train_steps(backbone: Backbone, stage: int, unfreeze: str, steps: int = 3) -> None:
+def _train_steps(
+    backbone: Backbone, stage: int, unfreeze: str, steps: int = 3, bn_stats: str = "update"
+) -> None:
     configure_stage(backbone, stage, unfreeze)
     params = [p for p in backbone.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-2)
     torch.manual_seed(0)
     for _ in range(steps):
-        set_train_mode(backbone, stage, unfreeze)
+        set_train_mode(backbone, stage, unfreeze, bn_stats)
         images, labels = torch.randn(4, 3, 32, 32) * 3 + 1, torch.randint(0, 3, (4,))
         loss = nn.functional.cross_entropy(backbone.model(images), labels)
         optimizer.zero_grad()
@@ -64,6 +66,27 @@ def test_stage2_changes_only_what_it_unfroze(
     for index in range(count):  # every unfrozen unit moved, not just the last one
         unit = tiny_backbone.units[-1 - index]
         assert any(p.requires_grad for p in unit.parameters())
+
+
+def test_stage2_with_frozen_bn_stats_trains_weights_but_keeps_running_statistics(
+    tiny_backbone: Backbone,
+) -> None:
+    unfrozen = nn.ModuleList(tiny_backbone.units[-2:])
+    before = _snapshot(unfrozen)
+    _train_steps(tiny_backbone, stage=2, unfreeze="last-k:2", bn_stats="frozen")
+    changed = _changed(before, _snapshot(unfrozen))
+    assert not any("running_" in k or "num_batches" in k for k in changed)
+    norms = [m for m in unfrozen.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)
+    bn_names = {f"{name}.weight" for name, m in unfrozen.named_modules() if m in norms}
+    assert bn_names & changed  # their scale (and shift) still train
+    assert changed - bn_names  # and so do the convolutions
+    assert tiny_backbone.head.training
+
+
+def test_bn_stats_must_be_update_or_frozen(tiny_backbone: Backbone) -> None:
+    with pytest.raises(ValueError, match="bn_stats"):
+        set_train_mode(tiny_backbone, 2, "last-block", "fixed")
 
 
 def test_parse_unfreeze_rules() -> None:
