@@ -84,8 +84,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         choices=["epochs", "probe"],
         default="epochs",
         help="how the head learns on the frozen trunk: epochs = AdamW on augmented images; "
-        "probe = fitted once by L-BFGS on cached features (faster, a better stage-1 model, "
-        "but on ph-snakes a worse start for stage 2)",
+        "probe = fitted once by L-BFGS on cached features (faster and a better stage-1 "
+        "model; give stage 2 --bn-stats frozen, or its batch norm undoes the fit)",
     )
     optim.add_argument(
         "--epochs-stage1", type=int, default=6, help="head only, trunk frozen (--stage1 epochs)"
