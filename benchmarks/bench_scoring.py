@@ -30,6 +30,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 MODELS = ("mobilenet_v3_small", "efficientnet_lite0")
 PHOTO_SIZES = ((4000, 3000), (1024, 768))
 NUM_CLASSES = 100
+PROCESSES = 2  # every measurement runs in this many processes, one per core
 MAX_PIXELS, MAX_BYTES = 120_000_000, 256 * 1024 * 1024
 # Spawned, not forked: the parent imports torch (threads, 500 MiB) and a forked child
 # would inherit both; a spawned child imports only what its job needs, like a worker.
@@ -100,7 +101,9 @@ def _torch_model(name: str) -> tuple[Any, dict[str, Any]]:
     return model.eval(), cfg
 
 
-def make_photos(folder: Path, size: tuple[int, int], count: int, processes: int = 2) -> list[str]:
+def make_photos(
+    folder: Path, size: tuple[int, int], count: int, processes: int = PROCESSES
+) -> list[str]:
     """Write `count` camera-like JPEGs (gradients, shapes, blur, sensor noise; quality 90)."""
     # ImageFolder needs one class folder; herpscore only sees a folder of files.
     target = folder / "survey"
@@ -233,7 +236,9 @@ def _model_only(
     return _timed(barrier, work, repeats)
 
 
-def measure_model_only(model_dir: Path, batches: int, repeats: int, processes: int = 2) -> float:
+def measure_model_only(
+    model_dir: Path, batches: int, repeats: int, processes: int = PROCESSES
+) -> float:
     """(a) ORT images/s on preloaded tensors: `processes` x 1 thread, batch 8, warmed up."""
     jobs = [(str(model_dir), batches, 8, repeats)] * processes
     return statistics.median(run_parallel(_model_only, jobs))
@@ -262,7 +267,7 @@ def _decode_only(
 
 
 def measure_decode(
-    files: list[str], spec: InputSpec, naive: bool, repeats: int, processes: int = 2
+    files: list[str], spec: InputSpec, naive: bool, repeats: int, processes: int = PROCESSES
 ) -> float:
     """(b) decode + preprocess images/s in `processes` processes (one thread each)."""
     jobs = [(files[i::processes], spec.to_dict(), naive, repeats) for i in range(processes)]
@@ -291,7 +296,7 @@ def _pipeline(
 
 
 def measure_pipeline_only(
-    folder: Path, model_dir: Path, processes: int = 2, repeats: int = 1, chunk: int = 64
+    folder: Path, model_dir: Path, processes: int = PROCESSES, repeats: int = 1, chunk: int = 64
 ) -> float:
     """c_pipe: the inference pipeline alone, images/s (no job, broker or database).
 
@@ -492,7 +497,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rounds", type=int, default=3, help="rounds of a, b, c (one job), c_pipe and d"
     )
-    parser.add_argument("--cores", type=int, default=2, help="cores the measurements use")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--repeats-naive", type=int, default=1, help="rounds for b_naive")
     parser.add_argument("--naive-num-workers", type=int, default=2)
@@ -508,7 +512,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def measure_row(
-    args: argparse.Namespace, name: str, model_dir: Path, folder: Path, files: list[str]
+    args: argparse.Namespace,
+    name: str,
+    label: str,
+    model_dir: Path,
+    folder: Path,
+    files: list[str],
 ) -> dict[str, Any]:
     """a, b, c, c_pipe and d for one model and photo size, in interleaved rounds.
 
@@ -522,7 +531,7 @@ def measure_row(
     batches = 5 if args.quick else 40
     rounds: list[dict[str, Any]] = []
     for r in range(args.rounds):
-        log.info("%s %s: round %d of %d", name, folder.name, r + 1, args.rounds)
+        log.info("%s %s: round %d of %d", name, label, r + 1, args.rounds)
         a = measure_model_only(model_dir, batches, repeats=1)
         b = measure_decode(files, spec, naive=False, repeats=1)
         job = measure_end_to_end(folder, model_dir, args.work, args.backend)
@@ -537,7 +546,7 @@ def measure_row(
     def median(values: Iterable[float]) -> float:
         return float(statistics.median(values))
 
-    row: dict[str, Any] = {"model": name, "photos": folder.name.removeprefix("photos-")}
+    row: dict[str, Any] = {"model": name, "photos": label}
     row |= {"count": len(files), "rounds": rounds}
     for key in ("a", "b", "L", "c", "c_pipe", "d"):
         row[key] = median(r[key] for r in rounds)
@@ -545,7 +554,7 @@ def measure_row(
     row["c_pipe_over_L"] = median(r["c_pipe"] / r["L"] for r in rounds)
     row["c_over_a"] = median(r["c"] / r["a"] for r in rounds)
     row["c_over_d"] = median(r["c"] / r["d"] for r in rounds)
-    row["ideal_cpu_ms_per_image"] = median(1e3 * args.cores / r["L"] for r in rounds)
+    row["ideal_cpu_ms_per_image"] = median(1e3 * PROCESSES / r["L"] for r in rounds)
     groups = sorted({g for r in rounds for g in r["job"]["cpu_ms_per_image"]})
     row["cpu_ms_per_image"] = {
         g: median(r["job"]["cpu_ms_per_image"].get(g, 0.0) for r in rounds) for g in groups
@@ -582,8 +591,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         for label, (folder, files) in photos.items():
             if label not in naive_decode:  # model-independent: same files, same (224, 224)
                 naive_decode[label] = measure_decode(files, spec, True, args.repeats_naive)
-            row = measure_row(args, name, model_dir, folder, files)
-            row["photos"] = label
+            row = measure_row(args, name, label, model_dir, folder, files)
             row["b_naive"] = naive_decode[label]
             row["b_over_b_naive"] = row["b"] / row["b_naive"]
             log.info("%s", {k: v for k, v in row.items() if k != "rounds"})

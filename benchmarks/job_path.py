@@ -2,8 +2,7 @@
 
 A fresh database, the model registered and activated, the Celery workers `herpscore up`
 runs (prefork; scoring: one process per core, one ORT thread each; scanning in a second
-worker) on a real broker, and a job created exactly as the API creates it. `layout="single"`
-runs the earlier layout instead, one worker consuming every queue, for comparison.
+worker) on a real broker, and a job created exactly as the API creates it.
 The rate is images / (job finished_at - job created_at), both written by the database, so
 scanning, hashing, EXIF, dispatch, inference and every write count. Where the CPU went is
 read from /proc for each group of processes (scoring workers, scan worker, PostgreSQL, ...)
@@ -26,7 +25,6 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CPU_GROUPS = (  # (substring of a process's command line, group), first match wins
     ("inference@", "scoring workers"),
     ("tasks@", "scan worker"),
-    ("all@", "one worker (all queues)"),
     ("postgres", "postgresql"),
     ("redis-server", "redis"),
 )
@@ -125,10 +123,9 @@ def measure_job_path(
     backend: str = "postgres",
     processes: int = 2,
     overrides: dict[str, Any] | None = None,
-    layout: str = "split",
 ) -> dict[str, float]:
     """Score `folder` once through a job; returns images/s and the job's own timings."""
-    from service.cli import EMBEDDED_WORKERS, embedded_worker
+    from service.cli import embedded_worker
     from service.db import session_scope
     from service.jobs import create_job, get_job, job_progress
     from service.migrate import upgrade
@@ -148,10 +145,7 @@ def measure_job_path(
         upgrade(settings.db_url)
         with session_scope(settings.db_url) as session:
             add_model(session, settings, model_dir, activate=True)
-        pools = EMBEDDED_WORKERS
-        if layout == "single":
-            pools = (("all", ("scan", "inference", "maintenance"), processes),)
-        with embedded_worker(settings, pools=pools):
+        with embedded_worker(settings):
             time.sleep(6)  # the worker imports and connects before the clock starts
             cpu_before = cpu_seconds()
             with session_scope(settings.db_url) as session:

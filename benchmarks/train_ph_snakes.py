@@ -261,18 +261,25 @@ def run_fit(args: argparse.Namespace, out: Path, epochs2: int, resume: Path | No
     return time.monotonic() - started
 
 
-def onnx_measures(model_dir: Path, view: Path, classes: list[str], work: Path) -> dict[str, Any]:
-    """FP32 vs INT8 on the deduplicated test set: accuracy, size and 1-thread ORT speed."""
+def served_test_set(
+    model_dir: Path, view: Path, classes: list[str]
+) -> tuple[InputSpec, np.ndarray, np.ndarray]:
+    """The test images as the model folder's preprocessing serves them: (spec, inputs, labels)."""
     spec = InputSpec.from_metadata(json.loads((model_dir / "metadata.json").read_text()))
     test = SafeImageFolder(
         scan_split(view / "test", classes, DEFAULT_EXTENSIONS),
         classes,
         eval_loader(spec),
         eval_transform(spec),
-        name="onnx test",
+        name=f"test ({model_dir.parent.name})",
     )
     inputs = np.stack([test[i][0].numpy() for i in range(len(test))])
-    labels = np.asarray(test.targets)
+    return spec, inputs, np.asarray(test.targets)
+
+
+def onnx_measures(model_dir: Path, view: Path, classes: list[str], work: Path) -> dict[str, Any]:
+    """FP32 vs INT8 on the deduplicated test set: accuracy, size and 1-thread ORT speed."""
+    spec, inputs, labels = served_test_set(model_dir, view, classes)
     int8 = model_dir / "model.int8.onnx"
     rejected = work / f"{model_dir.parent.name}.int8.rejected.onnx"
     metadata = json.loads((model_dir / "metadata.json").read_text())
@@ -314,19 +321,10 @@ def speed(path: Path, inputs: np.ndarray, batch: int = 8, rounds: int = 5) -> fl
     return round(float(np.median(rates)), 1)
 
 
-def test_correct(model_dir: Path, view: Path, classes: list[str]) -> np.ndarray:
+def correct_on_test(model_dir: Path, view: Path, classes: list[str]) -> np.ndarray:
     """Per test image (in scan order): did the model folder's ONNX model get it right?"""
-    spec = InputSpec.from_metadata(json.loads((model_dir / "metadata.json").read_text()))
-    test = SafeImageFolder(
-        scan_split(view / "test", classes, DEFAULT_EXTENSIONS),
-        classes,
-        eval_loader(spec),
-        eval_transform(spec),
-        name=f"test ({model_dir.parent.name})",
-    )
-    inputs = np.stack([test[i][0].numpy() for i in range(len(test))])
-    logits = export.ort_logits(model_dir / "model.onnx", inputs)
-    return np.asarray(logits.argmax(1) == np.asarray(test.targets))
+    _, inputs, labels = served_test_set(model_dir, view, classes)
+    return np.asarray(export.ort_logits(model_dir / "model.onnx", inputs).argmax(1) == labels)
 
 
 def paired_comparison(first: Path, second: Path, view: Path, classes: list[str]) -> dict[str, Any]:
@@ -336,7 +334,7 @@ def paired_comparison(first: Path, second: Path, view: Path, classes: list[str])
     get right or both get wrong, so a smaller difference can show."""
     from scipy.stats import binomtest
 
-    a, b = test_correct(first, view, classes), test_correct(second, view, classes)
+    a, b = correct_on_test(first, view, classes), correct_on_test(second, view, classes)
     only_first, only_second = int((a & ~b).sum()), int((~a & b).sum())
     discordant = only_first + only_second
     p_value = binomtest(only_second, discordant).pvalue if discordant else 1.0
