@@ -434,7 +434,9 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
         "- a: model only, ORT FP32, 2 processes x 1 thread, batch 8, preloaded tensors",
         "- b: decode + preprocess only, herpscore load_rgb + to_array (JPEG draft), 2 processes",
         "- b_naive: Image.open().convert('RGB').resize((224, 224)) + to_array, 2 processes",
-        "- L = 1/(1/a + 1/b): the rate if decode and inference took turns on the same cores",
+        "- L = 1/(1/a + 1/b): the rate if decode and inference took turns on the same cores; "
+        "a and b are measured just before and just after each job, and L is the mean of the "
+        "two L's (a and b in the table: the means of their two measurements)",
         f"- c: herpscore end to end, {results['end_to_end_label']} ({results['backend']}); "
         "the workers `herpscore up` runs (scoring: 2 processes x 1 ORT thread; scan: its own "
         "worker), default settings; the clock runs from the job's creation to its completion "
@@ -443,8 +445,8 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
         f"- d: torchvision ImageFolder + DataLoader(batch 8, num_workers="
         f"{results['naive_num_workers']}) + Resize(256)/CenterCrop(224)/ToTensor/Normalize "
         "+ torch eager in no_grad (torch's default intra-op threads)",
-        f"- mode: {results['mode']}; {rounds} rounds, each measuring a, b, c (one job), c_pipe "
-        "and d back to back; rates are medians over the rounds, and so is each ratio, taken "
+        f"- mode: {results['mode']}; {rounds} rounds, each measuring a, b, c (one job), a, b, "
+        "c_pipe and d back to back; rates are medians over the rounds, and so is each ratio, taken "
         f"within its round; b_naive: {results['repeats_naive']} round per photo size, "
         "shared by both models",
         "",
@@ -495,7 +497,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--count-large", type=int, default=400, help="4000x3000 photos")
     parser.add_argument("--count-small", type=int, default=1000, help="1024x768 photos")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="rounds of a, b, c (one job), c_pipe and d"
+        "--rounds", type=int, default=5, help="rounds of a, b, c (one job), a, b, c_pipe, d"
     )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--repeats-naive", type=int, default=1, help="rounds for b_naive")
@@ -532,14 +534,20 @@ def measure_row(
     rounds: list[dict[str, Any]] = []
     for r in range(args.rounds):
         log.info("%s %s: round %d of %d", name, label, r + 1, args.rounds)
-        a = measure_model_only(model_dir, batches, repeats=1)
-        b = measure_decode(files, spec, naive=False, repeats=1)
+        # The job is bracketed: a and b just before it and just after it, so that a drift
+        # of the host's speed during the round moves L with c instead of against it.
+        a0 = measure_model_only(model_dir, batches, repeats=1)
+        b0 = measure_decode(files, spec, naive=False, repeats=1)
         job = measure_end_to_end(folder, model_dir, args.work, args.backend)
+        a1 = measure_model_only(model_dir, batches, repeats=1)
+        b1 = measure_decode(files, spec, naive=False, repeats=1)
         c_pipe = measure_pipeline_only(folder, model_dir)
         d = measure_naive_torch(folder, name, args.naive_num_workers, repeats=1)
-        big_l = 1.0 / (1.0 / a + 1.0 / b)
+        a, b = (a0 + a1) / 2, (b0 + b1) / 2
+        big_l = (1.0 / (1.0 / a0 + 1.0 / b0) + 1.0 / (1.0 / a1 + 1.0 / b1)) / 2
         rounds.append(
             {"a": a, "b": b, "L": big_l, "c": job["rate"], "c_pipe": c_pipe, "d": d, "job": job}
+            | {"L_before": 1.0 / (1.0 / a0 + 1.0 / b0), "L_after": 1.0 / (1.0 / a1 + 1.0 / b1)}
         )
         log.info("%s", {k: round(v, 1) for k, v in rounds[-1].items() if k != "job"})
 

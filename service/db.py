@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import JSON, Dialect, Engine, Table, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -84,19 +86,62 @@ def insert_ignoring_conflicts(
     """INSERT ... ON CONFLICT DO NOTHING on PostgreSQL and SQLite (idempotent writes)."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    stmt: Any
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":
+        _insert_unnest(session, model.__table__, rows, conflict_columns, dialect)
+        return
+    if dialect.name != "sqlite":
+        raise NotImplementedError(f"no idempotent insert for {dialect.name}")
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt = pg_insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+    stmt = sqlite_insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
+    session.execute(stmt, rows)  # an executemany: SQLite has no round trips to save
 
-        stmt = sqlite_insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
-    else:
-        raise NotImplementedError(f"no idempotent insert for {dialect}")
-    # An executemany: psycopg pipelines one prepared INSERT per row. Measured against
-    # multi-row VALUES (RETURNING, SQLAlchemy's "insertmanyvalues"), it is 1.5x faster at
-    # 76-128 rows, because psycopg re-parses every VALUES statement of a new length.
-    session.execute(stmt, rows)
+
+def _insert_unnest(
+    session: Session,
+    table: Table,
+    rows: list[dict[str, Any]],
+    conflict_columns: list[str],
+    dialect: Dialect,
+) -> None:
+    """PostgreSQL: one INSERT ... SELECT FROM unnest(one array per column) for all rows.
+
+    One statement and one round trip, with each column sent as one array. Measured over
+    the four bulk inserts a photo gets (image, job image, prediction, review item; 2000
+    rows each), it cost 0.06 ms of client CPU per photo against 0.15 for an executemany,
+    where SQLAlchemy processes and psycopg pipelines every row one by one.
+    Column types and Python-side defaults (for columns the rows leave out) come from the
+    table, and each value goes through its type's bind processor, as an executemany does.
+    """
+    names = list(rows[0])
+    for column in table.columns:
+        default = column.default
+        if column.name in names or default is None or column.primary_key:
+            continue
+        if isinstance(default, ScalarElementColumnDefault):
+            value = default.arg
+        elif isinstance(default, CallableColumnDefault):
+            value = default.arg(None)  # type: ignore[arg-type]  # wrapped to take a context
+        else:
+            continue
+        names.append(column.name)
+        rows = [{**row, column.name: value} for row in rows]
+    params: dict[str, list[Any]] = {}
+    casts = []
+    for i, name in enumerate(names):
+        column = table.c[name]
+        values = [row[name] for row in rows]
+        if isinstance(column.type, JSON):  # psycopg would see nested lists as arrays
+            values = [None if value is None else json.dumps(value) for value in values]
+        elif (process := column.type.bind_processor(dialect)) is not None:
+            values = [process(value) for value in values]
+        params[f"c{i}"] = values
+        casts.append(f"CAST(:c{i} AS {column.type.compile(dialect=dialect)}[])")
+    quote = dialect.identifier_preparer.quote
+    statement = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, names))}) "
+        f"SELECT * FROM unnest({', '.join(casts)}) "
+        f"ON CONFLICT ({', '.join(map(quote, conflict_columns))}) DO NOTHING"
+    )
+    session.execute(text(statement), params)

@@ -34,10 +34,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SCAN_BATCH_MAX = 512  # files recorded per transaction once the first chunk is out
 FIRST_CHUNK_FILES = 8  # a job's first chunks; later ones double up to settings.chunk_size
-FIRST_CHUNKS = 2  # that many first chunks, so that two scoring processes start at once
-# The scan's first batch: the first chunks plus the next (twice as big), which is held back.
-FIRST_SCAN_BATCH = (FIRST_CHUNKS + 2) * FIRST_CHUNK_FILES
-TAIL_MIN_FILES = 8  # the final cut's halving pieces get no smaller than this
+FIRST_CHUNKS = 2  # that many first chunks, each cut as soon as its files are scanned
+# The final cut's halving pieces get no smaller than TAIL_MIN_FILES files or TAIL_MIN_BYTES,
+# whichever is fewer files, and never below 2: eight small photos, but two 4 MB ones.
+TAIL_MIN_FILES = 8
+TAIL_MIN_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -67,13 +68,16 @@ def batched(items: Iterable[T], size: int) -> Iterator[tuple[T, ...]]:
 
 
 def scan_batches(files: Iterable[Path], first: int) -> Iterator[tuple[Path, ...]]:
-    """A small batch first, so the first chunk is cut at once; then doubling batches up to
-    SCAN_BATCH_MAX, because every transaction costs round trips."""
+    """FIRST_CHUNKS small batches first, so that each first chunk is cut as soon as its own
+    files are hashed; then doubling batches up to SCAN_BATCH_MAX, because every transaction
+    costs round trips."""
     iterator = iter(files)
-    size = first
+    size, done = first, 0
     while batch := tuple(islice(iterator, size)):
         yield batch
-        size = min(size * 2, max(first, SCAN_BATCH_MAX))
+        done += 1
+        if done >= FIRST_CHUNKS:
+            size = min(size * 2, max(first, SCAN_BATCH_MAX))
 
 
 def iter_image_files(folder: Path, recursive: bool, extensions: list[str]) -> Iterator[Path]:
@@ -190,11 +194,12 @@ def plan_chunks(
 
     A chunk's fixed cost (a task, two transactions) is worth ~30 small photos of a fast
     model, so chunks grow: the job's first FIRST_CHUNKS chunks hold FIRST_CHUNK_FILES each
-    (the first scan batch cuts them all, so two scoring processes start at once), each
-    next one twice as many, up to `max_files`. A chunk also closes at
-    `max_bytes`, so chunks of 12-megapixel photos hold fewer files and stay minutes short.
-    Until the scan is final one chunk's worth stays uncut; the final cut splits the rest
-    into halving pieces, so that the workers finish together instead of one of them
+    and are cut as soon as they are full, so that the scoring processes start while the
+    scan has hashed only a few files; each next chunk holds twice as many, up to
+    `max_files`. A chunk also closes at `max_bytes`, so chunks of 12-megapixel photos hold
+    fewer files and stay minutes short. After the first chunks, one chunk's worth stays
+    uncut until the scan is final; the final cut splits the rest into halving pieces
+    (see TAIL_MIN_FILES), so that the workers finish together instead of one of them
     running a last big chunk while the others wait.
     """
     counts: list[int] = []
@@ -203,13 +208,15 @@ def plan_chunks(
         remaining = total - start
         cap = min(max_files, FIRST_CHUNK_FILES << min(max(seq - FIRST_CHUNKS, 0), 30))
         if final:
-            cap = min(cap, max(TAIL_MIN_FILES, -(-remaining // 2)))
+            mean_size = max(sum(sizes[start:]) // remaining, 1)
+            floor = max(2, min(TAIL_MIN_FILES, TAIL_MIN_BYTES // mean_size))
+            cap = min(cap, max(floor, -(-remaining // 2)))
         n, used = 0, 0
         while n < remaining and n < cap and (n == 0 or used + sizes[start + n] <= max_bytes):
             used += sizes[start + n]
             n += 1
         closed = n == cap or n < remaining  # a cap closed it, not the end of the list
-        if not final and not (closed and remaining - n >= n):
+        if not final and not (closed and (seq <= FIRST_CHUNKS or remaining - n >= n)):
             break
         counts.append(n)
         start, seq = start + n, seq + 1
@@ -306,7 +313,7 @@ def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], Non
             transition(session, get_job(session, job_id), JobStatus.FAILED, error=problem)
         return
     files = iter_image_files(folder, recursive, extensions)
-    for batch in scan_batches(files, min(settings.chunk_size, FIRST_SCAN_BATCH)):
+    for batch in scan_batches(files, min(settings.chunk_size, FIRST_CHUNK_FILES)):
         records = [inspect_file(path, folder, settings) for path in batch]
         with session_scope(settings.db_url) as session:
             job = get_job(session, job_id)
