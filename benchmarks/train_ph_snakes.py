@@ -72,6 +72,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ema-decay", type=float, default=0.0)
     parser.add_argument("--mix", type=float, default=0.0)
     parser.add_argument("--bn-stats", choices=["update", "frozen"], default="update")
+    parser.add_argument("--augment", choices=["jitter", "trivial"], default="jitter")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--refit",
@@ -245,6 +246,8 @@ def run_fit(args: argparse.Namespace, out: Path, epochs2: int, resume: Path | No
         str(args.mix),
         "--bn-stats",
         args.bn_stats,
+        "--augment",
+        args.augment,
         "--seed",
         str(args.seed),
     ]

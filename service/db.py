@@ -6,9 +6,11 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from typing import Any
 
-from sqlalchemy import JSON, Dialect, Engine, Table, create_engine, event, text
+from sqlalchemy import JSON, Dialect, Engine, create_engine, event, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
@@ -88,7 +90,7 @@ def insert_ignoring_conflicts(
         return
     dialect = session.get_bind().dialect
     if dialect.name == "postgresql":
-        _insert_unnest(session, model.__table__, rows, conflict_columns, dialect)
+        _insert_recordset(session, model, rows, conflict_columns, dialect)
         return
     if dialect.name != "sqlite":
         raise NotImplementedError(f"no idempotent insert for {dialect.name}")
@@ -98,26 +100,30 @@ def insert_ignoring_conflicts(
     session.execute(stmt, rows)  # an executemany: SQLite has no round trips to save
 
 
-def _insert_unnest(
+def _insert_recordset(
     session: Session,
-    table: Table,
+    model: Any,
     rows: list[dict[str, Any]],
     conflict_columns: list[str],
     dialect: Dialect,
 ) -> None:
-    """PostgreSQL: one INSERT ... SELECT FROM unnest(one array per column) for all rows.
+    """PostgreSQL: one INSERT ... SELECT FROM json_populate_recordset(rows as one JSON text).
 
-    One statement and one round trip, with each column sent as one array. Measured over
-    the four bulk inserts a photo gets (image, job image, prediction, review item; 2000
-    rows each), it cost 0.06 ms of client CPU per photo against 0.15 for an executemany,
-    where SQLAlchemy processes and psycopg pipelines every row one by one.
-    Column types and Python-side defaults (for columns the rows leave out) come from the
-    table, and each value goes through its type's bind processor, as an executemany does.
+    One statement, one round trip and one parameter, serialised by the json module's C
+    encoder and parsed by PostgreSQL's. Measured on 128-row chunks of predictions, the
+    client spent 1.0 ms per chunk, against 3.7 ms for one array per column (psycopg dumps
+    arrays element by element in Python); over the four bulk inserts a photo gets (image,
+    job image, prediction, review item) an executemany cost 0.15 ms of client CPU per
+    photo, because SQLAlchemy processes and psycopg pipelines every row one by one.
+    Rows are keyed by mapped attribute; Python-side defaults fill the columns they leave
+    out, and every value goes through its type's bind processor, as an executemany does.
     """
-    names = list(rows[0])
-    for column in table.columns:
+    mapper = sa_inspect(model)
+    keys = list(rows[0])
+    for attr in mapper.column_attrs:
+        column = attr.columns[0]
         default = column.default
-        if column.name in names or default is None or column.primary_key:
+        if attr.key in keys or default is None or column.primary_key:
             continue
         if isinstance(default, ScalarElementColumnDefault):
             value = default.arg
@@ -125,23 +131,33 @@ def _insert_unnest(
             value = default.arg(None)  # type: ignore[arg-type]  # wrapped to take a context
         else:
             continue
-        names.append(column.name)
-        rows = [{**row, column.name: value} for row in rows]
-    params: dict[str, list[Any]] = {}
-    casts = []
-    for i, name in enumerate(names):
-        column = table.c[name]
-        values = [row[name] for row in rows]
-        if isinstance(column.type, JSON):  # psycopg would see nested lists as arrays
-            values = [None if value is None else json.dumps(value) for value in values]
-        elif (process := column.type.bind_processor(dialect)) is not None:
+        keys.append(attr.key)
+        rows = [{**row, attr.key: value} for row in rows]
+    names, columns = [], []
+    for key in keys:
+        column = mapper.columns[key]
+        values = [row[key] for row in rows]
+        if not isinstance(column.type, JSON) and (process := column.type.bind_processor(dialect)):
             values = [process(value) for value in values]
-        params[f"c{i}"] = values
-        casts.append(f"CAST(:c{i} AS {column.type.compile(dialect=dialect)}[])")
+        names.append(column.name)
+        columns.append(values)
+    document = json.dumps(
+        [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)],
+        default=_json_scalar,
+        allow_nan=False,  # PostgreSQL's JSON has no NaN: fail here, clearly
+    )
     quote = dialect.identifier_preparer.quote
+    table, cols = quote(mapper.local_table.name), ", ".join(map(quote, names))
     statement = (
-        f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, names))}) "
-        f"SELECT * FROM unnest({', '.join(casts)}) "
+        f"INSERT INTO {table} ({cols}) SELECT {cols} "
+        f"FROM json_populate_recordset(NULL::{table}, CAST(:rows AS json)) "
         f"ON CONFLICT ({', '.join(map(quote, conflict_columns))}) DO NOTHING"
     )
-    session.execute(text(statement), params)
+    session.execute(text(statement), {"rows": document})
+
+
+def _json_scalar(value: Any) -> Any:
+    """What json.dumps cannot write itself: timestamps (ISO 8601, with their offset)."""
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"cannot store {type(value).__name__} in a bulk insert")

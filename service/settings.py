@@ -44,9 +44,9 @@ class Settings(BaseSettings):
         default_factory=list, description="Labels always sent to review (venomous species)."
     )
     top_k: int = Field(default=5, ge=1, le=50)
-    chunk_size: int = Field(default=128, ge=1, le=10_000, description="Most images per score task.")
+    chunk_size: int = Field(default=256, ge=1, le=10_000, description="Most images per score task.")
     chunk_megabytes: int = Field(
-        default=64, ge=1, description="A score task also closes at this many MB of files."
+        default=256, ge=1, description="A score task also closes at this many MB of files."
     )
     batch_size: int = Field(default=8, ge=1, le=256)
     worker_threads: int = Field(default=1, ge=1, description="ONNX Runtime threads per process.")

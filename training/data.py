@@ -290,20 +290,32 @@ def served_transform(spec: InputSpec) -> Callable[[Image.Image], torch.Tensor]:
     return lambda img: torch.from_numpy(to_array(resize_and_crop(img, spec), spec))
 
 
+AUGMENTS = ("jitter", "trivial")
+
+
 def train_transform(
-    spec: InputSpec, min_scale: float = 0.35, jitter: float = 0.2
+    spec: InputSpec, min_scale: float = 0.35, jitter: float = 0.2, augment: str = "jitter"
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """Random crop, flip and colour jitter, then the same normalisation as serving."""
+    """Random crop and flip, then colour jitter (`jitter`) or one random operation of
+    TrivialAugmentWide (`trivial`: rotation, shear, colour, contrast, ...), then the same
+    normalisation as serving."""
     from torchvision import transforms
 
-    augment = transforms.Compose(
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {AUGMENTS}, not {augment!r}")
+    extra = (
+        transforms.ColorJitter(jitter, jitter, jitter)
+        if augment == "jitter"
+        else transforms.TrivialAugmentWide()
+    )
+    augment_image = transforms.Compose(
         [
             transforms.RandomResizedCrop(spec.size, scale=(min_scale, 1.0)),
             transforms.RandomHorizontalFlip(),
-            transforms.ColorJitter(jitter, jitter, jitter),
+            extra,
         ]
     )
-    return lambda img: torch.from_numpy(to_array(augment(img), spec))
+    return lambda img: torch.from_numpy(to_array(augment_image(img), spec))
 
 
 def class_weights(targets: Sequence[int], num_classes: int) -> torch.Tensor:

@@ -30,6 +30,7 @@ from training import calibrate, evaluate, export, head
 from training.backbones import BACKBONES, Backbone, build_backbone
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data import (
+    AUGMENTS,
     DataError,
     DatasetFolder,
     SafeImageFolder,
@@ -125,6 +126,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="stage 2: MixUp or CutMix (one at random per batch) with Beta(ALPHA, ALPHA); 0 = off",
     )
     optim.add_argument("--jitter", type=float, default=0.2, help="colour jitter strength")
+    optim.add_argument(
+        "--augment",
+        choices=AUGMENTS,
+        default="jitter",
+        help="after crop and flip: colour jitter, or TrivialAugmentWide (one random op)",
+    )
     run = parser.add_argument_group("run")
     run.add_argument(
         "--refit",
@@ -175,7 +182,7 @@ def main(args: argparse.Namespace) -> Path:
         backbone = build_backbone(
             args.backbone, len(data.classes), args.weights, args.size, args.resize, args.dropout
         )
-        datasets = build_datasets(data, backbone, args.min_scale, args.jitter)
+        datasets = build_datasets(data, backbone, args.min_scale, args.jitter, args.augment)
         trainer = Trainer(args, backbone, datasets, device, run_dir)
         trainer.fit()
         report = evaluate_and_calibrate(backbone, datasets, data.classes, args.out)
@@ -219,7 +226,7 @@ def refit(
         data.val_source,
         data.provenance,
     )
-    datasets = build_datasets(merged, backbone, args.min_scale, args.jitter)
+    datasets = build_datasets(merged, backbone, args.min_scale, args.jitter, args.augment)
     refit_dir = run_dir / "refit"
     refit_dir.mkdir(exist_ok=True)
     resume = "auto" if args.resume and (refit_dir / "last.pth").is_file() else None
@@ -322,7 +329,11 @@ def build_device(args: argparse.Namespace) -> torch.device:
 
 
 def build_datasets(
-    data: DatasetFolder, backbone: Backbone, min_scale: float = 0.35, jitter: float = 0.2
+    data: DatasetFolder,
+    backbone: Backbone,
+    min_scale: float = 0.35,
+    jitter: float = 0.2,
+    augment: str = "jitter",
 ) -> dict[str, SafeImageFolder]:
     """Augmented train set; val/test (and INT8 calibration) through the served preprocessing."""
     spec = backbone.spec
@@ -332,7 +343,7 @@ def build_datasets(
             data.splits["train"],
             data.classes,
             lambda path: decode_for_training(path, short_side),
-            train_transform(spec, min_scale, jitter),
+            train_transform(spec, min_scale, jitter, augment),
             name="train",
         )
     }

@@ -54,6 +54,7 @@ class ScoreStats:
 
 
 _Failure = tuple[str, str]
+NOT_FINITE = "the model's output for this image holds NaN or infinity; it was not scored"
 
 
 def score_paths(
@@ -131,9 +132,17 @@ def _predict(
         # 2.5x (MobileNetV3-Small) to 2.6x (EfficientNet-Lite0). A process sees at most
         # batch_size shapes, and ORT keeps each one's plan after its first run.
         began = time.perf_counter()
-        ranked = top_k(engine.probabilities(buf[: len(ok)]), k)
+        probs = engine.probabilities(buf[: len(ok)])
         stats.inference_seconds += time.perf_counter() - began
         stats.batches += 1
+        finite = np.isfinite(probs).all(axis=1)
+        if not finite.all():  # a broken model or an overflow: never store NaN as a score
+            failures = list(failures)
+            for slot, good in zip(ok, finite, strict=True):
+                if not good:
+                    failures[slot] = ("model_output_not_finite", NOT_FINITE)
+            probs = probs[finite]
+        ranked = top_k(probs, k)
     labels, predictions = engine.labels, iter(ranked)
     results = []
     for slot, failure in enumerate(failures):

@@ -127,3 +127,24 @@ def test_no_paths_no_results(engine: InferenceEngine) -> None:
 def test_bad_arguments(engine: InferenceEngine) -> None:
     with pytest.raises(ValueError):
         _score(engine, ["x.jpg"], batch_size=0)
+
+
+def test_a_non_finite_model_output_fails_that_file_alone(
+    engine: InferenceEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [_photo(tmp_path, f"p{i}.jpg", COLOURS[i % 3], seed=i) for i in range(5)]
+    real = engine.probabilities
+
+    def broken_row(batch: np.ndarray) -> np.ndarray:
+        probs = real(batch)
+        probs[1] = np.nan  # the second image of the batch overflows
+        return probs
+
+    monkeypatch.setattr(engine, "probabilities", broken_row)
+    results = _score(engine, paths, batch_size=8)
+    monkeypatch.undo()
+    assert [r.failure_reason for r in results] == [None, "model_output_not_finite"] + [None] * 3
+    assert results[1].confidence is None and results[1].topk is None
+    for result, path in zip(results, paths, strict=True):
+        if result.failure_reason is None:
+            _assert_same_as_engine(engine, result, path)

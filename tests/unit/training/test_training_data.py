@@ -108,9 +108,12 @@ def test_training_transform_uses_the_served_normalisation(tmp_path: Path) -> Non
     spec = default_spec("efficientnet_lite0", 48)
     img = decode_for_training(tmp_path / "a.png", short_side=60)
     assert min(img.size) == 60
-    tensor = train_transform(spec)(img)
-    assert tuple(tensor.shape) == (3, 48, 48)
-    assert float(tensor.min()) >= -1.0 - 1e-6 and float(tensor.max()) <= 1.0 + 1e-6
+    for augment in ("jitter", "trivial"):
+        tensor = train_transform(spec, augment=augment)(img)
+        assert tuple(tensor.shape) == (3, 48, 48)
+        assert float(tensor.min()) >= -1.0 - 1e-6 and float(tensor.max()) <= 1.0 + 1e-6
+    with pytest.raises(ValueError, match="augment must be one of"):
+        train_transform(spec, augment="autoaugment")
 
 
 def test_class_weights_balance_rare_classes() -> None:
