@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from typing import Any
@@ -83,21 +83,32 @@ def dispose_engines() -> None:
 
 
 def insert_ignoring_conflicts(
-    session: Session, model: Any, rows: list[dict[str, Any]], conflict_columns: list[str]
-) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING on PostgreSQL and SQLite (idempotent writes)."""
+    session: Session,
+    model: Any,
+    rows: list[dict[str, Any]],
+    conflict_columns: list[str],
+    returning: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
+    """INSERT ... ON CONFLICT DO NOTHING on PostgreSQL and SQLite (idempotent writes).
+
+    With `returning` (attribute names), returns those values of the rows it inserted,
+    in no particular order; rows skipped as conflicts return nothing.
+    """
     if not rows:
-        return
+        return []
     dialect = session.get_bind().dialect
     if dialect.name == "postgresql":
-        _insert_recordset(session, model, rows, conflict_columns, dialect)
-        return
+        return _insert_recordset(session, model, rows, conflict_columns, dialect, returning)
     if dialect.name != "sqlite":
         raise NotImplementedError(f"no idempotent insert for {dialect.name}")
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     stmt = sqlite_insert(model).on_conflict_do_nothing(index_elements=conflict_columns)
-    session.execute(stmt, rows)  # an executemany: SQLite has no round trips to save
+    if not returning:
+        session.execute(stmt, rows)  # an executemany: SQLite has no round trips to save
+        return []
+    with_returning = stmt.returning(*(getattr(model, key) for key in returning))
+    return [tuple(row) for row in session.execute(with_returning, rows)]
 
 
 def _insert_recordset(
@@ -106,7 +117,8 @@ def _insert_recordset(
     rows: list[dict[str, Any]],
     conflict_columns: list[str],
     dialect: Dialect,
-) -> None:
+    returning: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
     """PostgreSQL: one INSERT ... SELECT FROM json_populate_recordset(rows as one JSON text).
 
     One statement, one round trip and one parameter, serialised by the json module's C
@@ -153,7 +165,11 @@ def _insert_recordset(
         f"FROM json_populate_recordset(NULL::{table}, CAST(:rows AS json)) "
         f"ON CONFLICT ({', '.join(map(quote, conflict_columns))}) DO NOTHING"
     )
-    session.execute(text(statement), {"rows": document})
+    if not returning:
+        session.execute(text(statement), {"rows": document})
+        return []
+    statement += " RETURNING " + ", ".join(quote(mapper.columns[key].name) for key in returning)
+    return [tuple(row) for row in session.execute(text(statement), {"rows": document})]
 
 
 def _json_scalar(value: Any) -> Any:

@@ -174,17 +174,28 @@ def store_results(
         }
         for image_id, out in ok
     ]
-    insert_ignoring_conflicts(session, Prediction, rows, ["image_id", "model_version_id"])
+    inserted = dict(
+        insert_ignoring_conflicts(
+            session, Prediction, rows, ["image_id", "model_version_id"], ("image_id", "id")
+        )
+    )
     scored_images = [image_id for image_id, _ in ok]
-    # What is stored, which may be an earlier row (the upsert kept it): plain rows, no ORM.
-    predictions = session.execute(
-        select(
-            Prediction.image_id, Prediction.id, Prediction.label, Prediction.confidence,
-            Prediction.topk,
-        ).where(Prediction.model_version_id == model_id, Prediction.image_id.in_(scored_images))
-    ).all()  # fmt: skip
+    # What is stored: the rows just inserted, and for the others (a redelivered chunk) the
+    # earlier row that the upsert kept, read back as plain rows.
+    predictions = [
+        (row["image_id"], inserted[row["image_id"]], row["label"], row["confidence"], row["topk"])
+        for row in rows
+        if row["image_id"] in inserted
+    ]
+    if kept := [image_id for image_id in scored_images if image_id not in inserted]:
+        predictions += session.execute(
+            select(
+                Prediction.image_id, Prediction.id, Prediction.label, Prediction.confidence,
+                Prediction.topk,
+            ).where(Prediction.model_version_id == model_id, Prediction.image_id.in_(kept))
+        ).all()  # fmt: skip
     # A human's current decision is final: re-scoring never re-queues that image.
-    human_decided = images_with_human_decision(session, [p.image_id for p in predictions])
+    human_decided = images_with_human_decision(session, [p[0] for p in predictions])
     review_rows = []
     for image_id, prediction_id, label, confidence, topk in predictions:
         reason = route_for_review(label, confidence, topk, work.rules)

@@ -131,6 +131,28 @@ def test_rescoring_with_another_model_keeps_old_predictions(
         assert len(list(iter_results(session, job1))) == 6
 
 
+def test_rescoring_with_the_same_model_reuses_the_stored_predictions(
+    db_url, make_settings, photos_root, tmp_path
+):
+    settings = make_settings(db_url, chunk_size=4, review_threshold=1.0)
+    _setup(settings, tmp_path)
+    make_photo_folder(photos_root / "s", count=6)
+    job1 = _run_job(settings, "s")
+    with session_scope(settings.db_url) as session:
+        before = dict(session.execute(select(Prediction.image_id, Prediction.id)).all())
+    job2 = _run_job(settings, "s")  # the upsert keeps the earlier rows: read back, not added
+    with session_scope(settings.db_url) as session:
+        after = dict(session.execute(select(Prediction.image_id, Prediction.id)).all())
+        assert after == before and len(after) == 6
+        second = get_job(session, job2)
+        assert (second.status, second.scored, second.failed) == (JobStatus.DONE, 6, 0)
+        first_rows = {r["path"]: r["confidence"] for r in iter_results(session, job1)}
+        second_rows = {r["path"]: r["confidence"] for r in iter_results(session, job2)}
+        assert second_rows == first_rows and len(first_rows) == 6
+        # Each prediction has one review item, made by the job that first stored it.
+        assert session.scalar(select(func.count()).select_from(ReviewItem)) == 6
+
+
 def test_cancel_stops_remaining_chunks(db_url, make_settings, photos_root, tmp_path):
     settings = make_settings(db_url, chunk_size=2)
     _setup(settings, tmp_path)
