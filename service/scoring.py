@@ -180,8 +180,8 @@ def store_results(
         )
     )
     scored_images = [image_id for image_id, _ in ok]
-    # What is stored: the rows just inserted, and for the others (a redelivered chunk) the
-    # earlier row that the upsert kept, read back as plain rows.
+    # What is stored: the rows just inserted, and for images this model version scored in
+    # an earlier job, the earlier row that the upsert kept, read back as plain rows.
     predictions = [
         (row["image_id"], inserted[row["image_id"]], row["label"], row["confidence"], row["topk"])
         for row in rows
