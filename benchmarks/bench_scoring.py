@@ -543,11 +543,11 @@ def measure_row(
         b1 = measure_decode(files, spec, naive=False, repeats=1)
         c_pipe = measure_pipeline_only(folder, model_dir)
         d = measure_naive_torch(folder, name, args.naive_num_workers, repeats=1)
-        a, b = (a0 + a1) / 2, (b0 + b1) / 2
-        big_l = (1.0 / (1.0 / a0 + 1.0 / b0) + 1.0 / (1.0 / a1 + 1.0 / b1)) / 2
+        l_before, l_after = 1.0 / (1.0 / a0 + 1.0 / b0), 1.0 / (1.0 / a1 + 1.0 / b1)
         rounds.append(
-            {"a": a, "b": b, "L": big_l, "c": job["rate"], "c_pipe": c_pipe, "d": d, "job": job}
-            | {"L_before": 1.0 / (1.0 / a0 + 1.0 / b0), "L_after": 1.0 / (1.0 / a1 + 1.0 / b1)}
+            {"a": (a0 + a1) / 2, "b": (b0 + b1) / 2, "L": (l_before + l_after) / 2}
+            | {"c": job["rate"], "c_pipe": c_pipe, "d": d, "job": job}
+            | {"L_before": l_before, "L_after": l_after}
         )
         log.info("%s", {k: round(v, 1) for k, v in rounds[-1].items() if k != "job"})
 

@@ -34,6 +34,7 @@ from service.imaging import InputSpec  # noqa: E402
 from service.settings import DEFAULT_EXTENSIONS  # noqa: E402
 from training import export  # noqa: E402
 from training.data import (  # noqa: E402
+    AUGMENTS,
     SafeImageFolder,
     Sample,
     discover_classes,
@@ -72,7 +73,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ema-decay", type=float, default=0.0)
     parser.add_argument("--mix", type=float, default=0.0)
     parser.add_argument("--bn-stats", choices=["update", "frozen"], default="update")
-    parser.add_argument("--augment", choices=["jitter", "trivial"], default="jitter")
+    parser.add_argument("--augment", choices=AUGMENTS, default="jitter")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--refit",

@@ -131,24 +131,21 @@ def _insert_recordset(
     out, and every value goes through its type's bind processor, as an executemany does.
     """
     mapper = sa_inspect(model)
-    keys = list(rows[0])
+    given = set(rows[0])
+    defaults: dict[str, Any] = {}  # attribute -> the value of each row that leaves it out
     for attr in mapper.column_attrs:
         column = attr.columns[0]
         default = column.default
-        if attr.key in keys or default is None or column.primary_key:
+        if attr.key in given or default is None or column.primary_key:
             continue
         if isinstance(default, ScalarElementColumnDefault):
-            value = default.arg
+            defaults[attr.key] = default.arg
         elif isinstance(default, CallableColumnDefault):
-            value = default.arg(None)  # type: ignore[arg-type]  # wrapped to take a context
-        else:
-            continue
-        keys.append(attr.key)
-        rows = [{**row, attr.key: value} for row in rows]
+            defaults[attr.key] = default.arg(None)  # type: ignore[arg-type]  # takes a context
     names, columns = [], []
-    for key in keys:
+    for key in [*rows[0], *defaults]:
         column = mapper.columns[key]
-        values = [row[key] for row in rows]
+        values = [defaults[key]] * len(rows) if key in defaults else [row[key] for row in rows]
         if not isinstance(column.type, JSON) and (process := column.type.bind_processor(dialect)):
             values = [process(value) for value in values]
         names.append(column.name)
