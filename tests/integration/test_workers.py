@@ -16,10 +16,11 @@ from sqlalchemy import func, select
 from service.cli import settings_env
 from service.db import session_scope
 from service.jobs import create_job, get_job
-from service.models import JobStatus, Prediction
+from service.models import Chunk, JobStatus, Prediction
 from service.registry import add_model
+from service.scanning import run_scan
 from service.settings import Settings
-from service.tasks_client import enqueue_scan
+from service.tasks_client import enqueue_chunks, enqueue_scan
 from tests.conftest import REDIS_URL, skip_or_fail
 from tests.support.models import make_model_folder
 from tests.support.photos import make_photo_folder
@@ -41,7 +42,11 @@ def redis_broker() -> str:
     return url
 
 
-def start_worker(settings: Settings, log: Path, concurrency: int = 2) -> subprocess.Popen[bytes]:
+def start_worker(
+    settings: Settings, log: Path, concurrency: int = 2, beat: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """A real worker process; with `beat` (a schedule file), the scheduler rides with it,
+    as in `herpscore up` and docker compose."""
     env = dict(os.environ)
     env.update(settings_env(settings))
     cmd = [
@@ -49,6 +54,8 @@ def start_worker(settings: Settings, log: Path, concurrency: int = 2) -> subproc
         "-Q", "scan,inference,maintenance", "--concurrency", str(concurrency),
         "--loglevel", "INFO", "--without-gossip", "--without-mingle",
     ]  # fmt: skip
+    if beat is not None:
+        cmd += ["--beat", "--schedule", str(beat)]
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
             cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -61,14 +68,22 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
         proc.wait(timeout=60)
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    log: Path,
+    state: Callable[[], object] = lambda: "",
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
         time.sleep(0.05)
     tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; worker log:\n{tail}")
+    pytest.fail(
+        f"timed out after {timeout:.0f} s waiting for {what}; {state()}\nworker log:\n{tail}"
+    )
 
 
 @pytest.fixture()
@@ -115,8 +130,22 @@ def test_real_worker_scores_a_folder(stack, photos_root, tmp_path):
         assert session.scalar(select(func.count()).select_from(Prediction)) == 40
 
 
+def chunk_states(settings: Settings, job_id: int) -> str:
+    with session_scope(settings.db_url) as session:
+        rows = session.execute(
+            select(Chunk.status, func.count()).where(Chunk.job_id == job_id).group_by(Chunk.status)
+        ).all()
+    return "chunks: " + ", ".join(f"{status.value} {n}" for status, n in rows)
+
+
 def test_worker_killed_mid_job_loses_nothing(stack, photos_root, tmp_path):
-    settings = stack(chunk_size=2, broker_visibility_timeout=3)
+    # kill -9 can lose a message outright: kombu's Redis transport pops it (BRPOP) before
+    # it records it as unacknowledged, so a kill between the two drops it. The scheduler's
+    # requeue_stalled re-sends a chunk still queued after its lease; the second worker runs
+    # the scheduler, as every deployment does, with a lease of seconds instead of minutes.
+    settings = stack(
+        chunk_size=2, broker_visibility_timeout=3, chunk_lease_seconds=5, stalled_check_seconds=1
+    )
     count = 120
     make_photo_folder(photos_root / "big", count=count, size=(320, 240))
     log = tmp_path / "worker.log"
@@ -129,9 +158,15 @@ def test_worker_killed_mid_job_loses_nothing(stack, photos_root, tmp_path):
     status, total, scored, _ = job_state(settings, job_id)
     assert status != JobStatus.DONE and scored < count, "the kill came too late to test anything"
 
-    second = start_worker(settings, log)
+    second = start_worker(settings, log, beat=tmp_path / "celerybeat-schedule")
     try:
-        wait_until(lambda: job_state(settings, job_id)[0] == JobStatus.DONE, 180, "done", log)
+        wait_until(
+            lambda: job_state(settings, job_id)[0] == JobStatus.DONE,
+            180,
+            "done",
+            log,
+            lambda: chunk_states(settings, job_id),
+        )
     finally:
         stop(second)
     status, total, scored, failed = job_state(settings, job_id)
@@ -142,3 +177,33 @@ def test_worker_killed_mid_job_loses_nothing(stack, photos_root, tmp_path):
         ).all()
     assert len(per_image) == count
     assert all(n == 1 for _, n in per_image)
+
+
+def test_scheduler_resends_a_chunk_whose_message_was_lost(stack, photos_root, tmp_path):
+    settings = stack(chunk_size=4, chunk_lease_seconds=5, stalled_check_seconds=1)
+    make_photo_folder(photos_root / "lost", count=24, size=(160, 120))
+    with session_scope(settings.db_url) as session:
+        job_id = create_job(session, settings, "lost").id
+    sent: list[int] = []
+
+    def send_all_but_the_first(chunk_ids: list[int]) -> None:
+        keep = [i for i in chunk_ids if sent or i != chunk_ids[0]]
+        sent.extend(chunk_ids)
+        enqueue_chunks(settings, keep)
+
+    run_scan(settings, job_id, send_all_but_the_first)  # the scan, in this process
+    assert len(sent) >= 2, "the folder must give more than one chunk"
+    log = tmp_path / "worker.log"
+    worker = start_worker(settings, log, beat=tmp_path / "celerybeat-schedule")
+    try:
+        wait_until(
+            lambda: job_state(settings, job_id)[0] == JobStatus.DONE,
+            120,
+            "done",
+            log,
+            lambda: chunk_states(settings, job_id),
+        )
+    finally:
+        stop(worker)
+    assert job_state(settings, job_id)[1:] == (24, 24, 0)
+    assert "re-sent 1 stalled chunks" in log.read_text(errors="replace")
