@@ -88,6 +88,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tag", default="", help="suffix for the results files")
     parser.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        help="cross-validation: pool every distinct image (train, val and test), test on "
+        "fold --fold of this many stratified folds, train on the rest (15 %% of it val); "
+        "skips the 224 px probe and the INT8 measures",
+    )
+    parser.add_argument("--fold", type=int, default=0, help="which fold is the test set")
+    parser.add_argument(
+        "--pool-folds",
+        metavar="TAG",
+        help="only pool the paired (b)-(c) results of the runs tagged TAG_fold0ofK ... "
+        "(K from --folds) into results/train_ph_snakes_TAG_cv.{json,md}",
+    )
+    parser.add_argument(
         "--paired-only",
         action="store_true",
         help="only add the paired test of (b) against (c) to the results of the run --tag "
@@ -101,10 +116,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_view(source: Path, view: Path) -> dict[str, Any]:
+def fold_split(samples: list[Sample], folds: int, fold: int) -> tuple[list[Sample], list[Sample]]:
+    """(rest, test): fold `fold` of `folds` stratified folds (seed 0) of distinct images."""
+    from sklearn.model_selection import StratifiedKFold
+
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+    rest, test = list(splitter.split(samples, [s.label for s in samples]))[fold]
+    return [samples[i] for i in rest], [samples[i] for i in test]
+
+
+def build_view(source: Path, view: Path, folds: int = 0, fold: int = 0) -> dict[str, Any]:
     """Symlink a leak-free train/val/test tree; returns what was dropped and why.
 
-    The split is deterministic, so an existing view (with its summary) is reused.
+    With `folds`, every distinct image of train, val and test is pooled and fold `fold`
+    of a stratified k-fold split is the test set. The split is deterministic, so an
+    existing view (with its summary) is reused.
     """
     summary_path = view.with_suffix(".json")
     if view.is_dir() and summary_path.is_file():
@@ -113,15 +139,18 @@ def build_view(source: Path, view: Path) -> dict[str, Any]:
     splits = {s: scan_split(source / s, classes, DEFAULT_EXTENSIONS) for s in ("train", "val")}
     test = scan_split(source / "test", classes, DEFAULT_EXTENSIONS)
     pool: dict[str, Sample] = {}
-    for sample in splits["train"] + splits["val"]:
+    for sample in splits["train"] + splits["val"] + (test if folds else []):
         pool.setdefault(sample.sha256, sample)
     merged = list(pool.values())
     seen_test: set[str] = set()
     clean_test = []
-    for sample in test:
-        if sample.sha256 not in pool and sample.sha256 not in seen_test:
-            clean_test.append(sample)
-        seen_test.add(sample.sha256)
+    if folds:
+        merged, clean_test = fold_split(merged, folds, fold)
+    else:
+        for sample in test:
+            if sample.sha256 not in pool and sample.sha256 not in seen_test:
+                clean_test.append(sample)
+            seen_test.add(sample.sha256)
     train, val = stratified_split(merged, 0.15, seed=0)
     if view.exists():
         shutil.rmtree(view)
@@ -142,6 +171,13 @@ def build_view(source: Path, view: Path) -> dict[str, Any]:
         "test_removed_as_leaks_or_duplicates": len(test) - len(clean_test),
         "used": {"train": len(train), "val": len(val), "test": len(clean_test)},
     }
+    if folds:  # the test folder was pooled too: count duplicates over all three splits
+        del summary["duplicates_collapsed_in_train_val"]
+        del summary["test_removed_as_leaks_or_duplicates"]
+        summary["distinct_images_pooled"] = len(pool)
+        summary["duplicates_collapsed"] = len(splits["train"]) + len(splits["val"]) + len(test)
+        summary["duplicates_collapsed"] -= len(pool)
+        summary["cross_validation"] = {"folds": folds, "test_fold": fold}
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -386,7 +422,7 @@ def summary_of(run: Path) -> dict[str, Any]:
 
 def write_markdown(results: dict[str, Any], path: Path) -> None:
     p, s1, s2, onnx = (results[k] for k in ("linear_probe", "stage1", "both_stages", "onnx"))
-    rows = [
+    probe_rows = [
         (
             "(a) linear probe, frozen Lite0 features",
             p["test_top1"],
@@ -403,6 +439,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             "-",
             "-",
         ),
+    ]
+    rows = [
+        *(probe_rows if p else []),
         (
             "(b) stage 1 only (head)",
             s1["test_top1"],
@@ -447,17 +486,20 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     for name, top1, f1, before, after, secs in rows:
         fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
         lines.append(f"| {name} | {top1:.1%} | {f1:.3f} | {fmt(before)} | {fmt(after)} | {secs} |")
-    lines += [
-        "",
-        "| ONNX (model c) | test top-1 | size MB | img/s (ORT, 1 thread, batch 8) |",
-        "|---|---|---|---|",
-    ]
-    for name in ("fp32", "int8"):
-        o = onnx[name]
-        lines.append(
-            f"| {name} | {o['test_top1']:.1%} | {o['size_mb']} | {o['img_per_s_1thread_batch8']} |"
-        )
-    lines += ["", f"INT8 decision in fit: {json.dumps(onnx['int8_decision_in_fit'])}", ""]
+    if onnx:
+        lines += [
+            "",
+            "| ONNX (model c) | test top-1 | size MB | img/s (ORT, 1 thread, batch 8) |",
+            "|---|---|---|---|",
+        ]
+        for name in ("fp32", "int8"):
+            o = onnx[name]
+            lines.append(
+                f"| {name} | {o['test_top1']:.1%} | {o['size_mb']} "
+                f"| {o['img_per_s_1thread_batch8']} |"
+            )
+        lines += ["", f"INT8 decision in fit: {json.dumps(onnx['int8_decision_in_fit'])}"]
+    lines.append("")
     if "paired_stage1_vs_both" in results:
         pair = results["paired_stage1_vs_both"]
         lines += [
@@ -471,12 +513,77 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def pool_folds(tag: str, folds: int) -> dict[str, Any]:
+    """Pool k folds' paired (b)-(c) counts: every distinct image is tested exactly once, by
+    models that never saw it, so the discordant counts add up to one McNemar test."""
+    from scipy.stats import binomtest
+
+    runs = [
+        json.loads((RESULTS / f"train_ph_snakes_{tag}_fold{i}of{folds}.json").read_text())
+        for i in range(folds)
+    ]
+    keys = ("images", "both_right", "only_first_right", "only_second_right", "both_wrong")
+    total = {k: sum(r["paired_stage1_vs_both"][k] for r in runs) for k in keys}
+    discordant = total["only_first_right"] + total["only_second_right"]
+    pooled: dict[str, Any] = {
+        "folds": folds,
+        "settings": runs[0]["settings"],
+        "per_fold": [
+            {
+                "test_images": r["paired_stage1_vs_both"]["images"],
+                "stage1_probe_top1": r["stage1"]["test_top1"],
+                "both_top1": r["both_stages"]["test_top1"],
+                "stage1_probe_macro_f1": r["stage1"]["test_macro_f1"],
+                "both_macro_f1": r["both_stages"]["test_macro_f1"],
+                "seconds": r["both_stages"]["seconds"],
+            }
+            for r in runs
+        ],
+        "pooled": total
+        | {
+            "stage1_probe_top1": (total["both_right"] + total["only_first_right"])
+            / total["images"],
+            "both_top1": (total["both_right"] + total["only_second_right"]) / total["images"],
+            "mcnemar_exact_p": binomtest(total["only_second_right"], discordant).pvalue
+            if discordant
+            else 1.0,
+        },
+    }
+    q = pooled["pooled"]
+    lines = [
+        f"# ph-snakes, {folds}-fold cross-validation: linear probe (b) against both stages (c)",
+        "",
+        f"Settings: {json.dumps(pooled['settings'])}",
+        "",
+        "| fold | test images | (b) probe top-1 | (c) both top-1 | (b) macro-F1 | (c) macro-F1 |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {i} | {f['test_images']} | {f['stage1_probe_top1']:.1%} | {f['both_top1']:.1%} "
+            f"| {f['stage1_probe_macro_f1']:.3f} | {f['both_macro_f1']:.3f} |"
+            for i, f in enumerate(pooled["per_fold"])
+        ),
+        "",
+        f"Pooled over the {q['images']} images: (b) {q['stage1_probe_top1']:.1%}, (c) "
+        f"{q['both_top1']:.1%}; only (b) right {q['only_first_right']}, only (c) right "
+        f"{q['only_second_right']}; McNemar exact p = {q['mcnemar_exact_p']:.3g}.",
+        "",
+    ]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / f"train_ph_snakes_{tag}_cv"
+    stem.with_suffix(".json").write_text(json.dumps(pooled, indent=2) + "\n")
+    stem.with_suffix(".md").write_text("\n".join(lines))
+    log.info("pooled: %s", json.dumps(pooled["pooled"]))
+    return pooled
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     tune_malloc()
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
-    data = build_view(args.data, args.work / "view")
+    if args.pool_folds:
+        return pool_folds(args.pool_folds, args.folds)
+    data = build_view(args.data, args.work / "view", args.folds, args.fold)
     log.info("view: %s", data)
     classes = discover_classes(args.work / "view")
     if args.probe_only:  # is a gain from the fine-tune's input size, or from fine-tuning?
@@ -486,7 +593,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         out.write_text(json.dumps(probe_at_size, indent=2) + "\n")
         log.info("probe at %d px: %s", args.size, probe_at_size)
         return probe_at_size
-    suffix = f"_{args.tag}" if args.tag else ""
+    tag = f"{args.tag}_fold{args.fold}of{args.folds}" if args.folds else args.tag
+    suffix = f"_{tag}" if tag else ""
     stage1_dir, both_dir = args.work / f"stage1{suffix}", args.work / f"both{suffix}"
     if args.paired_only:
         earlier = RESULTS / f"train_ph_snakes{suffix}"
@@ -499,7 +607,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         log.info("paired: %s", results["paired_stage1_vs_both"])
         return results
     probe_path = args.work / "probe.json"  # the probe does not depend on the fit settings
-    if probe_path.is_file() and "train_plus_val" in json.loads(probe_path.read_text()):
+    if args.folds:  # (b) with --stage1 probe is the probe to beat, at the same size
+        probe = None
+    elif probe_path.is_file() and "train_plus_val" in json.loads(probe_path.read_text()):
         probe = json.loads(probe_path.read_text())
     else:
         probe = linear_probe(args.work / "view", classes)
@@ -520,7 +630,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "linear_probe": probe,
         "stage1": stage1,
         "both_stages": both,
-        "onnx": onnx_measures(both_dir / "model", args.work / "view", classes, args.work),
+        "onnx": None
+        if args.folds
+        else onnx_measures(both_dir / "model", args.work / "view", classes, args.work),
         "paired_stage1_vs_both": paired_comparison(
             stage1_dir / "model", both_dir / "model", args.work / "view", classes
         ),
