@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import struct
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -112,12 +113,18 @@ class ImageInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+NOT_A_FILE = "not a regular file (a FIFO, socket or device): never opened"
+
+
 def open_checked(path: str | os.PathLike[str], max_pixels: int, max_bytes: int) -> Image.Image:
     """Open an image lazily, refusing empty, oversized, unknown or over-pixelled files."""
     try:
-        size = os.stat(path).st_size
+        info = os.stat(path)
     except OSError as exc:
         raise ImageError("unreadable", f"cannot stat file: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):  # opening a FIFO would wait for a writer forever
+        raise ImageError("not_a_file", NOT_A_FILE)
+    size = info.st_size
     if size == 0:
         raise ImageError("empty_file", "file has zero bytes")
     if size > max_bytes:
@@ -283,10 +290,17 @@ def preprocess(
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes (hashlib.file_digest: no Python-level read loop)."""
+    """Hex sha256 of a file's bytes (hashlib.file_digest: no Python-level read loop).
+
+    Only a regular file is read: a FIFO (or a link to one) would block the open forever,
+    so it is opened without blocking and refused as ImageError("not_a_file").
+    """
     import hashlib
 
-    with open(path, "rb") as fh:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImageError("not_a_file", NOT_A_FILE)
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -22,6 +23,8 @@ EXPECTED: dict[str, str] = {
     "palette_alpha.png": "scored:green",
     "rotated.jpg": "scored:blue",
     "escape.jpg": "outside_folder",
+    "pipe.jpg": "not_a_file",  # a FIFO: opening it to hash it would wait forever
+    "link to pipe.jpg": "not_a_file",
     "with space (1).jpg": "scored:red",
     "Ñaja ünïcode 蛇.jpeg": "scored:green",
     "UPPER.JPG": "scored:blue",
@@ -69,6 +72,8 @@ def make_hostile_folder(folder: Path, outside: Path) -> Path:
     outside.mkdir(parents=True, exist_ok=True)
     target = write_photo(outside / "secret.jpg", "red")
     (folder / "escape.jpg").symlink_to(target)
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "link to pipe.jpg").symlink_to(folder / "pipe.jpg")
     write_photo(folder / "with space (1).jpg", "red")
     write_photo(folder / "Ñaja ünïcode 蛇.jpeg", "green")
     write_photo(folder / "UPPER.JPG", "blue")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from service.imaging import (
     preprocess,
     probe,
     resize_and_crop,
+    sha256_file,
     to_array,
 )
 
@@ -311,6 +313,21 @@ def test_hostile_files_fail_with_their_reason(
         load_rgb(path, InputSpec(size=16), max_pixels=100_000_000, max_bytes=BIG)
 
     assert caught.value.reason == reason
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_is_refused_without_being_opened_for_reading(tmp_path: Path) -> None:
+    path = tmp_path / "pipe.jpg"
+    os.mkfifo(path)  # no writer: a plain open() would block forever
+
+    for read in (
+        sha256_file,
+        lambda p: probe(p, max_pixels=BIG, max_bytes=BIG),
+        lambda p: load_rgb(p, InputSpec(size=16), max_pixels=BIG, max_bytes=BIG),
+    ):
+        with pytest.raises(ImageError) as caught:
+            read(path)
+        assert caught.value.reason == "not_a_file"
 
 
 def test_bomb_is_refused_from_the_header(tmp_path: Path) -> None:
