@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import stat
-import struct
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 # herpscore enforces its own, configurable pixel limit (see `open_checked`) before any pixel
 # is decoded; Pillow's global bomb check would otherwise raise or warn at its own fixed limit.
@@ -188,11 +187,7 @@ def decode_upright(
         if at_least and source.format in ("JPEG", "MPO"):  # MPO: camera JPEG + preview
             source.draft("RGB", (at_least, at_least))
         source.load()
-        try:
-            oriented = ImageOps.exif_transpose(source) or source
-        except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
-            oriented = source
-        out = finish(to_rgb(oriented))
+        out = finish(to_rgb(upright(source)))
         if out is source:
             out = out.copy()  # never hand out the file-backed image closed below
     except ImageError:
@@ -204,6 +199,34 @@ def decode_upright(
     finally:
         source.close()
     return out
+
+
+_ORIENTATION = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says; the image itself when upright.
+
+    Unlike ImageOps.exif_transpose, nothing is copied for an upright photo and the EXIF
+    block is not rewritten (only pixels leave here): its re-encoding raised AttributeError
+    on EXIF values of the wrong type, which fuzzing found. Malformed EXIF leaves the image
+    as stored rather than losing the photo.
+    """
+    try:
+        orientation = img.getexif().get(_ORIENTATION)
+    except Exception:  # noqa: BLE001 - any parse error in metadata means "as stored"
+        return img
+    method = _TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+    return img.transpose(method) if method is not None else img
 
 
 def load_rgb(

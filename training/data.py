@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import Dataset
 
 from service.errors import BadInput
@@ -28,6 +28,7 @@ from service.imaging import (
     sha256_file,
     to_array,
     to_rgb,
+    upright,
 )
 from service.settings import DEFAULT_EXTENSIONS
 
@@ -203,7 +204,9 @@ def decode_for_training(path: Path, short_side: int) -> Image.Image:
         if handle.format == "JPEG":
             handle.draft("RGB", (short_side, short_side))
         handle.load()
-        rgb = to_rgb(ImageOps.exif_transpose(handle) or handle).copy()
+        rgb = to_rgb(upright(handle))
+        if rgb is handle:
+            rgb = rgb.copy()  # the handle closes below
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:

@@ -23,6 +23,7 @@ from service.imaging import (
     resize_and_crop,
     sha256_file,
     to_array,
+    upright,
 )
 
 BIG = 10**9
@@ -347,3 +348,33 @@ def test_file_over_max_bytes(tmp_path: Path) -> None:
         load_rgb(path, EXACT, max_pixels=BIG, max_bytes=path.stat().st_size - 1)
 
     assert caught.value.reason == "file_too_large"
+
+
+def _exif_with_a_mistyped_tag(orientation: int) -> bytes:
+    """EXIF whose DateTime (ASCII by the standard) holds a DOUBLE, as fuzzing produced:
+    re-encoding it (what ImageOps.exif_transpose does) raised AttributeError."""
+    ifd_end = 8 + 2 + 2 * 12 + 4
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 2)
+    tiff += struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0)  # Orientation, SHORT
+    tiff += struct.pack("<HHII", 0x0132, 12, 1, ifd_end)  # DateTime, DOUBLE (wrong type)
+    tiff += struct.pack("<I", 0) + struct.pack("<d", 1.5)
+    return b"Exif\x00\x00" + tiff
+
+
+def test_mistyped_exif_still_turns_the_photo_upright(tmp_path: Path) -> None:
+    path = tmp_path / "mistyped.jpg"
+    Image.new("RGB", (40, 20), (200, 30, 30)).save(path, exif=_exif_with_a_mistyped_tag(6))
+
+    with Image.open(path) as img:
+        img.load()
+        assert upright(img).size == (20, 40)
+    rgb = load_rgb(path, InputSpec(size=16, resize="squash"), max_pixels=BIG, max_bytes=BIG)
+    assert rgb.size == (16, 16)
+    assert probe(path, max_pixels=BIG, max_bytes=BIG).width == 20
+
+
+def test_an_upright_photo_is_not_copied(tmp_path: Path) -> None:
+    path = _save(Image.new("RGB", (8, 6)), tmp_path / "plain.png")
+    with Image.open(path) as img:
+        img.load()
+        assert upright(img) is img
