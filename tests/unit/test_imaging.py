@@ -23,6 +23,7 @@ from service.imaging import (
     resize_and_crop,
     sha256_file,
     to_array,
+    to_rgb,
     upright,
 )
 
@@ -378,3 +379,19 @@ def test_an_upright_photo_is_not_copied(tmp_path: Path) -> None:
     with Image.open(path) as img:
         img.load()
         assert upright(img) is img
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        *("1", "L", "LA", "La", "P", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB"),
+        *("HSV", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"),
+    ],
+)
+def test_every_pillow_mode_becomes_rgb_or_an_unsupported_mode_error(mode: str) -> None:
+    try:
+        out = to_rgb(Image.new(mode, (8, 6)))
+    except ImageError as exc:
+        assert exc.reason == "unsupported_mode"
+    else:
+        assert (out.mode, out.size) == ("RGB", (8, 6))
