@@ -34,7 +34,26 @@ def resolve_job_folder(folder: str, roots: list[Path]) -> Path:
         )
     if not resolved.is_dir():
         raise BadInput(f"folder {folder!r} does not exist or is not a folder")
+    if not is_utf8(str(resolved)):
+        raise BadInput(
+            f"folder '{printable(str(resolved))}' has a name that is not valid UTF-8: rename it"
+        )
     return resolved
+
+
+def is_utf8(path: str) -> bool:
+    """False for a name whose bytes are not UTF-8 (Python holds them as lone surrogates,
+    which a database cannot store)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(path: str) -> str:
+    """A name as UTF-8 text, its undecodable bytes written as \\xNN."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def is_inside(path: Path, folder: Path) -> bool:

@@ -27,7 +27,7 @@ from service.models import (
     ScanJob,
     utcnow,
 )
-from service.paths import is_inside
+from service.paths import is_inside, is_utf8, printable
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,11 @@ def iter_image_files(folder: Path, recursive: bool, extensions: list[str]) -> It
 def inspect_file(path: Path, folder: Path, settings: Settings) -> FileRecord:
     """Hash and probe one file; problems become a failure reason, never an exception."""
     record = FileRecord(path=str(path), rel_path=str(path.relative_to(folder)))
+    if not is_utf8(record.path):  # bytes from another encoding: unstorable, and unusable
+        record.path, record.rel_path = printable(record.path), printable(record.rel_path)
+        record.failure_reason = "undecodable_name"
+        record.failure_detail = "the file name is not valid UTF-8: rename the file to score it"
+        return record
     # The walk never enters a symlinked folder, so only a symlinked file can lead outside;
     # resolving every path would cost a fifth of the scan's time.
     if path.is_symlink() and not is_inside(path, folder):

@@ -268,6 +268,20 @@ def test_a_folder_inside_the_roots_is_accepted(
     assert response.get_json()["folder"] == str((photos_root / "site-1").resolve())
 
 
+def test_a_folder_whose_name_is_not_utf8_is_400(
+    api_client: FlaskClient,
+    auth: Callable[[Role], Headers],
+    active_model: int,
+    photos_root: Path,
+) -> None:
+    (photos_root / os.fsdecode(b"caf\xe9")).mkdir()  # Latin-1 bytes: no database stores them
+    body = '{"folder": "caf\\udce9"}'  # JSON can spell that name as a lone surrogate
+    response = api_client.post(
+        "/api/v1/jobs", data=body, content_type="application/json", headers=auth(Role.REVIEWER)
+    )
+    assert_json_error(response, 400, "bad_input")
+
+
 # --- bad requests: always 4xx JSON ---
 
 

@@ -25,6 +25,8 @@ EXPECTED: dict[str, str] = {
     "escape.jpg": "outside_folder",
     "pipe.jpg": "not_a_file",  # a FIFO: opening it to hash it would wait forever
     "link to pipe.jpg": "not_a_file",
+    "caf\\xe9.jpg": "undecodable_name",  # Latin-1 bytes in the name, shown escaped
+    "two\nlines.jpg": "scored:green",
     "with space (1).jpg": "scored:red",
     "Ñaja ünïcode 蛇.jpeg": "scored:green",
     "UPPER.JPG": "scored:blue",
@@ -73,6 +75,8 @@ def make_hostile_folder(folder: Path, outside: Path) -> Path:
     target = write_photo(outside / "secret.jpg", "red")
     (folder / "escape.jpg").symlink_to(target)
     os.mkfifo(folder / "pipe.jpg")
+    write_photo(folder / os.fsdecode(b"caf\xe9.jpg"), "red")
+    write_photo(folder / "two\nlines.jpg", "green")
     (folder / "link to pipe.jpg").symlink_to(folder / "pipe.jpg")
     write_photo(folder / "with space (1).jpg", "red")
     write_photo(folder / "Ñaja ünïcode 蛇.jpeg", "green")

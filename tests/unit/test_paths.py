@@ -1,0 +1,28 @@
+"""Job folders: names that no database can store are refused before anything is written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from service.errors import BadInput
+from service.paths import is_utf8, printable, resolve_job_folder
+
+
+def test_a_folder_whose_name_is_not_utf8_is_refused_with_a_readable_name(tmp_path: Path) -> None:
+    root = tmp_path.resolve()
+    (root / os.fsdecode(b"caf\xe9")).mkdir()  # as a CLI argument arrives: a lone surrogate
+
+    with pytest.raises(BadInput) as caught:
+        resolve_job_folder(os.fsdecode(b"caf\xe9"), [root])
+
+    assert "caf\\xe9" in str(caught.value) and "UTF-8" in str(caught.value)
+
+
+def test_printable_escapes_only_the_undecodable_bytes() -> None:
+    name = os.fsdecode(b"Na\xefve \xe9 \xc3\xa9.jpg")  # Latin-1 bytes, then a real UTF-8 é
+    assert not is_utf8(name)
+    assert printable(name) == "Na\\xefve \\xe9 é.jpg"
+    assert is_utf8(printable(name)) and is_utf8("Ñaja 蛇.jpg")
