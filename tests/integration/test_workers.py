@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -206,4 +207,6 @@ def test_scheduler_resends_a_chunk_whose_message_was_lost(stack, photos_root, tm
     finally:
         stop(worker)
     assert job_state(settings, job_id)[1:] == (24, 24, 0)
-    assert "re-sent 1 stalled chunks" in log.read_text(errors="replace")
+    # At least the lost one; on a slow machine others may still wait in the queue past the
+    # lease and go twice, which must change nothing (the counts above).
+    assert re.search(r"re-sent [1-9]\d* stalled chunks", log.read_text(errors="replace"))
