@@ -20,12 +20,12 @@ def resolve_job_folder(folder: str, roots: list[Path]) -> Path:
             "no allowed roots are configured: set HERPSCORE_ALLOWED_ROOTS to the folders "
             "that herpscore may read"
         )
-    requested = Path(folder).expanduser()
-    if not requested.is_absolute():
-        requested = roots[0] / requested
-    try:
+    try:  # RuntimeError: `~nosuchuser` (no such home) or a symlink loop
+        requested = Path(folder).expanduser()
+        if not requested.is_absolute():
+            requested = roots[0] / requested
         resolved = requested.resolve(strict=False)
-    except (OSError, RuntimeError) as exc:  # symlink loops
+    except (OSError, RuntimeError) as exc:
         raise BadInput(f"folder cannot be resolved: {exc}") from None
     if not any(resolved.is_relative_to(root) for root in roots):
         raise Forbidden(

@@ -26,3 +26,9 @@ def test_printable_escapes_only_the_undecodable_bytes() -> None:
     assert not is_utf8(name)
     assert printable(name) == "Na\\xefve \\xe9 é.jpg"
     assert is_utf8(printable(name)) and is_utf8("Ñaja 蛇.jpg")
+
+
+def test_a_home_folder_of_no_such_user_is_a_bad_input_not_a_crash(tmp_path: Path) -> None:
+    # Found by schemathesis: Path.expanduser raised RuntimeError, and the API answered 500.
+    with pytest.raises(BadInput, match="cannot be resolved"):
+        resolve_job_folder("~no-such-user-here/photos", [tmp_path.resolve()])
