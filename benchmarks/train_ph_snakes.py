@@ -422,26 +422,30 @@ def summary_of(run: Path) -> dict[str, Any]:
 
 def write_markdown(results: dict[str, Any], path: Path) -> None:
     p, s1, s2, onnx = (results[k] for k in ("linear_probe", "stage1", "both_stages", "onnx"))
-    probe_rows = [
-        (
-            "(a) linear probe, frozen Lite0 features",
-            p["test_top1"],
-            p["test_macro_f1"],
-            "-",
-            "-",
-            p["seconds"],
-        ),
-        (
-            "(a') the same probe refitted on train + val",
-            p["train_plus_val"]["test_top1"],
-            p["train_plus_val"]["test_macro_f1"],
-            "-",
-            "-",
-            "-",
-        ),
-    ]
+    probe_rows = (
+        []
+        if p is None
+        else [
+            (
+                "(a) linear probe, frozen Lite0 features",
+                p["test_top1"],
+                p["test_macro_f1"],
+                "-",
+                "-",
+                p["seconds"],
+            ),
+            (
+                "(a') the same probe refitted on train + val",
+                p["train_plus_val"]["test_top1"],
+                p["train_plus_val"]["test_macro_f1"],
+                "-",
+                "-",
+                "-",
+            ),
+        ]
+    )
     rows = [
-        *(probe_rows if p else []),
+        *probe_rows,
         (
             "(b) stage 1 only (head)",
             s1["test_top1"],
