@@ -35,6 +35,9 @@ Each operation also states its role in `x-required-role`. A missing or invalid k
 """
 
 
+_INT32 = 2**31 - 1  # ids, offsets and seeds are 32-bit integers in the database
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -91,7 +94,7 @@ def _path_id(name: str, what: str) -> dict[str, Any]:
         "in": "path",
         "required": True,
         "description": f"The {what} id.",
-        "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+        "schema": {"type": "integer", "minimum": 1, "maximum": _INT32},
     }
 
 
@@ -109,14 +112,20 @@ _PAGE_PARAMS = [
     _query(
         "limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."
     ),
-    _query("offset", {"type": "integer", "minimum": 0, "default": 0}, "Rows to skip."),
+    _query(
+        "offset",
+        {"type": "integer", "minimum": 0, "maximum": _INT32, "default": 0},
+        "Rows to skip.",
+    ),
 ]
 _CONFIDENCE = {"type": "number", "minimum": 0, "maximum": 1}
 _JOB_ID = _path_id("job_id", "job")
 _MODEL_ID = _path_id("model_id", "model version")
 _KEY_ID = _path_id("key_id", "API key")
 _REVIEW_JOB = _query(
-    "job_id", {"type": "integer", "minimum": 1}, "Only the review items of this job."
+    "job_id",
+    {"type": "integer", "minimum": 1, "maximum": _INT32},
+    "Only the review items of this job.",
 )
 
 
@@ -170,6 +179,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "folder": {
                 "type": "string",
+                "minLength": 1,
                 "description": "A folder under an allowed root (absolute, or relative to the "
                 "first root); symlinks and `..` are resolved before the check.",
             },
@@ -185,7 +195,7 @@ SCHEMAS: dict[str, Any] = {
             "recursive": {"type": "boolean", "default": True},
             "extensions": {
                 "type": "array",
-                "items": {"type": "string"},
+                "items": {"type": "string", "minLength": 1},
                 "minItems": 1,
                 "description": "File extensions to score; default from settings.",
             },
@@ -470,7 +480,7 @@ SCHEMAS.update(
                 },
                 "val_fraction": {**_FRACTION, "type": ["number", "null"]},
                 "test_fraction": {**_FRACTION, "type": ["number", "null"]},
-                "seed": {"type": "integer", "minimum": 0, "default": 0},
+                "seed": {"type": "integer", "minimum": 0, "maximum": _INT32, "default": 0},
                 "group_by_site": {
                     "type": "boolean",
                     "default": True,
@@ -731,7 +741,7 @@ PATHS: dict[str, Any] = {
             (400, 404),
             parameters=[
                 _JOB_ID,
-                _query("label", {"type": "string"}, "Only this predicted label."),
+                _query("label", {"type": "string", "minLength": 1}, "Only this predicted label."),
                 _query("min_confidence", _CONFIDENCE, "Confidence at least this."),
                 _query("max_confidence", _CONFIDENCE, "Confidence at most this."),
                 _query("needs_review", {"type": "boolean"}, "Pending review (true) or not."),
