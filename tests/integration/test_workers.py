@@ -139,6 +139,17 @@ def chunk_states(settings: Settings, job_id: int) -> str:
     return "chunks: " + ", ".join(f"{status.value} {n}" for status, n in rows)
 
 
+def wait_until_done(settings: Settings, job_id: int, log: Path, timeout: float) -> None:
+    """Wait for the job to be done; on a timeout, say where its chunks stand."""
+    wait_until(
+        lambda: job_state(settings, job_id)[0] == JobStatus.DONE,
+        timeout,
+        "done",
+        log,
+        lambda: chunk_states(settings, job_id),
+    )
+
+
 def test_worker_killed_mid_job_loses_nothing(stack, photos_root, tmp_path):
     # kill -9 can lose a message outright: kombu's Redis transport pops it (BRPOP) before
     # it records it as unacknowledged, so a kill between the two drops it. The scheduler's
@@ -161,13 +172,7 @@ def test_worker_killed_mid_job_loses_nothing(stack, photos_root, tmp_path):
 
     second = start_worker(settings, log, beat=tmp_path / "celerybeat-schedule")
     try:
-        wait_until(
-            lambda: job_state(settings, job_id)[0] == JobStatus.DONE,
-            180,
-            "done",
-            log,
-            lambda: chunk_states(settings, job_id),
-        )
+        wait_until_done(settings, job_id, log, 180)
     finally:
         stop(second)
     status, total, scored, failed = job_state(settings, job_id)
@@ -197,13 +202,7 @@ def test_scheduler_resends_a_chunk_whose_message_was_lost(stack, photos_root, tm
     log = tmp_path / "worker.log"
     worker = start_worker(settings, log, beat=tmp_path / "celerybeat-schedule")
     try:
-        wait_until(
-            lambda: job_state(settings, job_id)[0] == JobStatus.DONE,
-            120,
-            "done",
-            log,
-            lambda: chunk_states(settings, job_id),
-        )
+        wait_until_done(settings, job_id, log, 120)
     finally:
         stop(worker)
     assert job_state(settings, job_id)[1:] == (24, 24, 0)
