@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
-from sqlalchemy import JSON, Dialect, Engine, create_engine, event, text
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Dialect,
+    Engine,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
 _engines: dict[str, Engine] = {}
@@ -80,6 +91,24 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+
+
+def in_values(
+    session: Session, column: QueryableAttribute[Any], values: Iterable[Any]
+) -> ColumnElement[bool]:
+    """`column IN (values)`; on PostgreSQL `column = ANY(:values)`, with one array parameter.
+
+    SQLAlchemy expands IN into one placeholder per value, so the statement's text differs
+    with every count, and each is rendered by SQLAlchemy and parsed again by psycopg (too
+    long for its cache): for the scan's batches of 512 files that cost more client CPU
+    than the inserts. An array keeps the text fixed, so both caches and prepared
+    statements apply. SQLite has no arrays, and no round trips to save.
+    """
+    values = list(values)
+    if session.get_bind().dialect.name == "postgresql":
+        array = bindparam(None, values, type_=ARRAY(column.expression.type))
+        return column == any_(array)
+    return column.in_(values)
 
 
 def insert_ignoring_conflicts(

@@ -194,8 +194,9 @@ class Chunk(Base):
     __table_args__ = (UniqueConstraint("job_id", "seq"),)
 
     id: Mapped[intpk]
+    # No index of its own: the unique (job_id, seq) index serves lookups by job.
     job_id: Mapped[int] = mapped_column(
-        ForeignKey("scan_jobs.id", ondelete="CASCADE"), nullable=False, index=True
+        ForeignKey("scan_jobs.id", ondelete="CASCADE"), nullable=False
     )
     seq: Mapped[int] = mapped_column(Integer, nullable=False)
     size: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -214,7 +215,8 @@ class Image(Base):
     __table_args__ = (UniqueConstraint("path", "sha256"),)
 
     id: Mapped[intpk]
-    path: Mapped[str] = mapped_column(String(4096), nullable=False, index=True)
+    # Looked up by the unique (path, sha256) index, whose first column it is.
+    path: Mapped[str] = mapped_column(String(4096), nullable=False)
     sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     mtime: Mapped[float | None] = mapped_column(Float, nullable=True)

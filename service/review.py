@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from service.db import in_values
 from service.errors import BadInput, InvalidState, NotFound
 from service.models import (
     Annotation,
@@ -277,7 +278,7 @@ def images_with_human_decision(session: Session, image_ids: Sequence[int]) -> se
         session.scalars(
             select(Annotation.image_id)
             .where(
-                Annotation.image_id.in_(list(image_ids)),
+                in_values(session, Annotation.image_id, image_ids),
                 Annotation.undone_at.is_(None),
                 Annotation.decision.in_(SETTLING),
             )

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from service.db import insert_ignoring_conflicts, session_scope
+from service.db import in_values, insert_ignoring_conflicts, session_scope
 from service.imaging import ImageError, is_image_name, probe, sha256_file
 from service.jobs import FINISHED, get_job, maybe_finish, transition
 from service.models import (
@@ -129,25 +129,24 @@ def inspect_file(path: Path, folder: Path, settings: Settings) -> FileRecord:
     return record
 
 
-def record_files(session: Session, job: ScanJob, records: list[FileRecord]) -> int:
-    """Add Image rows for new (path, content) pairs and this job's JobImage rows, in bulk.
+def record_images(session: Session, records: Sequence[FileRecord]) -> list[int]:
+    """The Image id of each record, in order; rows are added for new (path, content) pairs.
 
-    Returns how many files were new to this job. Idempotent: a rescan after a crash adds
-    nothing twice (JobImage is unique on (job, image)).
+    A file whose path and content are known (a folder scored before) keeps its row, and so
+    its predictions; a file whose bytes changed is a new row.
     """
-    now = utcnow()
-    paths = [r.path for r in records]
 
-    def known_images() -> dict[tuple[str, str | None], int]:
+    def lookup(paths: list[str]) -> dict[tuple[str, str | None], int]:
         rows = session.execute(
-            select(Image.path, Image.sha256, Image.id).where(Image.path.in_(paths))
+            select(Image.path, Image.sha256, Image.id).where(in_values(session, Image.path, paths))
         )
         return {(path, sha): image_id for path, sha, image_id in rows}
 
-    ids = known_images()
+    ids = lookup([r.path for r in records])
     fresh = {(r.path, r.sha256): r for r in records if (r.path, r.sha256) not in ids}
     if fresh:
-        insert_ignoring_conflicts(
+        now = utcnow()
+        inserted = insert_ignoring_conflicts(
             session,
             Image,
             [
@@ -160,36 +159,89 @@ def record_files(session: Session, job: ScanJob, records: list[FileRecord]) -> i
                 for r in fresh.values()
             ],
             ["path", "sha256"],
+            returning=("path", "sha256", "id"),
         )  # fmt: skip
-        ids = known_images()
-    by_image = {ids[(r.path, r.sha256)]: r for r in records}
-    already = set(
+        ids.update({(path, sha): image_id for path, sha, image_id in inserted})
+        if raced := [path for path, sha in fresh if (path, sha) not in ids]:
+            ids.update(lookup(raced))  # added by another job's scan since the first look
+    return [ids[(r.path, r.sha256)] for r in records]
+
+
+def already_recorded(session: Session, job_id: int, image_ids: Iterable[int]) -> set[int]:
+    """Which of these images have a row in this job (a scan that runs again after a crash)."""
+    return set(
         session.scalars(
             select(JobImage.image_id).where(
-                JobImage.job_id == job.id, JobImage.image_id.in_(list(by_image))
+                JobImage.job_id == job_id, in_values(session, JobImage.image_id, image_ids)
             )
         )
     )
-    rows = [
-        {
+
+
+Scanned = tuple[int, FileRecord]  # (image id, what the scan learned about the file)
+
+
+def record_job_files(
+    session: Session, job: ScanJob, settings: Settings, files: list[Scanned], final: bool
+) -> tuple[list[int], list[Scanned]]:
+    """Add the job's rows for `files`, each readable file in its chunk (see `plan_chunks`).
+
+    Returns the new chunks' ids and the readable files held back for a later chunk. Those
+    get no row yet, so that every row is written once, with its chunk: job images are the
+    biggest table a job writes, and setting each row's chunk afterwards rewrote the row and
+    its five index entries. A scan that dies before it records them scans them again.
+    Unreadable files are recorded at once, failed with their reason.
+    """
+    failed = [(image_id, r) for image_id, r in files if r.failure_reason]
+    readable = [(image_id, r) for image_id, r in files if not r.failure_reason]
+    counts = plan_chunks(
+        [r.size_bytes or 0 for _, r in readable],
+        job.chunks_total + 1,  # seq numbers run 1, 2, ... in the order chunks are cut
+        settings.chunk_size,
+        settings.chunk_megabytes * 1024 * 1024,
+        final,
+    )
+    chunk_ids: list[int] = []
+    if counts:
+        now = utcnow()
+        chunk_ids = list(
+            session.scalars(
+                insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True),
+                [
+                    {"job_id": job.id, "seq": job.chunks_total + 1 + i, "size": count,
+                     "enqueued_at": now}
+                    for i, count in enumerate(counts)
+                ],
+            )
+        )  # fmt: skip
+
+    def row(image_id: int, r: FileRecord, chunk_id: int | None) -> dict[str, Any]:
+        return {
             "job_id": job.id,
             "image_id": image_id,
+            "chunk_id": chunk_id,
             "rel_path": r.rel_path,
             "status": ItemStatus.FAILED if r.failure_reason else ItemStatus.PENDING,
             "failure_reason": r.failure_reason,
             "failure_detail": r.failure_detail,
         }
-        for image_id, r in by_image.items()
-        if image_id not in already
-    ]
+
+    rows = [row(image_id, r, None) for image_id, r in failed]
+    start = 0
+    for chunk_id, count in zip(chunk_ids, counts, strict=True):
+        rows += [row(image_id, r, chunk_id) for image_id, r in readable[start : start + count]]
+        start += count
     insert_ignoring_conflicts(session, JobImage, rows, ["job_id", "image_id"])
-    failed = sum(1 for row in rows if row["failure_reason"])
     session.execute(
         update(ScanJob)
         .where(ScanJob.id == job.id)
-        .values(total=ScanJob.total + len(rows), failed=ScanJob.failed + failed)
+        .values(
+            total=ScanJob.total + len(rows),
+            failed=ScanJob.failed + len(failed),
+            chunks_total=ScanJob.chunks_total + len(chunk_ids),
+        )
     )
-    return len(rows)
+    return chunk_ids, readable[start:]
 
 
 def plan_chunks(
@@ -229,52 +281,6 @@ def plan_chunks(
     return counts
 
 
-def cut_chunks(session: Session, job: ScanJob, settings: Settings, final: bool) -> list[int]:
-    """Group the job's unchunked pending images into chunks (see `plan_chunks`)."""
-    pending = session.execute(
-        select(JobImage.id, Image.size_bytes)
-        .join(Image, Image.id == JobImage.image_id)
-        .where(
-            JobImage.job_id == job.id,
-            JobImage.chunk_id.is_(None),
-            JobImage.status == ItemStatus.PENDING,
-        )
-        .order_by(JobImage.id)
-    ).all()
-    next_seq = (session.scalar(select(func.max(Chunk.seq)).where(Chunk.job_id == job.id)) or 0) + 1
-    counts = plan_chunks(
-        [size or 0 for _, size in pending],
-        next_seq,
-        settings.chunk_size,
-        settings.chunk_megabytes * 1024 * 1024,
-        final,
-    )
-    if not counts:
-        return []
-    groups, start = [], 0
-    for count in counts:
-        groups.append([job_image_id for job_image_id, _ in pending[start : start + count]])
-        start += count
-    now = utcnow()
-    chunk_ids = list(
-        session.scalars(
-            insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True),
-            [
-                {"job_id": job.id, "seq": next_seq + i, "size": len(g), "enqueued_at": now}
-                for i, g in enumerate(groups)
-            ],
-        )
-    )
-    for chunk_id, group in zip(chunk_ids, groups, strict=True):
-        session.execute(update(JobImage).where(JobImage.id.in_(group)).values(chunk_id=chunk_id))
-    session.execute(
-        update(ScanJob)
-        .where(ScanJob.id == job.id)
-        .values(chunks_total=ScanJob.chunks_total + len(chunk_ids))
-    )
-    return chunk_ids
-
-
 def queued_chunk_ids(session: Session, job_id: int) -> list[int]:
     """The job's chunks that no worker has finished yet."""
     return list(
@@ -298,6 +304,7 @@ def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], Non
         # A redelivered scan (its worker died) may have committed chunks whose messages
         # were never sent: send every queued chunk again. Duplicates are harmless.
         unsent = queued_chunk_ids(session, job_id) if job.status != JobStatus.QUEUED else []
+        resumed = job.status == JobStatus.SCANNING  # the scan's worker died: it runs again
         if job.status == JobStatus.SCORING:  # the scan itself had finished
             resume_only = True
         elif job.status in FINISHED or not transition(session, job, JobStatus.SCANNING):
@@ -319,20 +326,24 @@ def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], Non
             transition(session, get_job(session, job_id), JobStatus.FAILED, error=problem)
         return
     files = iter_image_files(folder, recursive, extensions)
+    held: list[Scanned] = []  # readable files recorded as images, not yet in a chunk
     for batch in scan_batches(files, min(settings.chunk_size, FIRST_CHUNK_FILES)):
         records = [inspect_file(path, folder, settings) for path in batch]
         with session_scope(settings.db_url) as session:
             job = get_job(session, job_id)
             if job.status != JobStatus.SCANNING:
                 return  # cancelled while scanning
-            record_files(session, job, records)
-            chunk_ids = cut_chunks(session, job, settings, final=False)
+            scanned = list(zip(record_images(session, records), records, strict=True))
+            if resumed:  # the files a dead scan recorded keep their rows and chunks
+                known = already_recorded(session, job_id, [image_id for image_id, _ in scanned])
+                scanned = [s for s in scanned if s[0] not in known]
+            chunk_ids, held = record_job_files(session, job, settings, held + scanned, False)
         enqueue(chunk_ids)
     with session_scope(settings.db_url) as session:
         job = get_job(session, job_id)
         if job.status != JobStatus.SCANNING:
             return
-        chunk_ids = cut_chunks(session, job, settings, final=True)
+        chunk_ids, _ = record_job_files(session, job, settings, held, final=True)
         job.scan_complete = True
         session.flush()
         transition(session, job, JobStatus.SCORING)

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
-from service.db import insert_ignoring_conflicts, session_scope
+from service.db import in_values, insert_ignoring_conflicts, session_scope
 from service.jobs import FINISHED, maybe_finish
 from service.models import (
     Chunk,
@@ -192,7 +192,10 @@ def store_results(
             select(
                 Prediction.image_id, Prediction.id, Prediction.label, Prediction.confidence,
                 Prediction.topk,
-            ).where(Prediction.model_version_id == model_id, Prediction.image_id.in_(kept))
+            ).where(
+                Prediction.model_version_id == model_id,
+                in_values(session, Prediction.image_id, kept),
+            )
         ).all()  # fmt: skip
     # A human's current decision is final: re-scoring never re-queues that image.
     human_decided = images_with_human_decision(session, [p[0] for p in predictions])
@@ -219,7 +222,9 @@ def store_results(
     if scored_ids:
         newly = session.scalars(
             update(JobImage)
-            .where(JobImage.id.in_(scored_ids), JobImage.status == ItemStatus.PENDING)
+            .where(
+                in_values(session, JobImage.id, scored_ids), JobImage.status == ItemStatus.PENDING
+            )
             .values(status=ItemStatus.SCORED)
             .returning(JobImage.image_id)
         ).all()

@@ -1,8 +1,9 @@
 """insert_ignoring_conflicts: the bulk write under the scan and the scoring path (both databases).
 
-On PostgreSQL it is one INSERT ... SELECT FROM unnest(arrays) that bypasses SQLAlchemy's
-per-row processing, so these check what that processing would have done: types (JSON,
-enums, timezone-aware datetimes), NULLs, Python-side defaults, and skipped conflicts.
+On PostgreSQL it is one INSERT ... SELECT FROM json_populate_recordset(one JSON text) that
+bypasses SQLAlchemy's per-row processing, so these check what that processing would have
+done: types (JSON, enums, timezone-aware datetimes), NULLs, Python-side defaults, and
+skipped conflicts.
 """
 
 from __future__ import annotations

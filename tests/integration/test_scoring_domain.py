@@ -280,3 +280,64 @@ def test_a_redelivered_scan_sends_chunks_whose_messages_were_lost(
         job = get_job(session, job_id)
         assert (job.status, job.total, job.scored) == (JobStatus.DONE, 10, 10)
         assert session.scalar(select(func.count()).select_from(Prediction)) == 10
+
+
+def test_the_scan_writes_each_job_image_once_in_its_chunk(
+    db_url, make_settings, photos_root, tmp_path
+):
+    """Readable files are inserted with their chunk (no UPDATE of the rows afterwards),
+    unreadable ones failed and in no chunk, and every chunk holds as many as it says."""
+    from sqlalchemy import event
+
+    from service.db import get_engine
+
+    settings = make_settings(db_url, chunk_size=8)
+    _setup(settings, tmp_path)
+    folder = make_photo_folder(photos_root / "s", count=45)
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    with session_scope(settings.db_url) as session:
+        job_id = create_job(session, settings, "s").id
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(" ".join(statement.split()).lower())
+
+    engine = get_engine(settings.db_url)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        chunks: list[int] = []
+        run_scan(settings, job_id, chunks.extend)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert any(s.startswith("insert into job_images") for s in statements)
+    assert not [s for s in statements if s.startswith("update job_images")]
+    with session_scope(settings.db_url) as session:
+        job = get_job(session, job_id)
+        assert (job.total, job.failed, job.chunks_total) == (46, 1, len(chunks))
+        rows = session.execute(select(JobImage.chunk_id, JobImage.status)).all()
+        assert sorted(s.value for c, s in rows if c is None) == ["failed"]
+        assert all(s == ItemStatus.PENDING for c, s in rows if c is not None)
+        held = session.execute(
+            select(Chunk.id, Chunk.seq, Chunk.size).where(Chunk.job_id == job_id)
+        ).all()
+        assert sorted(c.id for c in held) == sorted(chunks)
+        assert sorted(c.seq for c in held) == list(range(1, len(chunks) + 1))
+        per_chunk = {c: sum(1 for r in rows if r[0] == c) for c in chunks}
+        assert per_chunk == {c.id: c.size for c in held}
+        assert sum(per_chunk.values()) == 45
+
+
+@pytest.mark.parametrize(
+    "values", [[], ["/p/a.jpg"], ["/p/a b (1).jpg", "/p/é,{x}\"'.jpg", "/p/a.jpg"]]
+)
+def test_in_values_matches_in_on_both_databases(db_url, values):
+    from service.db import in_values, insert_ignoring_conflicts
+    from service.models import Image
+
+    paths = ["/p/a.jpg", "/p/a b (1).jpg", "/p/é,{x}\"'.jpg", "/p/other.jpg"]
+    with session_scope(db_url) as session:
+        insert_ignoring_conflicts(
+            session, Image, [{"path": p, "sha256": None} for p in paths], ["path", "sha256"]
+        )
+        found = session.scalars(select(Image.path).where(in_values(session, Image.path, values)))
+        assert sorted(found) == sorted(values)
