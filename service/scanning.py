@@ -194,9 +194,10 @@ def record_job_files(
     """
     failed = [(image_id, r) for image_id, r in files if r.failure_reason]
     readable = [(image_id, r) for image_id, r in files if not r.failure_reason]
+    first_seq = job.chunks_total + 1  # seq numbers run 1, 2, ... in the order chunks are cut
     counts = plan_chunks(
         [r.size_bytes or 0 for _, r in readable],
-        job.chunks_total + 1,  # seq numbers run 1, 2, ... in the order chunks are cut
+        first_seq,
         settings.chunk_size,
         settings.chunk_megabytes * 1024 * 1024,
         final,
@@ -208,7 +209,7 @@ def record_job_files(
             session.scalars(
                 insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True),
                 [
-                    {"job_id": job.id, "seq": job.chunks_total + 1 + i, "size": count,
+                    {"job_id": job.id, "seq": first_seq + i, "size": count,
                      "enqueued_at": now}
                     for i, count in enumerate(counts)
                 ],
