@@ -27,43 +27,80 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HERPSCORE_", extra="ignore")
 
     data_dir: Path = Field(
-        default=Path("herpscore-data"), description="Where embedded state lives."
+        default=Path("herpscore-data"),
+        description="SQLite file, broker folders, registry, thumbnails, exports.",
     )
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite.")
-    broker_url: str | None = Field(default=None, description="Celery broker; default filesystem.")
-    registry_dir: Path | None = Field(default=None, description="Model registry folder.")
-    thumbnails_dir: Path | None = None
+    database_url: str | None = Field(
+        default=None,
+        description="e.g. postgresql+psycopg://user@host/db; default SQLite in the data dir.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="e.g. redis://host:6379/0; default a filesystem broker in the data dir.",
+    )
+    registry_dir: Path | None = Field(
+        default=None, description="Model registry folder; default `<data dir>/models`."
+    )
+    thumbnails_dir: Path | None = Field(
+        default=None, description="Thumbnail cache folder; default `<data dir>/thumbnails`."
+    )
     allowed_roots: Annotated[list[Path], NoDecode] = Field(
-        default_factory=list, description="Folders that jobs may read (comma separated)."
+        default_factory=list,
+        description="Folders that jobs may read, symlinks resolved; none means no folder.",
     )
     image_extensions: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: list(DEFAULT_EXTENSIONS)
+        default_factory=lambda: list(DEFAULT_EXTENSIONS),
+        description="File extensions a scan picks up (comma separated, case-insensitive).",
     )
-    review_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
+    review_threshold: float = Field(
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        description="Calibrated top-1 confidence below which a prediction is reviewed.",
+    )
     review_labels: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Labels always sent to review (venomous species)."
     )
-    top_k: int = Field(default=5, ge=1, le=50)
-    chunk_size: int = Field(default=256, ge=1, le=10_000, description="Most images per score task.")
+    top_k: int = Field(default=5, ge=1, le=50, description="Suggestions kept per prediction.")
+    chunk_size: int = Field(
+        default=256,
+        ge=1,
+        le=10_000,
+        description="Most images per score task (chunks grow to it from 8).",
+    )
     chunk_megabytes: int = Field(
         default=256, ge=1, description="A score task also closes at this many MB of files."
     )
-    batch_size: int = Field(default=8, ge=1, le=256)
+    batch_size: int = Field(default=8, ge=1, le=256, description="ONNX Runtime batch.")
     worker_threads: int = Field(default=1, ge=1, description="ONNX Runtime threads per process.")
     decode_threads: int = Field(default=2, ge=1, description="Decode threads per worker process.")
     worker_concurrency: int = Field(default=0, ge=0, description="0 = one process per core.")
-    max_image_pixels: int = Field(default=120_000_000, ge=1)
-    max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
-    broker_visibility_timeout: int = Field(default=3600, ge=1)
-    chunk_lease_seconds: int = Field(default=900, ge=5)
-    stalled_check_seconds: float = Field(default=60.0, gt=0)
+    max_image_pixels: int = Field(
+        default=120_000_000, ge=1, description="Larger images fail as too_many_pixels, undecoded."
+    )
+    max_file_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1, description="Larger files fail as file_too_large."
+    )
+    broker_visibility_timeout: int = Field(
+        default=3600, ge=1, description="Seconds before Redis redelivers an unacknowledged task."
+    )
+    chunk_lease_seconds: int = Field(
+        default=900, ge=5, description="A chunk not done by then is sent again by the scheduler."
+    )
+    stalled_check_seconds: float = Field(
+        default=60.0, gt=0, description="How often the scheduler looks for stalled work."
+    )
     secret_key: str = Field(default="", description="Flask session key; generated if empty.")
-    web_host: str = "127.0.0.1"
-    web_port: int = 8000
+    web_host: str = Field(default="127.0.0.1", description="Address `herpscore up` listens on.")
+    web_port: int = Field(default=8000, description="Port `herpscore up` listens on.")
     # Exports, scheduled retraining and the promotion gate (service/exports.py, retraining.py).
     export_min_per_class: int = Field(default=10, ge=1, description="Smaller classes are dropped.")
-    export_val_fraction: float = Field(default=0.15, ge=0.0, le=0.5)
-    export_test_fraction: float = Field(default=0.15, ge=0.0, le=0.5)
+    export_val_fraction: float = Field(
+        default=0.15, ge=0.0, le=0.5, description="Share of each class exported as val."
+    )
+    export_test_fraction: float = Field(
+        default=0.15, ge=0.0, le=0.5, description="Share of each class exported as test."
+    )
     export_include_confident: float | None = Field(
         default=None, gt=0.0, le=1.0, description="Also export predictions at least this sure."
     )
@@ -72,21 +109,46 @@ class Settings(BaseSettings):
         description="Hard-link photos that are already read-only into exports; others are "
         "copied. An original's permissions are never changed.",
     )
-    retrain_min_new_labels: int = Field(default=50, ge=1)
-    retrain_interval_seconds: float = Field(default=24 * 3600.0, gt=0)
+    retrain_min_new_labels: int = Field(
+        default=50, ge=1, description="New verified labels needed before a scheduled retrain."
+    )
+    retrain_interval_seconds: float = Field(
+        default=24 * 3600.0, gt=0, description="How often the scheduler checks for a retrain."
+    )
     retrain_stale_seconds: float = Field(
         default=2 * 3600.0, gt=0, description="A run silent this long is taken as dead."
     )
-    auto_promote: bool = False
-    promotion_recall_margin: float = Field(default=0.05, ge=0.0, le=1.0)
-    training_backbone: str = "efficientnet_lite0"
-    training_weights: str = "default"
-    training_size: int = Field(default=224, ge=32, le=1024)
-    training_epochs_stage1: int = Field(default=6, ge=0)
-    training_epochs_stage2: int = Field(default=10, ge=0)
-    training_batch_size: int = Field(default=32, ge=1)
-    training_min_per_class: int = Field(default=5, ge=1)
-    training_int8: bool = True
+    auto_promote: bool = Field(
+        default=False, description="Activate a candidate that passes the gate without an admin."
+    )
+    promotion_recall_margin: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Most a class's recall may drop for a candidate to pass the gate.",
+    )
+    training_backbone: str = Field(
+        default="efficientnet_lite0", description="Backbone of scheduled retraining."
+    )
+    training_weights: str = Field(
+        default="default", description="Start weights: default (offline ImageNet), none or a path."
+    )
+    training_size: int = Field(
+        default=224, ge=32, le=1024, description="Input size of scheduled retraining."
+    )
+    training_epochs_stage1: int = Field(
+        default=6, ge=0, description="Epochs of the frozen-backbone stage."
+    )
+    training_epochs_stage2: int = Field(
+        default=10, ge=0, description="Epochs of the fine-tuning stage."
+    )
+    training_batch_size: int = Field(default=32, ge=1, description="Training batch size.")
+    training_min_per_class: int = Field(
+        default=5, ge=1, description="Training stops if a class has fewer images."
+    )
+    training_int8: bool = Field(
+        default=True, description="Build and gate an INT8 model beside the FP32 one."
+    )
     training_extra_args: str = Field(
         default="", description="More `python -m training fit` options, shell-quoted."
     )

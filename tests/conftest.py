@@ -94,7 +94,7 @@ def sqlite_url(tmp_path: Path) -> Iterator[str]:
     dispose_engines()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest) -> str:
     """Run the test on both databases."""
     name = "sqlite_url" if request.param == "sqlite" else "pg_url"

@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.models import make_model_folder
-from tests.support.photos import make_photo_folder
-
-PH_SNAKES = Path(__file__).resolve().parents[3] / "shared" / "data" / "ph-snakes"
+from tests.support.photos import PH_SNAKES, make_photo_folder
 
 
 def run_cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+# The real photos (never committed): HERPSCORE_TEST_PHOTOS, else ../shared/data/ph-snakes
+# beside the checkout. Tests that need them skip with the path in the reason.
+PH_SNAKES = Path(
+    os.environ.get(
+        "HERPSCORE_TEST_PHOTOS",
+        Path(__file__).resolve().parents[3] / "shared" / "data" / "ph-snakes",
+    )
+)
 
 COLOURS = {
     "red": (200, 30, 30),
