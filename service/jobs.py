@@ -142,7 +142,8 @@ def job_progress(job: ScanJob, now: datetime | None = None) -> dict[str, Any]:
     now = now or utcnow()
     done = job.scored + job.failed
     pending = max(job.total - done, 0)
-    started = job.scoring_started_at or job.started_at
+    # Chunks are scored while the scan still runs, so the clock starts with the job.
+    started = job.started_at or job.scoring_started_at
     end = job.finished_at or now
     elapsed = (end - started).total_seconds() if started else 0.0
     rate = done / elapsed if elapsed > 0 and done else 0.0

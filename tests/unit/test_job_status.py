@@ -51,3 +51,23 @@ def test_transition_is_conditional_on_the_status_read(sqlite_url, make_settings,
         assert not transition(three, three.merge(stale, load=False), SCAN)
         job = get_job(three, job_id)
         assert job.status == CANCEL and job.finished_at is not None
+
+
+def test_rate_counts_from_the_start_of_the_job_not_the_end_of_the_scan() -> None:
+    """Chunks are scored while the scan runs, so the status flips to scoring late: a job
+    that scored 200 photos in 100 s runs at 2 img/s even if its scan ended 1 s ago."""
+    from datetime import timedelta
+
+    from service.jobs import job_progress
+    from service.models import ScanJob, utcnow
+
+    now = utcnow()
+    job = ScanJob(
+        folder="/x", status=JobStatus.SCORING, total=400, scored=200, failed=0, routed=0,
+        scan_complete=True, started_at=now - timedelta(seconds=100),
+        scoring_started_at=now - timedelta(seconds=1),
+    )  # fmt: skip
+    progress = job_progress(job, now=now)
+    assert progress["images_per_second"] == 2.0
+    assert progress["elapsed_seconds"] == 100.0
+    assert progress["eta_seconds"] == 100.0
