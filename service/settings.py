@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=120_000_000, ge=1)
     max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     broker_visibility_timeout: int = Field(default=3600, ge=1)
+    broker_key_prefix: str = Field(
+        default="",
+        max_length=200,
+        description="Redis broker: a prefix for every key, so stacks can share one database.",
+    )
     chunk_lease_seconds: int = Field(default=900, ge=5)
     stalled_check_seconds: float = Field(default=60.0, gt=0)
     secret_key: str = Field(default="", description="Flask session key; generated if empty.")

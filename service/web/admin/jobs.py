@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -10,7 +9,6 @@ from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from kombu.exceptions import OperationalError as BrokerUnavailable
 from pydantic import ValidationError
 from wtforms import BooleanField, FloatField, SelectField, StringField
 from wtforms.validators import (
@@ -27,13 +25,11 @@ from service import jobs, results, review, tasks_client
 from service.errors import BadInput, HerpscoreError
 from service.models import JobStatus, Role
 from service.web import MAX_DB_ID
-from service.web.admin import bp, role_required, safe_next_url
+from service.web.admin import bp, flash_enqueued, role_required, safe_next_url
 from service.web.api.inputs import validation_details
 from service.web.api.jobs import PredictionQuery
 from service.web.context import current_settings, db_session
 from service.web.downloads import results_response
-
-log = logging.getLogger(__name__)
 
 JOBS_PER_PAGE = 25
 IMAGES_PER_PAGE = 48
@@ -120,13 +116,7 @@ def new_job() -> ResponseReturnValue:
     except HerpscoreError as exc:
         flash(exc.message, "error")
         return render_template("jobs/new.html", form=form, roots=roots), exc.http_status
-    try:
-        tasks_client.enqueue_scan(settings, job.id)
-    except BrokerUnavailable as exc:
-        # The job is committed; the periodic requeue check sends it when the broker is back.
-        log.warning("job %s created but not queued yet (broker unavailable: %s)", job.id, exc)
-        flash("The job is recorded but the queue is unreachable; it will start later.", "warning")
-    flash(f"Job #{job.id} started on {job.folder}.", "success")
+    flash_enqueued(tasks_client.enqueue(settings, tasks_client.SCAN_TASK, [job.id]), job.folder)
     return redirect(url_for("admin.job_page", job_id=job.id), 303)
 
 
