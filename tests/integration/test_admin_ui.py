@@ -23,6 +23,7 @@ from service.models import (
     DatasetExport,
     ExportStatus,
     Image,
+    JobImage,
     JobStatus,
     ReviewItem,
     ReviewStatus,
@@ -561,6 +562,33 @@ def test_confirm_refuses_bad_selections(
     )
     assert response.request.path == f"/jobs/{scored_job}"
     assert message in response.get_data(as_text=True)
+
+
+def test_confirm_refuses_images_of_another_job(
+    as_role: Callable[[Role], FlaskClient],
+    api_settings: Settings,
+    scored_job: int,
+    photos_root: Path,
+    no_csrf: None,
+) -> None:
+    make_photo_folder(photos_root / "other", count=2)
+    other_job = score_folder(api_settings, "other")
+    with session_scope(api_settings.db_url) as session:
+        own = session.scalars(select(JobImage.image_id).where(JobImage.job_id == scored_job))
+        foreign = session.scalars(select(JobImage.image_id).where(JobImage.job_id == other_job))
+        own_id, foreign_ids = next(iter(own)), sorted(foreign)
+    client = as_role(Role.REVIEWER)
+    response = client.post(
+        f"/jobs/{scored_job}/confirm",
+        data={"image_ids": [own_id, *foreign_ids]},
+        headers={"Referer": f"http://localhost/jobs/{scored_job}"},
+        follow_redirects=True,
+    )
+    assert f"2 of the selected images are not in job {scored_job}" in response.get_data(
+        as_text=True
+    )
+    with session_scope(api_settings.db_url) as session:
+        assert session.scalars(select(Annotation)).all() == []  # not even the job's own image
 
 
 # ---------------------------------------------------------------- in a real browser

@@ -28,7 +28,7 @@ from service.web import MAX_DB_ID
 from service.web.admin import bp, flash_enqueued, role_required, safe_next_url
 from service.web.api.inputs import validation_details
 from service.web.api.jobs import PredictionQuery
-from service.web.context import current_settings, db_session
+from service.web.context import current_settings, db_read, db_session
 from service.web.downloads import results_response
 
 JOBS_PER_PAGE = 25
@@ -47,7 +47,7 @@ def list_jobs() -> ResponseReturnValue:
     status = request.args.get("status") or None
     if status is not None and status not in STATUSES:
         raise BadInput(f"unknown job status {status!r}")
-    with db_session() as session:
+    with db_read() as session:
         found, total = jobs.list_jobs(
             session,
             status=JobStatus(status) if status else None,
@@ -137,7 +137,7 @@ def _result_query() -> PredictionQuery:
 @role_required(Role.VIEWER)
 def job_page(job_id: int) -> ResponseReturnValue:
     query = _result_query()
-    with db_session() as session:
+    with db_read() as session:
         job = jobs.get_job(session, job_id)
         rows, total = results.query_results(
             session, job_id, query.filters(), limit=query.limit, offset=query.offset
@@ -164,7 +164,7 @@ def job_page(job_id: int) -> ResponseReturnValue:
 @role_required(Role.VIEWER)
 def job_progress(job_id: int) -> ResponseReturnValue:
     """The job's JSON, polled by jobs.js for live progress."""
-    with db_session() as session:
+    with db_read() as session:
         body = jobs.job_to_dict(jobs.get_job(session, job_id))
     return body, 200, {"Cache-Control": "no-store"}
 
@@ -207,6 +207,7 @@ def confirm_selected(job_id: int) -> ResponseReturnValue:
     image_ids = _posted_image_ids()
     with db_session() as session:
         jobs.get_job(session, job_id)
+        jobs.require_job_images(session, job_id, image_ids)
         confirmed = review.confirm_many(session, image_ids, reviewer=current_user.username)
     flash(f"Confirmed {confirmed} of {len(image_ids)} selected images.", "success")
     back = safe_next_url(request.form.get("back"), url_for("admin.job_page", job_id=job_id))
