@@ -166,7 +166,7 @@ def measure_job_path(
     from service.models import JobStatus
     from service.registry import add_model
     from service.settings import Settings
-    from service.tasks_client import enqueue_scan
+    from service.tasks_client import SCAN_TASK, enqueue
 
     with fresh_backend(work, backend) as backend_settings:
         warmup = warmup_folder(folder, work)
@@ -187,7 +187,7 @@ def measure_job_path(
             def run_job(target: Path) -> int:
                 with session_scope(settings.db_url) as session:
                     job_id = create_job(session, settings, str(target)).id
-                enqueue_scan(settings, job_id)
+                enqueue(settings, SCAN_TASK, [job_id])
                 deadline = time.monotonic() + 3600
                 while time.monotonic() < deadline:
                     with session_scope(settings.db_url) as session:

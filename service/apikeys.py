@@ -64,8 +64,11 @@ def create_key(session: Session, name: str, role: Role | str) -> tuple[ApiKey, s
     return key, plaintext
 
 
-def verify_key(session: Session, presented: str) -> ApiKey:
-    """The live key matching `presented`; raises Unauthorized for unknown, wrong or revoked keys."""
+def verify_key(session: Session, presented: str, *, note_use: bool = True) -> ApiKey:
+    """The live key matching `presented`; raises Unauthorized for unknown, wrong or revoked keys.
+
+    `note_use=False` leaves last_used_at alone, for a read-only session (see `note_use`).
+    """
     prefix = _split(presented)
     key = None
     if prefix is not None:
@@ -75,10 +78,21 @@ def verify_key(session: Session, presented: str) -> ApiKey:
         raise Unauthorized("invalid API key")
     if key.revoked_at is not None:
         raise Unauthorized("this API key has been revoked")
-    now = utcnow()
-    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
-        key.last_used_at = now
+    if note_use and use_is_unrecorded(key):
+        key.last_used_at = utcnow()
     return key
+
+
+def use_is_unrecorded(key: ApiKey) -> bool:
+    """True when last_used_at is older than its resolution (a write is due)."""
+    return key.last_used_at is None or utcnow() - key.last_used_at >= LAST_USED_RESOLUTION
+
+
+def note_use(session: Session, key_id: int) -> None:
+    """Record that a key was used just now."""
+    key = session.get(ApiKey, key_id)
+    if key is not None:
+        key.last_used_at = utcnow()
 
 
 def revoke_key(session: Session, key_id: int) -> ApiKey:

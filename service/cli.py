@@ -49,6 +49,16 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
+def _enqueue(settings: Settings, task: str, task_id: int) -> bool:
+    """Send one task; with the broker down, say on stderr that the work waits for it."""
+    from service.tasks_client import enqueue
+
+    sent = enqueue(settings, task, [task_id])
+    if not sent.queued:
+        click.echo(f"warning: {sent.message}", err=True)
+    return sent.queued
+
+
 @click.group(cls=HerpscoreGroup)
 @click.pass_context
 def main(ctx: click.Context) -> None:
@@ -231,7 +241,7 @@ def score_cmd(
 ) -> None:
     """Score every image under FOLDER (which must lie under HERPSCORE_ALLOWED_ROOTS)."""
     from service.jobs import create_job
-    from service.tasks_client import enqueue_scan
+    from service.tasks_client import SCAN_TASK
 
     settings = _settings(ctx)
     with session_scope(settings.db_url) as session:
@@ -245,7 +255,7 @@ def score_cmd(
             created_by="cli",
         )
         job_id = job.id
-    enqueue_scan(settings, job_id)
+    _enqueue(settings, SCAN_TASK, job_id)
     if not (wait or with_worker):
         click.echo(
             json.dumps({"job_id": job_id, "status": "queued"})
@@ -442,9 +452,9 @@ def demo_cmd(ctx: click.Context, classes: int, per_class: int, size: int, epochs
         from service.jobs import create_job
 
         job_id = create_job(session, settings, str(dataset / "test"), created_by="demo").id
-    from service.tasks_client import enqueue_scan
+    from service.tasks_client import SCAN_TASK
 
-    enqueue_scan(settings, job_id)
+    _enqueue(settings, SCAN_TASK, job_id)
     with embedded_worker(settings):
         summary = wait_for_job(settings, job_id)
     accuracy = _demo_accuracy(settings, job_id)
@@ -682,6 +692,7 @@ def export_cmd(
 def retrain_cmd(ctx: click.Context, force: bool, wait: bool) -> None:
     """Run the retrain check now, ignoring the schedule; queue a run if it is due."""
     from service import retraining
+    from service.tasks_client import TRAIN_TASK
 
     settings = _settings(ctx)
     with session_scope(settings.db_url) as session:
@@ -689,8 +700,8 @@ def retrain_cmd(ctx: click.Context, force: bool, wait: bool) -> None:
     if result.run_id is None:
         click.echo(f"no training run: {result.reason}")
         return
-    retraining.enqueue_training(settings, result.run_id)
-    click.echo(f"training run {result.run_id} queued ({result.reason})")
+    if _enqueue(settings, TRAIN_TASK, result.run_id):
+        click.echo(f"training run {result.run_id} queued ({result.reason})")
     if not wait:
         click.echo(f"follow it with `herpscore training show {result.run_id}`")
         return

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
+from functools import partial
 from typing import Any
 
 from sqlalchemy import (
@@ -157,24 +158,29 @@ def _insert_recordset(
     job image, prediction, review item) an executemany cost 0.15 ms of client CPU per
     photo, because SQLAlchemy processes and psycopg pipelines every row one by one.
     Rows are keyed by mapped attribute; Python-side defaults fill the columns they leave
-    out, and every value goes through its type's bind processor, as an executemany does.
+    out (a callable once per row, as an executemany calls it), and every value goes through
+    its type's bind processor.
     """
     mapper = sa_inspect(model)
     given = set(rows[0])
-    defaults: dict[str, Any] = {}  # attribute -> the value of each row that leaves it out
+    defaults: dict[str, Callable[[], Any]] = {}  # attribute -> the default of each row
     for attr in mapper.column_attrs:
         column = attr.columns[0]
         default = column.default
         if attr.key in given or default is None or column.primary_key:
             continue
         if isinstance(default, ScalarElementColumnDefault):
-            defaults[attr.key] = default.arg
+            defaults[attr.key] = partial(_constant, default.arg)
         elif isinstance(default, CallableColumnDefault):
-            defaults[attr.key] = default.arg(None)  # type: ignore[arg-type]  # takes a context
+            defaults[attr.key] = partial(default.arg, None)  # type: ignore[arg-type]  # takes a context
     names, columns = [], []
     for key in [*rows[0], *defaults]:
         column = mapper.columns[key]
-        values = [defaults[key]] * len(rows) if key in defaults else [row[key] for row in rows]
+        if key in defaults:
+            make = defaults[key]
+            values = [make() for _ in rows]
+        else:
+            values = [row[key] for row in rows]
         if not isinstance(column.type, JSON) and (process := column.type.bind_processor(dialect)):
             values = [process(value) for value in values]
         names.append(column.name)
@@ -196,6 +202,10 @@ def _insert_recordset(
         return []
     statement += " RETURNING " + ", ".join(quote(mapper.columns[key].name) for key in returning)
     return [tuple(row) for row in session.execute(text(statement), {"rows": document})]
+
+
+def _constant(value: Any) -> Any:
+    return value
 
 
 def _json_scalar(value: Any) -> Any:

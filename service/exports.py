@@ -50,7 +50,6 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXPORT_TASK = "herpscore.export"
 SPLITS = ("train", "val", "test")
 HUMAN, MACHINE = "human", "prediction"
 MANIFEST_COLUMNS = [
@@ -135,20 +134,13 @@ class SplitPlan:
 
 
 def create_export(session: Session, options: ExportOptions, created_by: str = "") -> DatasetExport:
-    """Record a queued export; send it with `enqueue_export` after the commit."""
+    """Record a queued export; send it with `tasks_client.enqueue` after the commit."""
     export = DatasetExport(
         status=ExportStatus.QUEUED, options=asdict(options), created_by=created_by
     )
     session.add(export)
     session.flush()
     return export
-
-
-def enqueue_export(settings: Settings, export_id: int) -> None:
-    """Queue an export task; call only after the row committed."""
-    from service.tasks_client import celery_client
-
-    celery_client(settings).send_task(EXPORT_TASK, args=[export_id])
 
 
 def get_export(session: Session, export_id: int) -> DatasetExport:

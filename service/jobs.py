@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from service.db import in_values
 from service.errors import BadInput, InvalidState, NotFound
-from service.models import Chunk, ChunkStatus, JobStatus, ScanJob, utcnow
+from service.models import Chunk, ChunkStatus, JobImage, JobStatus, ScanJob, utcnow
 from service.paths import resolve_job_folder
 from service.registry import get_model, require_active_model
 from service.settings import Settings
@@ -32,6 +33,23 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.CANCELLED: frozenset(),
 }
 FINISHED = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+def require_job_images(session: Session, job_id: int, image_ids: list[int]) -> None:
+    """Refuse ids that are not images of this job: a post about one job acts on it alone."""
+    found = set(
+        session.scalars(
+            select(JobImage.image_id).where(
+                JobImage.job_id == job_id, in_values(session, JobImage.image_id, image_ids)
+            )
+        )
+    )
+    foreign = [image_id for image_id in image_ids if image_id not in found]
+    if foreign:
+        raise BadInput(
+            f"{len(foreign)} of the selected images are not in job {job_id}; nothing was confirmed",
+            {"image_ids": foreign[:20]},
+        )
 
 
 def can_transition(current: JobStatus, target: JobStatus) -> bool:

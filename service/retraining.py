@@ -42,8 +42,6 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TRAIN_TASK = "herpscore.train"
-RETRAIN_CHECK_TASK = "herpscore.retrain_check"
 ACTOR = "retraining"
 
 # argv for `python -m training fit` -> the model folder it wrote.
@@ -130,7 +128,7 @@ def retrain_check(
 ) -> CheckResult:
     """Queue an export + training run when enough new labels exist (or when forced).
 
-    The caller commits, then sends `TRAIN_TASK` with the run id (see `enqueue_training`).
+    The caller commits, then sends the run id with `tasks_client.enqueue(..., TRAIN_TASK, ...)`.
     """
     needed = settings.retrain_min_new_labels
     busy = _run_in_progress(session, settings)
@@ -173,13 +171,6 @@ def _is_stale(run: TrainingRun, settings: Settings) -> bool:
         for path in Path(run.run_dir).rglob("*"):
             last = max(last, path.stat().st_mtime)
     return time.time() - last > settings.retrain_stale_seconds
-
-
-def enqueue_training(settings: Settings, run_id: int) -> None:
-    """Queue a training run on the `training` queue; call after the row committed."""
-    from service.tasks_client import celery_client
-
-    celery_client(settings).send_task(TRAIN_TASK, args=[run_id])
 
 
 # ---------------------------------------------------------------- one run

@@ -293,7 +293,7 @@ def queued_chunk_ids(session: Session, job_id: int) -> list[int]:
     )
 
 
-def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], None]) -> None:
+def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], object]) -> None:
     """Scan a job's folder in batches: each batch commits, then its full chunks are enqueued.
 
     Scoring starts while the scan goes on. The scan is resumable: running it again after a

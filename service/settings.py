@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     broker_visibility_timeout: int = Field(
         default=3600, ge=1, description="Seconds before Redis redelivers an unacknowledged task."
     )
+    broker_key_prefix: str = Field(
+        default="",
+        max_length=200,
+        description="Redis broker: a prefix for every key, so stacks can share one database.",
+    )
     chunk_lease_seconds: int = Field(
         default=900, ge=5, description="A chunk not done by then is sent again by the scheduler."
     )

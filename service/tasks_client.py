@@ -1,26 +1,46 @@
-"""The Celery client built from settings: the web side and the CLI send tasks by name only."""
+"""The Celery client: every task name, and `enqueue`, the one place that sends a task."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from celery import Celery
 from kombu import Exchange, Queue
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from service.settings import Settings
+
+log = logging.getLogger(__name__)
 
 QUEUES = ("scan", "inference", "export", "training", "maintenance")
 SCAN_TASK = "herpscore.scan_job"
 SCORE_TASK = "herpscore.score_chunk"
 REQUEUE_TASK = "herpscore.requeue_stalled"
+EXPORT_TASK = "herpscore.export"
+TRAIN_TASK = "herpscore.train"
+RETRAIN_CHECK_TASK = "herpscore.retrain_check"
 TASK_ROUTES = {
     SCAN_TASK: {"queue": "scan"},
     SCORE_TASK: {"queue": "inference"},
     REQUEUE_TASK: {"queue": "maintenance"},
-    "herpscore.train": {"queue": "training"},
-    "herpscore.export": {"queue": "export"},
+    RETRAIN_CHECK_TASK: {"queue": "maintenance"},
+    TRAIN_TASK: {"queue": "training"},
+    EXPORT_TASK: {"queue": "export"},
 }
+# What each task's id argument names, for the answer a caller shows.
+SUBJECTS = {
+    SCAN_TASK: "job",
+    SCORE_TASK: "chunk",
+    EXPORT_TASK: "export",
+    TRAIN_TASK: "training run",
+}
+# A broker that is down or unreachable: kombu wraps its transports' connection errors in its
+# OperationalError; a socket error can still escape as ConnectionError or TimeoutError.
+BROKER_ERRORS = (KombuOperationalError, ConnectionError, TimeoutError)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -32,6 +52,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "unacked_restore_interval": min(10, settings.broker_visibility_timeout),
         "unacked_restore_throttle": 1,
     }
+    if settings.broker_key_prefix:
+        # Redis: every key of this stack starts with the prefix, so two stacks (or two test
+        # runs) can share one Redis server and database without taking each other's messages.
+        transport["global_keyprefix"] = settings.broker_key_prefix
     if settings.is_embedded_broker:
         folder = settings.broker_folder
         transport.update(
@@ -61,7 +85,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_schedule": {
             "requeue-stalled": {"task": REQUEUE_TASK, "schedule": settings.stalled_check_seconds},
             "retrain-check": {
-                "task": "herpscore.retrain_check",
+                "task": RETRAIN_CHECK_TASK,
                 "schedule": settings.retrain_interval_seconds,
                 "options": {"queue": "maintenance"},
             },
@@ -84,13 +108,54 @@ def celery_client(settings: Settings) -> Celery:
     return _client(settings.model_dump_json())
 
 
-def enqueue_scan(settings: Settings, job_id: int) -> None:
-    """Queue the scan of a job; call only after the transaction that created it committed."""
-    celery_client(settings).send_task(SCAN_TASK, args=[job_id])
+@dataclass(frozen=True)
+class Enqueued:
+    """What became of a send: every message queued, or the work recorded and waiting for
+    the broker (the scheduler sends it once the broker answers again)."""
+
+    task: str
+    ids: tuple[int, ...]
+    waiting: tuple[int, ...] = ()
+    error: str | None = None
+
+    @property
+    def queued(self) -> bool:
+        return not self.waiting
+
+    @property
+    def message(self) -> str:
+        subject = SUBJECTS.get(self.task, "task")
+        ids = self.waiting or self.ids
+        what = f"{subject} {ids[0]}" if len(ids) == 1 else f"{len(ids)} {subject}s"
+        if self.queued:
+            return f"{what} queued"
+        return (
+            f"{what} recorded and waiting for the broker, which is unreachable "
+            f"({self.error}); it is sent as soon as the broker answers again"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields an API answer adds: `queued`, `waiting_for_broker`, `message`."""
+        waiting = not self.queued
+        return {"queued": self.queued, "waiting_for_broker": waiting, "message": self.message}
 
 
-def enqueue_chunks(settings: Settings, chunk_ids: list[int]) -> None:
-    """Queue score tasks; call only after the chunks' rows committed."""
+def enqueue(settings: Settings, task: str, ids: Iterable[int]) -> Enqueued:
+    """Send `task` once per id (each message carries one id); never raises for a broker
+    outage: the ids not sent come back in `waiting`. Call only after the rows committed.
+
+    Every kind of work is a row first, so nothing is lost: the scheduler's requeue check
+    re-sends queued work whose message never left.
+    """
+    if task not in TASK_ROUTES:
+        raise ValueError(f"unknown task {task!r}")
+    ids = tuple(ids)
     app = celery_client(settings)
-    for chunk_id in chunk_ids:
-        app.send_task(SCORE_TASK, args=[chunk_id])
+    for done, task_id in enumerate(ids):
+        try:
+            app.send_task(task, args=[task_id])
+        except BROKER_ERRORS as exc:
+            outcome = Enqueued(task, ids, waiting=ids[done:], error=str(exc) or type(exc).__name__)
+            log.warning("%s (%s)", outcome.message, task)
+            return outcome
+    return Enqueued(task, ids)

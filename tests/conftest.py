@@ -87,6 +87,25 @@ def pg_url(pg_server: str) -> Iterator[str]:
 
 
 @pytest.fixture()
+def redis_broker() -> Iterator[dict[str, str]]:
+    """Broker settings on the test Redis with a key prefix of this test's own, as the
+    PostgreSQL fixtures make a database per run: two runs (or two tests) sharing one Redis
+    server never take each other's messages. The prefix's keys are deleted afterwards."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError:
+        skip_or_fail(f"Redis is not reachable at {REDIS_URL}")
+    prefix = f"herpscore-test-{uuid.uuid4().hex[:12]}:"
+    yield {"broker_url": REDIS_URL, "broker_key_prefix": prefix}
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture()
 def sqlite_url(tmp_path: Path) -> Iterator[str]:
     url = f"sqlite:///{tmp_path / 'herpscore.db'}"
     upgrade(url)

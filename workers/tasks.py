@@ -19,13 +19,7 @@ from service.registry import active_model
 from service.scanning import run_scan
 from service.scoring import FileOutcome, requeue_stalled, score_chunk
 from service.settings import Settings, get_settings
-from service.tasks_client import (
-    REQUEUE_TASK,
-    SCAN_TASK,
-    SCORE_TASK,
-    enqueue_chunks,
-    enqueue_scan,
-)
+from service.tasks_client import REQUEUE_TASK, SCAN_TASK, SCORE_TASK, enqueue
 from workers.engine import get_engine
 from workers.pipeline import score_paths
 
@@ -90,7 +84,8 @@ def preload_active_model() -> None:
 )
 def scan_job(self: object, job_id: int) -> None:
     settings = worker_settings()
-    run_scan(settings, int(job_id), lambda ids: enqueue_chunks(settings, ids))
+    # A broker outage mid-scan does not stop it: the committed chunks wait for the requeue.
+    run_scan(settings, int(job_id), lambda ids: enqueue(settings, SCORE_TASK, ids))
 
 
 @shared_task(
@@ -116,9 +111,8 @@ def requeue_stalled_task() -> dict[str, int]:
     settings = worker_settings()
     with session_scope(settings.db_url) as session:
         chunk_ids, job_ids = requeue_stalled(session, settings)
-    enqueue_chunks(settings, chunk_ids)
-    for job_id in job_ids:
-        enqueue_scan(settings, job_id)
+    enqueue(settings, SCORE_TASK, chunk_ids)
+    enqueue(settings, SCAN_TASK, job_ids)
     if chunk_ids or job_ids:
         log.warning("re-sent %d stalled chunks and %d queued jobs", len(chunk_ids), len(job_ids))
     return {"chunks": len(chunk_ids), "jobs": len(job_ids)}

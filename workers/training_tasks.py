@@ -15,9 +15,10 @@ from celery import shared_task
 
 from service import retraining
 from service.db import session_scope
-from service.exports import EXPORT_TASK, run_export
+from service.exports import run_export
 from service.promotion import Predictor
 from service.settings import Settings
+from service.tasks_client import EXPORT_TASK, RETRAIN_CHECK_TASK, TRAIN_TASK, enqueue
 from workers.engine import InferenceEngine
 from workers.pipeline import score_paths
 from workers.tasks import TRANSIENT, worker_settings
@@ -39,7 +40,7 @@ def export_task(export_id: int) -> dict[str, Any]:
 
 
 @shared_task(
-    name=retraining.RETRAIN_CHECK_TASK,
+    name=RETRAIN_CHECK_TASK,
     acks_late=True,
     autoretry_for=TRANSIENT,
     retry_backoff=True,
@@ -50,14 +51,14 @@ def retrain_check_task(force: bool = False) -> dict[str, Any]:
     with session_scope(settings.db_url) as session:
         result = retraining.retrain_check(session, settings, force=bool(force))
     if result.run_id is not None:
-        retraining.enqueue_training(settings, result.run_id)
+        enqueue(settings, TRAIN_TASK, [result.run_id])
     log.info("retrain check: %s", result.reason)
     return result.to_dict()
 
 
 # No autoretry: a retry would look like a live duplicate; a failed run is marked failed and
 # the next check starts a fresh one.
-@shared_task(name=retraining.TRAIN_TASK, acks_late=True, soft_time_limit=48 * 3600)
+@shared_task(name=TRAIN_TASK, acks_late=True, soft_time_limit=48 * 3600)
 def train_task(run_id: int) -> dict[str, Any] | None:
     settings = worker_settings()
     run = retraining.run_training(settings, int(run_id), fit_model, label_predictor(settings))

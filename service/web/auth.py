@@ -16,7 +16,7 @@ from werkzeug.datastructures import Headers
 from service import apikeys
 from service.errors import Forbidden, Unauthorized
 from service.models import Role
-from service.web.context import db_session
+from service.web.context import db_read, db_session
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -77,9 +77,13 @@ def authorize(view: Callable[..., Any]) -> None:
     presented = presented_key(request.headers)
     if presented is None:
         raise Unauthorized("an API key is required: send it in the X-API-Key header")
-    with db_session() as session:
-        key = apikeys.verify_key(session, presented)
+    with db_read() as session:  # a read: no request waits for SQLite's write lock to be let in
+        key = apikeys.verify_key(session, presented, note_use=False)
         caller = Caller(key_id=key.id, name=key.name, role=key.role)
+        unrecorded = apikeys.use_is_unrecorded(key)
+    if unrecorded:  # at most once a minute per key
+        with db_session() as session:
+            apikeys.note_use(session, caller.key_id)
     if not caller.role.allows(needed):
         raise Forbidden(
             f"this action needs the {needed.value} role; this key has {caller.role.value}",

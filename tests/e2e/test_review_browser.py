@@ -144,7 +144,12 @@ def page(live_app: Live):
 
 
 def _current_item(page) -> int:
-    page.wait_for_function("document.getElementById('review').dataset.itemId > 0")
+    """The item shown once the page is idle: while a post is in flight (aria-busy), the
+    attribute still names the item before it."""
+    page.wait_for_function(
+        "(r => !r.hasAttribute('aria-busy') && r.dataset.itemId > 0)"
+        "(document.getElementById('review'))"
+    )
     return int(page.get_attribute("#review", "data-item-id"))
 
 
@@ -155,7 +160,6 @@ def _press_and_wait(page, keys: list[str], endpoint: str) -> int:
     with page.expect_response(lambda r: endpoint in r.url and r.request.method == "POST") as got:
         page.keyboard.press(keys[-1])
     assert got.value.status == 200, got.value.text()
-    page.wait_for_function("!document.getElementById('review').hasAttribute('aria-busy')")
     return _current_item(page)
 
 

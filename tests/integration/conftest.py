@@ -51,8 +51,9 @@ def api_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def api_settings(
     api_db_url: str, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> Settings:
-    """Test settings on the parametrised database (SQLite and PostgreSQL)."""
-    return make_settings(api_db_url, registry_dir=tmp_path / "registry")
+    """Test settings on the parametrised database (SQLite and PostgreSQL), with the
+    embedded broker in the test's own folder (tests.support.broker reads what it holds)."""
+    return make_settings(api_db_url, registry_dir=tmp_path / "registry", broker_url=None)
 
 
 @pytest.fixture()

@@ -23,6 +23,7 @@ from service.models import (
     DatasetExport,
     ExportStatus,
     Image,
+    JobImage,
     JobStatus,
     ReviewItem,
     ReviewStatus,
@@ -33,7 +34,9 @@ from service.models import (
 from service.scanning import run_scan
 from service.scoring import score_chunk
 from service.settings import Settings
+from service.web import create_app
 from tests.conftest import screenshot_dir
+from tests.support.broker import UNREACHABLE_BROKER, queued_messages
 from tests.support.photos import make_photo_folder, write_photo
 
 PASSWORD = "field-notes-2024"
@@ -320,13 +323,6 @@ def test_start_a_job_from_the_form(
     monkeypatch: pytest.MonkeyPatch,
     no_csrf: None,
 ) -> None:
-    queued: list[tuple[int, JobStatus]] = []
-
-    def enqueue_scan(settings: Settings, job_id: int) -> None:
-        with session_scope(settings.db_url) as session:  # committed before it is queued
-            queued.append((job_id, get_job(session, job_id).status))
-
-    monkeypatch.setattr("service.tasks_client.enqueue_scan", enqueue_scan)
     (photos_root / "2024" / "site-07").mkdir(parents=True)
     client = as_role(Role.REVIEWER)
     form = client.get("/jobs/new").get_data(as_text=True)
@@ -338,12 +334,28 @@ def test_start_a_job_from_the_form(
     )
     assert response.status_code == 303
     job_id = int(response.headers["Location"].rsplit("/", 1)[1])
-    assert queued == [(job_id, JobStatus.QUEUED)]
+    assert queued_messages(api_settings) == [("herpscore.scan_job", [job_id])]
     with session_scope(api_settings.db_url) as session:
         job = get_job(session, job_id)
         assert job.folder == str((photos_root / "2024" / "site-07").resolve())
         assert (job.threshold, job.created_by) == (0.75, "reviewer-user")
-    assert "started on" in client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert f"Job {job_id} queued" in client.get(f"/jobs/{job_id}").get_data(as_text=True)
+
+
+def test_a_job_started_while_the_broker_is_down_says_it_waits(
+    api_settings: Settings, active_model: int, photos_root: Path
+) -> None:
+    app = create_app(api_settings.model_copy(update={"broker_url": UNREACHABLE_BROKER}))
+    app.config["WTF_CSRF_ENABLED"] = False
+    client = app.test_client()
+    log_in_session(client, make_user(api_settings, Role.REVIEWER))
+    (photos_root / "site-1").mkdir()
+    response = client.post("/jobs/new", data={"root": "0", "subfolder": "site-1"})
+    assert response.status_code == 303
+    job_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert f"Job {job_id} recorded and waiting for the broker" in page
+    assert '<p class="flash flash-warning">' in page
 
 
 @pytest.mark.parametrize(
@@ -358,15 +370,15 @@ def test_start_a_job_from_the_form(
 )
 def test_bad_job_forms_are_refused_with_a_message(
     as_role: Callable[[Role], FlaskClient],
+    api_settings: Settings,
     active_model: int,
-    monkeypatch: pytest.MonkeyPatch,
     no_csrf: None,
     data: dict[str, str],
     status: int,
     message: str,
 ) -> None:
-    monkeypatch.setattr("service.tasks_client.enqueue_scan", lambda *a: pytest.fail("queued"))
     response = as_role(Role.REVIEWER).post("/jobs/new", data=data)
+    assert queued_messages(api_settings) == []
     assert response.status_code == status
     assert message in response.get_data(as_text=True)
     assert "<form" in response.get_data(as_text=True)  # the form is shown again
@@ -550,6 +562,33 @@ def test_confirm_refuses_bad_selections(
     )
     assert response.request.path == f"/jobs/{scored_job}"
     assert message in response.get_data(as_text=True)
+
+
+def test_confirm_refuses_images_of_another_job(
+    as_role: Callable[[Role], FlaskClient],
+    api_settings: Settings,
+    scored_job: int,
+    photos_root: Path,
+    no_csrf: None,
+) -> None:
+    make_photo_folder(photos_root / "other", count=2)
+    other_job = score_folder(api_settings, "other")
+    with session_scope(api_settings.db_url) as session:
+        own = session.scalars(select(JobImage.image_id).where(JobImage.job_id == scored_job))
+        foreign = session.scalars(select(JobImage.image_id).where(JobImage.job_id == other_job))
+        own_id, foreign_ids = next(iter(own)), sorted(foreign)
+    client = as_role(Role.REVIEWER)
+    response = client.post(
+        f"/jobs/{scored_job}/confirm",
+        data={"image_ids": [own_id, *foreign_ids]},
+        headers={"Referer": f"http://localhost/jobs/{scored_job}"},
+        follow_redirects=True,
+    )
+    assert f"2 of the selected images are not in job {scored_job}" in response.get_data(
+        as_text=True
+    )
+    with session_scope(api_settings.db_url) as session:
+        assert session.scalars(select(Annotation)).all() == []  # not even the job's own image
 
 
 # ---------------------------------------------------------------- in a real browser

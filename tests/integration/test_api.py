@@ -5,14 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from celery.signals import before_task_publish
 from flask import Flask
 from flask.testing import FlaskClient
-from kombu.exceptions import OperationalError
 
 from service import jobs, registry, results
 from service.db import session_scope
@@ -27,7 +27,9 @@ from service.models import (
     Role,
 )
 from service.settings import Settings
+from service.web import create_app
 from service.web.auth import declared_access
+from tests.support.broker import UNREACHABLE_BROKER, queued_messages
 from tests.support.models import make_model_folder
 
 Headers = dict[str, str]
@@ -35,16 +37,20 @@ Auth = Callable[[Role], Headers]
 
 
 @pytest.fixture()
-def enqueued(monkeypatch: pytest.MonkeyPatch, api_settings: Settings) -> list[tuple[int, str]]:
-    """Record enqueue_scan calls, with the job's status as a *new* session sees it then."""
+def enqueued(api_settings: Settings) -> Iterator[list[tuple[int, str]]]:
+    """Every scan message as Celery publishes it, with the job's status as a *new* session
+    sees it then (so a message sent before the commit would show up here)."""
     calls: list[tuple[int, str]] = []
 
-    def record(settings: Settings, job_id: int) -> None:
-        with session_scope(settings.db_url) as session:
-            calls.append((job_id, jobs.get_job(session, job_id).status.value))
+    def record(sender: str | None = None, body: Any = None, **_: Any) -> None:
+        if sender == "herpscore.scan_job":
+            job_id = body[0][0]  # protocol 2: (args, kwargs, embed)
+            with session_scope(api_settings.db_url) as session:
+                calls.append((job_id, jobs.get_job(session, job_id).status.value))
 
-    monkeypatch.setattr("service.tasks_client.enqueue_scan", record)
-    return calls
+    before_task_publish.connect(record, weak=False)
+    yield calls
+    before_task_publish.disconnect(record)
 
 
 @pytest.fixture()
@@ -231,26 +237,30 @@ def test_create_job_model_errors(
     assert enqueued == []
 
 
-def test_create_job_really_enqueues_on_the_memory_broker(
-    api_client: FlaskClient, auth: Auth, active_model: int, site: Path
+def test_create_job_really_enqueues_on_the_embedded_broker(
+    api_client: FlaskClient, auth: Auth, active_model: int, site: Path, api_settings: Settings
 ) -> None:
-    _create_job(api_client, auth, folder="site-1")
+    job = _create_job(api_client, auth, folder="site-1")
+    assert (job["queued"], job["waiting_for_broker"]) == (True, False)
+    assert queued_messages(api_settings) == [("herpscore.scan_job", [job["id"]])]
 
 
-def test_create_job_survives_a_broker_outage(
-    api_client: FlaskClient,
+def test_create_job_waits_for_a_broker_that_is_down(
     auth: Auth,
     active_model: int,
     site: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    api_settings: Settings,
 ) -> None:
-    def broker_down(settings: Settings, job_id: int) -> None:
-        raise OperationalError("connection refused")
-
-    monkeypatch.setattr("service.tasks_client.enqueue_scan", broker_down)
-    job = _create_job(api_client, auth, folder="site-1")  # 201: requeue_stalled sends it later
-    listing = api_client.get("/api/v1/jobs", headers=auth(Role.VIEWER)).get_json()
-    assert [j["id"] for j in listing["items"]] == [job["id"]]
+    app = create_app(api_settings.model_copy(update={"broker_url": UNREACHABLE_BROKER}))
+    client = app.test_client()
+    response = client.post("/api/v1/jobs", json={"folder": "site-1"}, headers=auth(Role.REVIEWER))
+    # Recorded, not queued: 202 and a message saying so (requeue_stalled sends it later).
+    assert response.status_code == 202, response.get_json()
+    job = response.get_json()
+    assert (job["queued"], job["waiting_for_broker"]) == (False, True)
+    assert f"job {job['id']} recorded and waiting for the broker" in job["message"]
+    listing = client.get("/api/v1/jobs", headers=auth(Role.VIEWER)).get_json()
+    assert [(j["id"], j["status"]) for j in listing["items"]] == [(job["id"], "queued")]
 
 
 def test_list_get_and_cancel_jobs(

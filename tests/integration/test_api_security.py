@@ -259,7 +259,6 @@ def test_a_folder_inside_the_roots_is_accepted(
     photos_root: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("service.tasks_client.enqueue_scan", lambda settings, job_id: None)
     (photos_root / "site-1").mkdir()
     response = api_client.post(
         "/api/v1/jobs", json={"folder": "site-1"}, headers=auth(Role.REVIEWER)

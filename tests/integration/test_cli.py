@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.broker import UNREACHABLE_BROKER
 from tests.support.models import make_model_folder
 from tests.support.photos import PH_SNAKES, make_photo_folder
 
@@ -67,6 +68,17 @@ def test_cli_errors_are_clear_and_non_zero(embedded_env, tmp_path):
     assert bad_arg.returncode == 2 and "Traceback" not in bad_arg.stderr
     bad_setting = run_cli({**embedded_env, "HERPSCORE_CHUNK_SIZE": "zero"}, "jobs", "list")
     assert bad_setting.returncode == 2 and "chunk_size" in bad_setting.stderr
+
+
+def test_score_with_the_broker_down_records_the_job_and_says_it_waits(embedded_env, tmp_path):
+    folder = make_photo_folder(tmp_path / "photos" / "survey", count=2)
+    down = {**embedded_env, "HERPSCORE_BROKER_URL": UNREACHABLE_BROKER}
+    result = run_cli(down, "score", str(folder), "--json")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    job_id = json.loads(result.stdout)["job_id"]
+    assert f"job {job_id} recorded and waiting for the broker" in result.stderr
+    shown = json.loads(run_cli(embedded_env, "jobs", "show", str(job_id)).stdout)
+    assert shown["status"] == "queued"
 
 
 @pytest.mark.slow

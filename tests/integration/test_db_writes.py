@@ -8,9 +8,11 @@ skipped conflicts.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import String, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from service.db import insert_ignoring_conflicts, session_scope
 from service.models import (
@@ -103,3 +105,23 @@ def test_rows_round_trip_with_nulls_and_defaults_and_conflicts_are_skipped(db_ur
         # status was left out: the enum default, stored as its value and read back as the enum
         assert [i.status for i in items] == [ReviewStatus.PENDING] * 2
         assert session.get(ScanJob, job_id).status == JobStatus.QUEUED
+
+
+class _Base(DeclarativeBase):
+    """A throwaway schema: no herpscore table has a per-row callable default (yet)."""
+
+
+class _Token(_Base):
+    __tablename__ = "bulk_insert_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+    token: Mapped[str] = mapped_column(String(36), default=lambda: str(uuid.uuid4()))
+
+
+def test_a_callable_default_is_called_once_per_row(db_url):
+    with session_scope(db_url) as session:
+        _Base.metadata.create_all(session.connection())
+        rows = [{"name": f"row-{i}"} for i in range(5)]
+        insert_ignoring_conflicts(session, _Token, rows, ["name"])
+        tokens = session.scalars(select(_Token.token)).all()
+    assert len(tokens) == 5 and len(set(tokens)) == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from service.models import ModelStatus, ModelVersion, Role, RunStatus, TrainingR
 from service.promotion import promote_run
 from service.settings import Settings
 from tests.integration.test_exports import COLOURS, export, label_all, make_survey, score_folder
+from tests.support.broker import queued_messages
 from tests.support.models import make_model_folder
 from workers.training_tasks import label_predictor
 
@@ -194,13 +196,6 @@ def test_api_exports_training_and_rollback(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(
-        "service.exports.enqueue_export", lambda s, export_id: sent.append(("export", export_id))
-    )
-    monkeypatch.setattr(
-        "service.retraining.enqueue_training", lambda s, run_id: sent.append(("train", run_id))
-    )
     admin, viewer = auth(Role.ADMIN), auth(Role.VIEWER)
 
     assert api_client.post("/api/v1/exports", json={}, headers=viewer).status_code == 403
@@ -210,7 +205,8 @@ def test_api_exports_training_and_rollback(
     assert created.status_code == 202, created.get_json()
     export = created.get_json()
     assert export["status"] == "queued" and export["options"]["min_per_class"] == 3
-    assert sent == [("export", export["id"])]
+    assert export["queued"] is True
+    assert queued_messages(api_settings) == [("herpscore.export", [export["id"]])]
     listed = api_client.get("/api/v1/exports", headers=viewer).get_json()
     assert listed["total"] == 1 and listed["items"][0]["id"] == export["id"]
     assert api_client.get("/api/v1/exports/test-set", headers=viewer).get_json() == {
@@ -224,7 +220,8 @@ def test_api_exports_training_and_rollback(
     forced = api_client.post("/api/v1/training/retrain", json={"force": True}, headers=admin)
     assert forced.status_code == 202 and forced.get_json()["started"]
     run_id = forced.get_json()["run_id"]
-    assert sent[-1] == ("train", run_id)
+    assert forced.get_json()["queued"] is True
+    assert queued_messages(api_settings)[-1] == ("herpscore.train", [run_id])
     runs = api_client.get("/api/v1/training/runs", headers=viewer).get_json()
     assert runs["items"][0]["id"] == run_id and runs["items"][0]["status"] == "queued"
     run = api_client.get(f"/api/v1/training/runs/{run_id}", headers=viewer).get_json()
@@ -287,13 +284,11 @@ def test_admin_pages_show_exports_runs_and_the_gate(
     assert "site-grouped" in client.get("/exports").get_data(as_text=True)
     assert client.post("/exports").status_code == 403
 
-    sent: list[int] = []
-    monkeypatch.setattr(
-        "service.exports.enqueue_export", lambda s, export_id: sent.append(export_id)
-    )
     log_in_session(client, make_user(settings, Role.ADMIN))
     assert "Promote the candidate" in client.get(f"/training/{run_id}").get_data(as_text=True)
-    assert client.post("/exports", data={"min_per_class": "4"}).status_code == 303 and sent
+    assert client.post("/exports", data={"min_per_class": "4"}).status_code == 303
+    assert queued_messages(settings)[-1][0] == "herpscore.export"
+    assert re.search(r"Export \d+ queued\.", client.get("/exports").get_data(as_text=True))
     assert client.post(f"/training/{run_id}/promote").status_code == 303
     with session_scope(settings.db_url) as session:
         assert registry.require_active_model(session).source == f"training:{run_id}"
@@ -314,7 +309,6 @@ def test_cli_export_retrain_training_and_rollback(
 
     first = activate(lite, make_model_folder(tmp_path / "m", labels=GOOD))
     label_all(lite, score_folder(lite, str(make_survey(photos_root / "s", sites=3))))
-    monkeypatch.setattr("service.retraining.enqueue_training", lambda s, run_id: None)
     runner = CliRunner(env=settings_env(lite))
 
     out = runner.invoke(main, ["export", "--min-per-class", "2", "--json"])

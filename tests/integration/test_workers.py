@@ -21,26 +21,11 @@ from service.models import Chunk, JobStatus, Prediction
 from service.registry import add_model
 from service.scanning import run_scan
 from service.settings import Settings
-from service.tasks_client import enqueue_chunks, enqueue_scan
-from tests.conftest import REDIS_URL, skip_or_fail
+from service.tasks_client import SCAN_TASK, SCORE_TASK, enqueue
 from tests.support.models import make_model_folder
 from tests.support.photos import make_photo_folder
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
-REDIS_TEST_DB = 15
-
-
-@pytest.fixture()
-def redis_broker() -> str:
-    import redis
-
-    url = REDIS_URL.rsplit("/", 1)[0] + f"/{REDIS_TEST_DB}"
-    client = redis.Redis.from_url(url, socket_connect_timeout=3)
-    try:
-        client.flushdb()
-    except redis.exceptions.ConnectionError:
-        skip_or_fail(f"Redis is not reachable at {url}")
-    return url
 
 
 def start_worker(
@@ -92,7 +77,7 @@ def stack(pg_url, redis_broker, make_settings, tmp_path) -> Iterator[Callable[..
     """Settings on PostgreSQL + Redis with an active tiny model."""
 
     def build(**overrides: object) -> Settings:
-        settings = make_settings(pg_url, broker_url=redis_broker, **overrides)
+        settings = make_settings(pg_url, **redis_broker, **overrides)
         model_dir = make_model_folder(tmp_path / "model", labels=["red", "green", "blue"])
         with session_scope(settings.db_url) as session:
             add_model(session, settings, model_dir, activate=True)
@@ -104,7 +89,7 @@ def stack(pg_url, redis_broker, make_settings, tmp_path) -> Iterator[Callable[..
 def submit(settings: Settings, folder: str) -> int:
     with session_scope(settings.db_url) as session:
         job_id = create_job(session, settings, folder).id
-    enqueue_scan(settings, job_id)
+    assert enqueue(settings, SCAN_TASK, [job_id]).queued
     return job_id
 
 
@@ -195,7 +180,7 @@ def test_scheduler_resends_a_chunk_whose_message_was_lost(stack, photos_root, tm
     def send_all_but_the_first(chunk_ids: list[int]) -> None:
         keep = [i for i in chunk_ids if sent or i != chunk_ids[0]]
         sent.extend(chunk_ids)
-        enqueue_chunks(settings, keep)
+        enqueue(settings, SCORE_TASK, keep)
 
     run_scan(settings, job_id, send_all_but_the_first)  # the scan, in this process
     assert len(sent) >= 2, "the folder must give more than one chunk"

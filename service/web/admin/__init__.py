@@ -33,11 +33,20 @@ from werkzeug.exceptions import HTTPException
 
 from service.errors import HerpscoreError
 from service.models import Role
+from service.tasks_client import Enqueued
 from service.web.auth import declared_access, public
 from service.web.auth import requires as role_required
 from service.web.errors import error_response
 
-__all__ = ["bp", "init_admin", "public", "role_required", "safe_next_url", "wants_json"]
+__all__ = [
+    "bp",
+    "flash_enqueued",
+    "init_admin",
+    "public",
+    "role_required",
+    "safe_next_url",
+    "wants_json",
+]
 
 bp = Blueprint("admin", __name__)
 csrf = CSRFProtect()
@@ -76,6 +85,12 @@ def safe_next_url(target: str | None, fallback: str) -> str:
     if "\\" in target:
         return fallback
     return target
+
+
+def flash_enqueued(sent: Enqueued, detail: str = "") -> None:
+    """Say what became of the work just recorded: queued, or waiting for the broker."""
+    message = sent.message[:1].upper() + sent.message[1:] + (f" ({detail})" if detail else "")
+    flash(message + ".", "success" if sent.queued else "warning")
 
 
 def back_url() -> str:

@@ -15,7 +15,7 @@ from service import users
 from service.errors import Unauthorized
 from service.models import Role
 from service.web.admin import bp, public, role_required, safe_next_url
-from service.web.context import db_session
+from service.web.context import db_read, db_session
 
 login_manager = LoginManager()
 login_manager.login_view = "admin.login"
@@ -44,7 +44,7 @@ def _load_user(user_id: str) -> SessionUser | None:
     """Re-read the user on every request: a disabled user or a changed role acts at once."""
     if not user_id.isdigit():
         return None
-    with db_session() as db:
+    with db_read() as db:  # every UI request: never behind a worker's write
         user = users.get_user(db, int(user_id))
         return SessionUser(user.id, user.username, user.role) if user else None
 

@@ -13,7 +13,7 @@ from service import registry
 from service.jobs import FINISHED, job_to_dict
 from service.models import DatasetExport, ReviewItem, ReviewStatus, Role, ScanJob, TrainingRun
 from service.web.admin import bp, role_required
-from service.web.context import db_session
+from service.web.context import db_read
 
 RECENT = 5
 
@@ -44,5 +44,5 @@ def dashboard_summary(session: Session) -> dict[str, Any]:
 @bp.get("/")
 @role_required(Role.VIEWER)
 def dashboard() -> ResponseReturnValue:
-    with db_session() as session:
+    with db_read() as session:
         return render_template("dashboard.html", **dashboard_summary(session))

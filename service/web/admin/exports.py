@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from kombu.exceptions import OperationalError as BrokerUnavailable
 
-from service import exports
+from service import exports, tasks_client
 from service.errors import BadInput
 from service.models import Role
-from service.web.admin import bp, role_required
+from service.web.admin import bp, flash_enqueued, role_required
 from service.web.context import current_settings, db_read, db_session
-
-log = logging.getLogger(__name__)
 
 EXPORTS_PER_PAGE = 25
 
@@ -52,12 +47,7 @@ def export_now() -> ResponseReturnValue:
     )
     with db_session() as session:
         export_id = exports.create_export(session, options, created_by=current_user.username).id
-    try:
-        exports.enqueue_export(settings, export_id)
-        flash(f"Export {export_id} queued.", "success")
-    except BrokerUnavailable as exc:
-        log.warning("export %s recorded but not queued: %s", export_id, exc)
-        flash(f"Export {export_id} recorded, but no worker queue answers yet.", "error")
+    flash_enqueued(tasks_client.enqueue(settings, tasks_client.EXPORT_TASK, [export_id]))
     return redirect(url_for("admin.list_exports"), 303)
 
 

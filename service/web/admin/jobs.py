@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -10,7 +9,6 @@ from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from kombu.exceptions import OperationalError as BrokerUnavailable
 from pydantic import ValidationError
 from wtforms import BooleanField, FloatField, SelectField, StringField
 from wtforms.validators import (
@@ -27,13 +25,11 @@ from service import jobs, results, review, tasks_client
 from service.errors import BadInput, HerpscoreError
 from service.models import JobStatus, Role
 from service.web import MAX_DB_ID
-from service.web.admin import bp, role_required, safe_next_url
+from service.web.admin import bp, flash_enqueued, role_required, safe_next_url
 from service.web.api.inputs import validation_details
 from service.web.api.jobs import PredictionQuery
-from service.web.context import current_settings, db_session
+from service.web.context import current_settings, db_read, db_session
 from service.web.downloads import results_response
-
-log = logging.getLogger(__name__)
 
 JOBS_PER_PAGE = 25
 IMAGES_PER_PAGE = 48
@@ -51,7 +47,7 @@ def list_jobs() -> ResponseReturnValue:
     status = request.args.get("status") or None
     if status is not None and status not in STATUSES:
         raise BadInput(f"unknown job status {status!r}")
-    with db_session() as session:
+    with db_read() as session:
         found, total = jobs.list_jobs(
             session,
             status=JobStatus(status) if status else None,
@@ -120,13 +116,7 @@ def new_job() -> ResponseReturnValue:
     except HerpscoreError as exc:
         flash(exc.message, "error")
         return render_template("jobs/new.html", form=form, roots=roots), exc.http_status
-    try:
-        tasks_client.enqueue_scan(settings, job.id)
-    except BrokerUnavailable as exc:
-        # The job is committed; the periodic requeue check sends it when the broker is back.
-        log.warning("job %s created but not queued yet (broker unavailable: %s)", job.id, exc)
-        flash("The job is recorded but the queue is unreachable; it will start later.", "warning")
-    flash(f"Job #{job.id} started on {job.folder}.", "success")
+    flash_enqueued(tasks_client.enqueue(settings, tasks_client.SCAN_TASK, [job.id]), job.folder)
     return redirect(url_for("admin.job_page", job_id=job.id), 303)
 
 
@@ -147,7 +137,7 @@ def _result_query() -> PredictionQuery:
 @role_required(Role.VIEWER)
 def job_page(job_id: int) -> ResponseReturnValue:
     query = _result_query()
-    with db_session() as session:
+    with db_read() as session:
         job = jobs.get_job(session, job_id)
         rows, total = results.query_results(
             session, job_id, query.filters(), limit=query.limit, offset=query.offset
@@ -174,7 +164,7 @@ def job_page(job_id: int) -> ResponseReturnValue:
 @role_required(Role.VIEWER)
 def job_progress(job_id: int) -> ResponseReturnValue:
     """The job's JSON, polled by jobs.js for live progress."""
-    with db_session() as session:
+    with db_read() as session:
         body = jobs.job_to_dict(jobs.get_job(session, job_id))
     return body, 200, {"Cache-Control": "no-store"}
 
@@ -217,6 +207,7 @@ def confirm_selected(job_id: int) -> ResponseReturnValue:
     image_ids = _posted_image_ids()
     with db_session() as session:
         jobs.get_job(session, job_id)
+        jobs.require_job_images(session, job_id, image_ids)
         confirmed = review.confirm_many(session, image_ids, reviewer=current_user.username)
     flash(f"Confirmed {confirmed} of {len(image_ids)} selected images.", "success")
     back = safe_next_url(request.form.get("back"), url_for("admin.job_page", job_id=job_id))

@@ -15,7 +15,7 @@ from service.models import Image, Role
 from service.paths import is_inside
 from service.settings import Settings
 from service.web.admin import bp, role_required
-from service.web.context import current_settings, db_session
+from service.web.context import current_settings, db_read
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class ServableImage:
 def servable_image(settings: Settings, image_id: int) -> ServableImage:
     """The image's file if the database knows the id and the file still resolves inside an
     allowed root with the size the scan saw; a 404 for every refusal."""
-    with db_session() as session:
+    with db_read() as session:
         image = session.get(Image, image_id)
         if image is None:
             abort(404, f"image {image_id} does not exist")

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import csv
-import logging
 from pathlib import Path
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, send_file, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from kombu.exceptions import OperationalError as BrokerUnavailable
 
-from service import promotion, registry, retraining
+from service import promotion, registry, retraining, tasks_client
 from service.models import Role
-from service.web.admin import bp, role_required
+from service.web.admin import bp, flash_enqueued, role_required
 from service.web.context import current_settings, db_read, db_session
-
-log = logging.getLogger(__name__)
 
 RUNS_PER_PAGE = 50
 # The only run-folder files the UI serves (training writes them next to metrics.json).
@@ -78,12 +74,9 @@ def retrain_now() -> ResponseReturnValue:
     if result.run_id is None:
         flash(f"No run started: {result.reason}.", "error")
         return redirect(url_for("admin.list_training_runs"), 303)
-    try:
-        retraining.enqueue_training(settings, result.run_id)
-        flash(f"Training run {result.run_id} queued ({result.reason}).", "success")
-    except BrokerUnavailable as exc:
-        log.warning("training run %s not queued: %s", result.run_id, exc)
-        flash(f"Run {result.run_id} recorded, but no worker queue answers yet.", "error")
+    flash_enqueued(
+        tasks_client.enqueue(settings, tasks_client.TRAIN_TASK, [result.run_id]), result.reason
+    )
     return redirect(url_for("admin.training_run", run_id=result.run_id), 303)
 
 

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import url_for
 from flask.typing import ResponseReturnValue
-from kombu.exceptions import OperationalError as BrokerUnavailable
 from pydantic import Field
 
-from service import exports
+from service import exports, tasks_client
 from service.models import Role
 from service.web.api import bp
 from service.web.api.inputs import Body, PageQuery, page, parse_body, parse_query
 from service.web.auth import current_caller, requires
 from service.web.context import current_settings, db_read, db_session
-
-log = logging.getLogger(__name__)
 
 
 class ExportCreate(Body):
@@ -54,11 +49,9 @@ def create_export() -> ResponseReturnValue:
     with db_session() as session:
         export = exports.create_export(session, options, created_by=current_caller().name)
         payload = exports.export_to_dict(export)
-    try:
-        exports.enqueue_export(settings, export.id)
-    except BrokerUnavailable as exc:
-        log.warning("export %s recorded but not queued (broker unavailable: %s)", export.id, exc)
-    return payload, 202, {"Location": url_for("api.get_export", export_id=export.id)}
+    sent = tasks_client.enqueue(settings, tasks_client.EXPORT_TASK, [export.id])
+    location = url_for("api.get_export", export_id=export.id)
+    return {**payload, **sent.to_dict()}, 202, {"Location": location}
 
 
 @bp.get("/exports/test-set")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Literal
 
 from flask import url_for
 from flask.typing import ResponseReturnValue
-from kombu.exceptions import OperationalError as BrokerUnavailable
 from pydantic import Field, model_validator
 
 from service import jobs, results, tasks_client
@@ -18,8 +16,6 @@ from service.web.api.inputs import Body, PageQuery, Query, page, parse_body, par
 from service.web.auth import current_caller, requires
 from service.web.context import current_settings, db_read, db_session
 from service.web.downloads import results_response
-
-log = logging.getLogger(__name__)
 
 
 class JobCreate(Body):
@@ -65,7 +61,10 @@ class ExportQuery(Query):
 @bp.post("/jobs")
 @requires(Role.REVIEWER)
 def create_job() -> ResponseReturnValue:
-    """Record a queued job, then (after the commit) hand it to the scan queue."""
+    """Record a queued job, then (after the commit) hand it to the scan queue.
+
+    201 when it is queued; 202 with `waiting_for_broker` when the broker is unreachable.
+    """
     body = parse_body(JobCreate)
     settings = current_settings()
     with db_session() as session:
@@ -77,13 +76,11 @@ def create_job() -> ResponseReturnValue:
             created_by=current_caller().name,
         )
         payload = jobs.job_to_dict(job)
-    try:
-        tasks_client.enqueue_scan(settings, job.id)
-    except BrokerUnavailable as exc:
-        # The job is committed: the periodic requeue_stalled check sends it later, and a
-        # 500 here would only make the client create it twice.
-        log.warning("job %s created but not queued yet (broker unavailable: %s)", job.id, exc)
-    return payload, 201, {"Location": url_for("api.get_job", job_id=job.id)}
+    # The job is committed: with the broker down it waits (202, not a 500 that would only
+    # make the client create it twice) and the scheduler sends it later.
+    sent = tasks_client.enqueue(settings, tasks_client.SCAN_TASK, [job.id])
+    location = url_for("api.get_job", job_id=job.id)
+    return {**payload, **sent.to_dict()}, 201 if sent.queued else 202, {"Location": location}
 
 
 @bp.get("/jobs")

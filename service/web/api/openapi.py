@@ -42,6 +42,11 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _queued(name: str) -> dict[str, Any]:
+    """A schema plus the Enqueued fields (the answer of a request that queues work)."""
+    return {"allOf": [_ref(name), _ref("Enqueued")]}
+
+
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
@@ -215,6 +220,17 @@ SCHEMAS: dict[str, Any] = {
             "elapsed_seconds": {"type": "number"},
             "eta_seconds": {"type": ["number", "null"]},
         },
+    },
+    "Enqueued": {
+        "type": "object",
+        "description": "What became of the work just recorded: queued on the broker, or "
+        "waiting for it (unreachable); waiting work is sent once the broker answers again.",
+        "properties": {
+            "queued": {"type": "boolean"},
+            "waiting_for_broker": {"type": "boolean"},
+            "message": {"type": "string"},
+        },
+        "required": ["queued", "waiting_for_broker", "message"],
     },
     "Job": {
         "type": "object",
@@ -570,7 +586,7 @@ _TRAINING_PATHS: dict[str, Any] = {
         "post": _op(
             "Export verified labels into a new training-set folder",
             "admin",
-            {202: _json(_ref("Export"), "The queued export.")},
+            {202: _json(_queued("Export"), "The recorded export; `queued` says if it is sent.")},
             (400, 413, 415),
             body="ExportCreate",
             description="Queue an immutable, versioned export: deduplicated by sha256, split "
@@ -627,7 +643,7 @@ _TRAINING_PATHS: dict[str, Any] = {
             "Run the retrain check now",
             "admin",
             {
-                202: _json(_ref("RetrainResult"), "A run was queued."),
+                202: _json(_queued("RetrainResult"), "A run was recorded (see `queued`)."),
                 200: _json(_ref("RetrainResult"), "Nothing to do; `reason` says why."),
             },
             (400, 413, 415),
@@ -696,14 +712,18 @@ PATHS: dict[str, Any] = {
             "reviewer",
             {
                 201: {
-                    **_json(_ref("Job"), "The queued job."),
+                    **_json(_queued("Job"), "The queued job."),
                     "headers": {
                         "Location": {
                             "description": "URL of the new job.",
                             "schema": {"type": "string"},
                         }
                     },
-                }
+                },
+                202: _json(
+                    _queued("Job"),
+                    "The job is recorded and waits for the broker (`waiting_for_broker`).",
+                ),
             },
             (400, 403, 404, 409, 413, 415),
             body="JobCreate",

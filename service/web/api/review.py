@@ -15,7 +15,7 @@ from service.web import MAX_DB_ID
 from service.web.api import bp
 from service.web.api.inputs import Body, Query, parse_body, parse_query
 from service.web.auth import current_caller, requires
-from service.web.context import db_session
+from service.web.context import db_read, db_session
 
 
 class QueueQuery(Query):
@@ -77,5 +77,5 @@ def review_undo() -> ResponseReturnValue:
 def review_stats() -> ResponseReturnValue:
     """Queue counts, and how many decisions the caller made in the last 24 hours."""
     query = parse_query(QueueQuery)
-    with db_session() as session:
+    with db_read() as session:
         return review.queue_stats(session, current_caller().name, query.job_id)

@@ -9,7 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service.web.api import bp
 from service.web.api.openapi import openapi_spec
 from service.web.auth import public
-from service.web.context import db_session
+from service.web.context import db_read
 
 
 @bp.get("/health")
@@ -17,7 +17,7 @@ from service.web.context import db_session
 def health() -> ResponseReturnValue:
     """Liveness and database reachability; tells nothing else to anonymous callers."""
     try:
-        with db_session() as session:
+        with db_read() as session:
             session.execute(text("SELECT 1"))
     except SQLAlchemyError:
         return {"status": "error", "database": "unavailable"}, 503

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask.typing import ResponseReturnValue
-from kombu.exceptions import OperationalError as BrokerUnavailable
 
-from service import promotion, registry, retraining
+from service import promotion, registry, retraining, tasks_client
 from service.models import Role
 from service.web.api import bp
 from service.web.api.inputs import Body, PageQuery, page, parse_body, parse_query
 from service.web.api.models import model_to_dict
 from service.web.auth import current_caller, requires
 from service.web.context import current_settings, db_read, db_session
-
-log = logging.getLogger(__name__)
 
 
 class RetrainRequest(Body):
@@ -50,12 +45,11 @@ def retrain_now() -> ResponseReturnValue:
     settings = current_settings()
     with db_session() as session:
         result = retraining.retrain_check(session, settings, force=body.force, trigger="manual")
-    if result.run_id is not None:
-        try:
-            retraining.enqueue_training(settings, result.run_id)
-        except BrokerUnavailable as exc:
-            log.warning("training run %s not queued (broker unavailable: %s)", result.run_id, exc)
-    return result.to_dict(), 202 if result.started else 200
+    status = 202 if result.started else 200
+    if result.run_id is None:
+        return result.to_dict(), status
+    sent = tasks_client.enqueue(settings, tasks_client.TRAIN_TASK, [result.run_id])
+    return {**result.to_dict(), **sent.to_dict()}, status
 
 
 @bp.post("/training/runs/<id:run_id>/promote")
