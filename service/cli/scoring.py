@@ -1,0 +1,127 @@
+"""`herpscore score`: queue a folder, optionally wait (or run workers) until the job ends."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from service.cli.common import _settings
+from service.db import read_scope, session_scope
+from service.embedded import embedded_worker
+from service.errors import HerpscoreError
+from service.models import JobStatus
+from service.settings import Settings
+
+
+@click.command("score")
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--model", "model_id", type=int, help="Model version id (default: the active one).")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="Review threshold for this job.")
+@click.option("--no-recursive", is_flag=True, help="Only the folder itself, not subfolders.")
+@click.option("--wait", is_flag=True, help="Show progress until the job ends, then a summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option(
+    "--with-worker",
+    is_flag=True,
+    help="Embedded mode: run a worker for the duration of this job (implies --wait).",
+)
+@click.pass_context
+def score_cmd(
+    ctx: click.Context,
+    folder: Path,
+    model_id: int | None,
+    threshold: float | None,
+    no_recursive: bool,
+    wait: bool,
+    as_json: bool,
+    with_worker: bool,
+) -> None:
+    """Score every image under FOLDER (which must lie under HERPSCORE_ALLOWED_ROOTS)."""
+    from service.jobs import create_job
+    from service.tasks_client import enqueue_scan
+
+    settings = _settings(ctx)
+    with session_scope(settings.db_url) as session:
+        job = create_job(
+            session,
+            settings,
+            str(folder.expanduser().absolute()),
+            model_id=model_id,
+            threshold=threshold,
+            recursive=not no_recursive,
+            created_by="cli",
+        )
+        job_id = job.id
+    enqueue_scan(settings, job_id)
+    if not (wait or with_worker):
+        click.echo(
+            json.dumps({"job_id": job_id, "status": "queued"})
+            if as_json
+            else f"job {job_id} queued; follow it with `herpscore jobs show {job_id}`"
+        )
+        return
+    with embedded_worker(settings) if with_worker else _nothing():
+        summary = wait_for_job(settings, job_id, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(
+            f"job {summary['job_id']} {summary['status']}: {summary['scored']} scored, "
+            f"{summary['failed']} failed, {summary['routed_to_review']} routed to review "
+            f"({summary['images_per_second']} img/s)"
+        )
+        click.echo(f"results: herpscore results {job_id} --format csv")
+    if summary["status"] != JobStatus.DONE.value:
+        ctx.exit(1)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def wait_for_job(
+    settings: Settings,
+    job_id: int,
+    progress: bool = True,
+    poll: float = 0.5,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Poll a job until it ends, with a progress bar; returns the summary."""
+    from service.jobs import FINISHED, get_job, job_progress
+
+    started = time.monotonic()
+    bar = tqdm(total=0, unit="img", disable=not progress, desc=f"job {job_id}", file=sys.stderr)
+    try:
+        while True:
+            with read_scope(settings.db_url) as session:
+                job = get_job(session, job_id)
+                status, prog = job.status, job_progress(job)
+            bar.total = prog["total"]
+            bar.n = prog["scored"] + prog["failed"]
+            bar.set_postfix(status=status.value, failed=prog["failed"], refresh=False)
+            bar.refresh()
+            if status in FINISHED:
+                break
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise HerpscoreError(f"job {job_id} did not finish within {timeout:.0f} s")
+            time.sleep(poll)
+    finally:
+        bar.close()
+    return {
+        "job_id": job_id,
+        "status": status.value,
+        "total": prog["total"],
+        "scored": prog["scored"],
+        "failed": prog["failed"],
+        "routed_to_review": prog["routed_to_review"],
+        "images_per_second": prog["images_per_second"],
+    }
