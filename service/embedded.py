@@ -47,7 +47,9 @@ def embedded_worker(
             ]  # fmt: skip
             if beat and name == pools[-1][0]:  # the scheduler rides with the light worker
                 cmd += ["--beat", "--schedule", str(settings.data_path / "celerybeat-schedule")]
-            procs.append(subprocess.Popen(cmd, env=env, start_new_session=True))
+            # The workers' own output ("worker: Warm shutdown", warnings) goes to stderr (fd 2):
+            # stdout belongs to the command, and `score --json` prints one JSON object there.
+            procs.append(subprocess.Popen(cmd, env=env, start_new_session=True, stdout=2))
         yield procs
     finally:
         for proc in procs:

@@ -73,12 +73,20 @@ def jobs_cancel(ctx: click.Context, job_id: int) -> None:
 @click.pass_context
 def results_cmd(ctx: click.Context, job_id: int, fmt: str, output: Path | None) -> None:
     """Every image of a job with its prediction or failure reason."""
+    from service.jobs import FINISHED, get_job
     from service.results import write_results
 
     with (
         session_scope(_settings(ctx).db_url) as session,
         output.open("w", newline="", encoding="utf-8") if output else _stdout() as fh,
     ):
+        status = get_job(session, job_id).status
+        if status not in FINISHED:
+            click.echo(
+                f"warning: job {job_id} is {status.value}, not finished: these are its results "
+                f"so far (follow it with `herpscore jobs show {job_id}`)",
+                err=True,
+            )
         write_results(session, job_id, fmt, fh)
 
 

@@ -69,7 +69,9 @@ def score_cmd(
         )
         return
     with embedded_worker(settings) if with_worker else _nothing():
-        summary = wait_for_job(settings, job_id, progress=not as_json)
+        summary = wait_for_job(
+            settings, job_id, progress=not as_json, check_workers=not with_worker
+        )
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -83,6 +85,19 @@ def score_cmd(
         ctx.exit(1)
 
 
+# A job that stands still this long under `score --wait` makes the CLI ask whether any
+# worker consumes its queues (a worker takes a new message within a second), and again
+# every WORKER_RECHECK_SECONDS while it stays still.
+WORKER_CHECK_SECONDS = 5.0
+WORKER_RECHECK_SECONDS = 30.0
+
+
+class NoWorker(HerpscoreError):
+    """Nothing would ever run the job being waited for."""
+
+    code = "no_worker"
+
+
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
@@ -94,11 +109,17 @@ def wait_for_job(
     progress: bool = True,
     poll: float = 0.5,
     timeout: float | None = None,
+    check_workers: bool = False,
 ) -> dict[str, Any]:
-    """Poll a job until it ends, with a progress bar; returns the summary."""
+    """Poll a job until it ends, with a progress bar; returns the summary.
+
+    With `check_workers`, a job that stands still for WORKER_CHECK_SECONDS makes it ask
+    whether any worker consumes the job's queues (NoWorker if none does).
+    """
     from service.jobs import FINISHED, get_job, job_progress
 
     started = time.monotonic()
+    moved_at, last_seen, checked_at = started, None, None
     bar = tqdm(total=0, unit="img", disable=not progress, desc=f"job {job_id}", file=sys.stderr)
     try:
         while True:
@@ -111,6 +132,16 @@ def wait_for_job(
             bar.refresh()
             if status in FINISHED:
                 break
+            now = time.monotonic()
+            if (status, bar.n) != last_seen:  # bar.n: images scored or failed
+                moved_at, last_seen = now, (status, bar.n)
+            if (
+                check_workers
+                and now - moved_at >= WORKER_CHECK_SECONDS
+                and (checked_at is None or now - checked_at >= WORKER_RECHECK_SECONDS)
+            ):
+                checked_at = now
+                _require_workers(settings, job_id)
             if timeout is not None and time.monotonic() - started > timeout:
                 raise HerpscoreError(f"job {job_id} did not finish within {timeout:.0f} s")
             time.sleep(poll)
@@ -125,3 +156,35 @@ def wait_for_job(
         "routed_to_review": prog["routed_to_review"],
         "images_per_second": prog["images_per_second"],
     }
+
+
+def _require_workers(settings: Settings, job_id: int) -> None:
+    """Raise NoWorker when no live worker consumes a queue the job needs.
+
+    A job that never started is cancelled: otherwise a stack started later, perhaps for
+    something else, would run it unasked.
+    """
+    from service.consumers import idle_queues
+    from service.jobs import cancel_job, get_job
+    from service.tasks_client import SCAN_TASK, SCORE_TASK, TASK_ROUTES
+
+    idle = idle_queues(settings, [TASK_ROUTES[task]["queue"] for task in (SCAN_TASK, SCORE_TASK)])
+    if not idle:
+        return
+    with session_scope(settings.db_url) as session:
+        never_started = get_job(session, job_id).status == JobStatus.QUEUED
+        if never_started:
+            cancel_job(session, job_id)
+    queues = f"{', '.join(idle)} queue{'s' if len(idle) > 1 else ''}"
+    if never_started:
+        raise NoWorker(
+            f"no worker consumes the {queues}, so job {job_id} was cancelled. Start the "
+            "stack with `herpscore up` (in another terminal) and score again, or let this "
+            "command run its own workers: `herpscore score FOLDER --with-worker`",
+            {"job_id": job_id, "idle_queues": idle},
+        )
+    raise NoWorker(
+        f"no worker consumes the {queues}; job {job_id} goes on when one does: "
+        f"start the stack with `herpscore up`, and follow it with `herpscore jobs show {job_id}`",
+        {"job_id": job_id, "idle_queues": idle},
+    )
