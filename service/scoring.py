@@ -162,11 +162,8 @@ def store_results(
     ]
     predictions = _store_predictions(session, work, ok)
     routed_images = _route_predictions(session, work, predictions)
-    result = ChunkResult()
-    result.scored, result.routed = _mark_scored(
-        session, work, [image_id for image_id, _ in ok], routed_images
-    )
-    result.failed = _mark_failed(session, work, outcomes)
+    scored, routed = _mark_scored(session, work, [image_id for image_id, _ in ok], routed_images)
+    result = ChunkResult(scored=scored, failed=_mark_failed(session, work, outcomes), routed=routed)
     _close_chunk(session, chunk_id, work.job_id, result)
     return result
 

@@ -169,7 +169,7 @@ def _require_workers(settings: Settings, job_id: int) -> None:
     from service.tasks_client import SCAN_TASK, SCORE_TASK, TASK_ROUTES
 
     idle = idle_queues(settings, [TASK_ROUTES[task]["queue"] for task in (SCAN_TASK, SCORE_TASK)])
-    if not idle:
+    if not idle:  # None: the broker is down, and the job waits for it like any message
         return
     with session_scope(settings.db_url) as session:
         never_started = get_job(session, job_id).status == JobStatus.QUEUED

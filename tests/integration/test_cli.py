@@ -139,3 +139,21 @@ def test_up_stops_its_workers_when_terminated(embedded_env: dict[str, str], tmp_
         finally:
             if up.poll() is None:
                 up.kill()
+
+
+def test_idle_queues_sees_a_live_worker_and_a_broker_that_is_down(tmp_path: Path) -> None:
+    """What `score --wait` relies on: a live worker's queues are not idle, others are."""
+    import time
+
+    from service.consumers import idle_queues
+    from service.embedded import embedded_worker
+    from service.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", broker_url=None)  # the filesystem broker
+    assert idle_queues(settings, ["scan", "inference"]) == ["scan", "inference"]
+    with embedded_worker(settings, pools=(("tasks", ("scan",), 1),)):
+        deadline = time.monotonic() + 120  # until the worker is up; not a speed check
+        while (idle := idle_queues(settings, ["scan", "inference"])) != ["inference"]:
+            assert idle == ["scan", "inference"] and time.monotonic() < deadline
+    down = Settings(data_dir=tmp_path / "data", broker_url="redis://127.0.0.1:9/0")
+    assert idle_queues(down, ["scan"]) is None  # unknown: the caller goes on waiting
