@@ -155,12 +155,28 @@ def store_results(
     session: Session, chunk_id: int, work: ChunkWork, outcomes: Sequence[FileOutcome]
 ) -> ChunkResult:
     """Write predictions (upsert), review items and image outcomes; idempotent per chunk."""
-    model_id = work.model.id
     ok = [
         (image_id, out)
         for image_id, out in zip(work.image_ids, outcomes, strict=True)
         if out.failure_reason is None and out.confidence is not None
     ]
+    predictions = _store_predictions(session, work, ok)
+    routed_images = _route_predictions(session, work, predictions)
+    scored, routed = _mark_scored(session, work, [image_id for image_id, _ in ok], routed_images)
+    result = ChunkResult(scored=scored, failed=_mark_failed(session, work, outcomes), routed=routed)
+    _close_chunk(session, chunk_id, work.job_id, result)
+    return result
+
+
+# A stored prediction as plain values: (image id, prediction id, label, confidence, top-k).
+StoredPrediction = tuple[int, int, str, float, list[Any]]
+
+
+def _store_predictions(
+    session: Session, work: ChunkWork, ok: list[tuple[int, FileOutcome]]
+) -> list[StoredPrediction]:
+    """Insert the chunk's predictions (an existing one for the same model version is kept)."""
+    model_id = work.model.id
     rows: list[dict[str, Any]] = [
         {
             "image_id": image_id,
@@ -179,15 +195,14 @@ def store_results(
             session, Prediction, rows, ["image_id", "model_version_id"], ("image_id", "id")
         )
     )
-    scored_images = [image_id for image_id, _ in ok]
     # What is stored: the rows just inserted, and for images this model version scored in
     # an earlier job, the earlier row that the upsert kept, read back as plain rows.
-    predictions = [
+    predictions: list[StoredPrediction] = [
         (row["image_id"], inserted[row["image_id"]], row["label"], row["confidence"], row["topk"])
         for row in rows
         if row["image_id"] in inserted
     ]
-    if kept := [image_id for image_id in scored_images if image_id not in inserted]:
+    if kept := [image_id for image_id, _ in ok if image_id not in inserted]:
         predictions += session.execute(
             select(
                 Prediction.image_id, Prediction.id, Prediction.label, Prediction.confidence,
@@ -197,9 +212,16 @@ def store_results(
                 in_values(session, Prediction.image_id, kept),
             )
         ).all()  # fmt: skip
+    return predictions
+
+
+def _route_predictions(
+    session: Session, work: ChunkWork, predictions: list[StoredPrediction]
+) -> set[int]:
+    """Queue the uncertain or risky predictions for review; returns the images routed."""
     # A human's current decision is final: re-scoring never re-queues that image.
     human_decided = images_with_human_decision(session, [p[0] for p in predictions])
-    review_rows = []
+    review_rows: list[dict[str, Any]] = []
     for image_id, prediction_id, label, confidence, topk in predictions:
         reason = route_for_review(label, confidence, topk, work.rules)
         if reason is not None and image_id not in human_decided:
@@ -214,22 +236,30 @@ def store_results(
                 }
             )
     insert_ignoring_conflicts(session, ReviewItem, review_rows, ["prediction_id"])
-    routed_images = {row["image_id"] for row in review_rows}
+    return {row["image_id"] for row in review_rows}
 
-    result = ChunkResult()
+
+def _mark_scored(
+    session: Session, work: ChunkWork, scored_images: list[int], routed_images: set[int]
+) -> tuple[int, int]:
+    """Mark the job images still pending as scored; returns (newly scored, of them routed)."""
     by_image = dict(zip(work.image_ids, work.job_image_ids, strict=True))
     scored_ids = [by_image[i] for i in scored_images]
-    if scored_ids:
-        newly = session.scalars(
-            update(JobImage)
-            .where(
-                in_values(session, JobImage.id, scored_ids), JobImage.status == ItemStatus.PENDING
-            )
-            .values(status=ItemStatus.SCORED)
-            .returning(JobImage.image_id)
-        ).all()
-        result.scored = len(newly)
-        result.routed = sum(1 for image_id in newly if image_id in routed_images)
+    if not scored_ids:
+        return 0, 0
+    newly = session.scalars(
+        update(JobImage)
+        .where(in_values(session, JobImage.id, scored_ids), JobImage.status == ItemStatus.PENDING)
+        .values(status=ItemStatus.SCORED)
+        .returning(JobImage.image_id)
+    ).all()
+    return len(newly), sum(1 for image_id in newly if image_id in routed_images)
+
+
+def _mark_failed(session: Session, work: ChunkWork, outcomes: Sequence[FileOutcome]) -> int:
+    """Record each failed file's reason on its job image (if still pending); returns how many."""
+    by_image = dict(zip(work.image_ids, work.job_image_ids, strict=True))
+    failed = 0
     for image_id, out in zip(work.image_ids, outcomes, strict=True):
         if out.failure_reason is None:
             continue
@@ -242,10 +272,15 @@ def store_results(
                 failure_detail=(out.failure_detail or "")[:2000],
             )
         )
-        result.failed += changed.rowcount  # type: ignore[attr-defined]
+        failed += changed.rowcount  # type: ignore[attr-defined]
+    return failed
+
+
+def _close_chunk(session: Session, chunk_id: int, job_id: int, result: ChunkResult) -> None:
+    """Add the chunk's counts to its job and mark the chunk done."""
     session.execute(
         update(ScanJob)
-        .where(ScanJob.id == work.job_id)
+        .where(ScanJob.id == job_id)
         .values(
             scored=ScanJob.scored + result.scored,
             failed=ScanJob.failed + result.failed,
@@ -257,7 +292,6 @@ def store_results(
         .where(Chunk.id == chunk_id)
         .values(status=ChunkStatus.DONE, finished_at=utcnow())
     )
-    return result
 
 
 def score_chunk(settings: Settings, chunk_id: int, scorer: Scorer) -> ChunkResult:

@@ -43,7 +43,7 @@ def test_embedded_mode_scores_a_folder_end_to_end(embedded_env, tmp_path):
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     result = run_cli(embedded_env, "score", str(folder), "--with-worker", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = json.loads(result.stdout)  # stdout holds the summary only: worker logs go to stderr
     assert summary["status"] == "done"
     assert (summary["total"], summary["scored"], summary["failed"]) == (21, 20, 1)
     csv_out = run_cli(embedded_env, "results", str(summary["job_id"]), "--format", "csv")
@@ -53,6 +53,27 @@ def test_embedded_mode_scores_a_folder_end_to_end(embedded_env, tmp_path):
         run_cli(embedded_env, "results", str(summary["job_id"]), "--format", "json").stdout
     )
     assert {r["label"] for r in as_json if r["status"] == "scored"} == {"red", "green", "blue"}
+
+
+def test_score_wait_without_a_worker_stops_and_says_what_to_run(embedded_env, tmp_path):
+    """Nothing consumes the queue: `--wait` must not wait forever, nor leave the job queued."""
+    folder = make_photo_folder(tmp_path / "photos" / "survey", count=3)
+    waited = run_cli(embedded_env, "score", str(folder), "--wait", timeout=120)
+    assert waited.returncode == 2, waited.stderr[-3000:]
+    assert "no worker consumes the scan, inference queues" in waited.stderr
+    assert "herpscore up" in waited.stderr and "--with-worker" in waited.stderr
+    assert "Traceback" not in waited.stderr and waited.stdout == ""
+    job = json.loads(run_cli(embedded_env, "jobs", "show", "1").stdout)
+    assert job["status"] == "cancelled"  # a stack started later must not run it unasked
+
+
+def test_results_of_an_unfinished_job_say_so_on_stderr(embedded_env, tmp_path):
+    folder = make_photo_folder(tmp_path / "photos" / "survey", count=3)
+    assert run_cli(embedded_env, "score", str(folder)).returncode == 0  # queued, no worker
+    partial = run_cli(embedded_env, "results", "1")
+    assert partial.returncode == 0, partial.stderr
+    assert partial.stdout.startswith("image_id,rel_path")
+    assert "job 1 is queued, not finished" in partial.stderr
 
 
 def test_cli_errors_are_clear_and_non_zero(embedded_env, tmp_path):
@@ -128,3 +149,21 @@ def test_up_stops_its_workers_when_terminated(embedded_env: dict[str, str], tmp_
         finally:
             if up.poll() is None:
                 up.kill()
+
+
+def test_idle_queues_sees_a_live_worker_and_a_broker_that_is_down(tmp_path: Path) -> None:
+    """What `score --wait` relies on: a live worker's queues are not idle, others are."""
+    import time
+
+    from service.consumers import idle_queues
+    from service.embedded import embedded_worker
+    from service.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", broker_url=None)  # the filesystem broker
+    assert idle_queues(settings, ["scan", "inference"]) == ["scan", "inference"]
+    with embedded_worker(settings, pools=(("tasks", ("scan",), 1),)):
+        deadline = time.monotonic() + 120  # until the worker is up; not a speed check
+        while (idle := idle_queues(settings, ["scan", "inference"])) != ["inference"]:
+            assert idle == ["scan", "inference"] and time.monotonic() < deadline
+    down = Settings(data_dir=tmp_path / "data", broker_url="redis://127.0.0.1:9/0")
+    assert idle_queues(down, ["scan"]) is None  # unknown: the caller goes on waiting

@@ -1,106 +1,25 @@
-"""The review queue: claiming items under a lease, recording decisions, undo, bulk confirm."""
+"""Reviewers' decisions as annotations: decide, undo, bulk confirm, and their JSON shape."""
 
 from __future__ import annotations
 
-import posixpath
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.db import in_values
 from service.errors import BadInput, InvalidState, NotFound
-from service.models import (
-    Annotation,
-    Decision,
-    Image,
-    JobImage,
-    ModelVersion,
-    Prediction,
-    ReviewItem,
-    ReviewStatus,
-    utcnow,
-)
+from service.models import Annotation, Decision, Prediction, ReviewItem, ReviewStatus, utcnow
+from service.review.claims import CLAIM_ATTEMPTS, DEFAULT_LEASE_SECONDS, _claimable
 
-DEFAULT_LEASE_SECONDS = 300
 MAX_LABEL_LENGTH = 200
 # Decisions that settle what an image shows; a skip settles nothing.
 SETTLING = (Decision.LABEL, Decision.UNKNOWN, Decision.UNUSABLE)
 # A skip sinks the item below every item that was never skipped (priorities lie in [0, 1]).
 SKIP_PENALTY = 1.0
-SIBLINGS_EACH_SIDE = 4
-# Claim attempts before giving up; a miss means another reviewer won that row just now.
-CLAIM_ATTEMPTS = 20
-
-ImageUrl = Callable[[int], str]
-
-
-def _claimable(now: Any) -> ColumnElement[bool]:
-    """A pending item nobody holds: never claimed, released, or its lease ran out."""
-    return and_(
-        ReviewItem.status == ReviewStatus.PENDING,
-        or_(
-            ReviewItem.claimed_by.is_(None),
-            ReviewItem.lease_expires_at.is_(None),
-            ReviewItem.lease_expires_at <= now,
-        ),
-    )
-
-
-def next_item(
-    session: Session,
-    reviewer: str,
-    lease_seconds: int = DEFAULT_LEASE_SECONDS,
-    job_id: int | None = None,
-) -> ReviewItem | None:
-    """The reviewer's own live claim, else a newly claimed highest-priority item; None if empty.
-
-    Claims are exclusive: on PostgreSQL the candidate row is locked with SKIP LOCKED, and on
-    both databases a conditional UPDATE only takes a row that is still free.
-    """
-    now = utcnow()
-    lease = now + timedelta(seconds=lease_seconds)
-    own = select(ReviewItem).where(
-        ReviewItem.status == ReviewStatus.PENDING,
-        ReviewItem.claimed_by == reviewer,
-        ReviewItem.lease_expires_at > now,
-    )
-    if job_id is not None:
-        own = own.where(ReviewItem.job_id == job_id)
-    # The latest claim first: an undone item (claimed last) is shown before the older one.
-    mine = session.scalar(
-        own.order_by(ReviewItem.lease_expires_at.desc(), ReviewItem.id.desc()).limit(1)
-    )
-    if mine is not None:
-        mine.lease_expires_at = lease  # the reviewer is still on it: keep it theirs
-        return mine
-
-    candidates = select(ReviewItem.id).where(_claimable(now))
-    if job_id is not None:
-        candidates = candidates.where(ReviewItem.job_id == job_id)
-    candidates = (
-        candidates.order_by(ReviewItem.priority.desc(), ReviewItem.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's BEGIN IMMEDIATE serialises
-    )
-    for _ in range(CLAIM_ATTEMPTS):
-        item_id = session.scalar(candidates)
-        if item_id is None:
-            return None
-        claimed = session.execute(
-            update(ReviewItem)
-            .where(ReviewItem.id == item_id, _claimable(now))
-            .values(claimed_by=reviewer, lease_expires_at=lease)
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount == 1:  # type: ignore[attr-defined]
-            item = session.get(ReviewItem, item_id, populate_existing=True)
-            assert item is not None
-            return item
-    return None
 
 
 def normalise_label(label: str | None) -> str:
@@ -113,14 +32,6 @@ def normalise_label(label: str | None) -> str:
     if any(unicodedata.category(ch).startswith("C") for ch in text):
         raise BadInput("a label must not contain control characters")
     return text
-
-
-def get_item(session: Session, item_id: int) -> ReviewItem:
-    """The review item with this id, or NotFound."""
-    item = session.get(ReviewItem, item_id)
-    if item is None:
-        raise NotFound(f"review item {item_id} does not exist")
-    return item
 
 
 def decide(
@@ -354,146 +265,6 @@ def confirm_many(session: Session, image_ids: list[int], reviewer: str) -> int:
     return confirmed
 
 
-def queue_stats(
-    session: Session, reviewer: str | None = None, job_id: int | None = None
-) -> dict[str, Any]:
-    """Queue counts: pending, free to claim, held by others, done; and the reviewer's own."""
-    now = utcnow()
-    scope = [ReviewItem.job_id == job_id] if job_id is not None else []
-
-    def count(*where: Any) -> int:
-        return int(
-            session.scalar(select(func.count()).select_from(ReviewItem).where(*scope, *where)) or 0
-        )
-
-    stats: dict[str, Any] = {
-        "pending": count(ReviewItem.status == ReviewStatus.PENDING),
-        "available": count(_claimable(now)),
-        "claimed": count(
-            ReviewItem.status == ReviewStatus.PENDING,
-            ReviewItem.claimed_by.is_not(None),
-            ReviewItem.lease_expires_at > now,
-        ),
-        "done": count(ReviewItem.status == ReviewStatus.DONE),
-    }
-    if reviewer is not None:
-        since = now - timedelta(days=1)
-        stats["reviewer"] = reviewer
-        stats["decided_by_you_24h"] = int(
-            session.scalar(
-                select(func.count())
-                .select_from(Annotation)
-                .where(
-                    Annotation.reviewer == reviewer,
-                    Annotation.undone_at.is_(None),
-                    Annotation.decision.in_(SETTLING),
-                    Annotation.created_at >= since,
-                )
-            )
-            or 0
-        )
-    return stats
-
-
-def known_labels(session: Session, model_version_id: int | None = None) -> list[str]:
-    """Labels a reviewer may pick: the model's classes plus every label a human has used."""
-    labels: set[str] = set()
-    if model_version_id is not None:
-        model = session.get(ModelVersion, model_version_id)
-        if model is not None:
-            labels.update(model.labels)
-    labels.update(
-        session.scalars(
-            select(Annotation.label)
-            .where(
-                Annotation.decision == Decision.LABEL,
-                Annotation.undone_at.is_(None),
-                Annotation.label.is_not(None),
-            )
-            .distinct()
-        )
-    )
-    return sorted(labels, key=str.casefold)
-
-
-def describe_reason(reason: str) -> str:
-    """The routing reason in words (see service.routing)."""
-    if reason.startswith("low_confidence<"):
-        return f"confidence below {reason.split('<', 1)[1]}"
-    if reason == "risky_label":
-        return "this species is always reviewed"
-    return reason.replace("_", " ")
-
-
-def _siblings(
-    session: Session,
-    job_id: int,
-    rel_path: str,
-    model_version_id: int,
-    image_url: ImageUrl | None,
-) -> list[dict[str, Any]]:
-    """Images of the same job in the same folder, a few on each side of this one, in order."""
-    folder = posixpath.dirname(rel_path)
-    # substr, not LIKE: SQLite's LIKE ignores case and "_" would need escaping.
-    prefix = f"{folder}/" if folder else ""
-    rest = func.substr(JobImage.rel_path, len(prefix) + 1)
-    same_folder = and_(
-        func.substr(JobImage.rel_path, 1, len(prefix)) == prefix, ~rest.contains("/")
-    )
-    base = select(JobImage.image_id, JobImage.rel_path).where(
-        JobImage.job_id == job_id, same_folder
-    )
-    before = session.execute(
-        base.where(JobImage.rel_path < rel_path)
-        .order_by(JobImage.rel_path.desc())
-        .limit(SIBLINGS_EACH_SIDE)
-    ).all()
-    after = session.execute(
-        base.where(JobImage.rel_path >= rel_path)
-        .order_by(JobImage.rel_path)
-        .limit(SIBLINGS_EACH_SIDE + 1)
-    ).all()
-    rows = [*reversed(before), *after]
-    ids = [r[0] for r in rows]
-    machine = dict(
-        session.execute(
-            select(Prediction.image_id, Prediction.label).where(
-                Prediction.image_id.in_(ids), Prediction.model_version_id == model_version_id
-            )
-        ).all()
-    )
-    human = {a.image_id: a for a in _current_decisions(session, ids)}
-    return [
-        {
-            "image_id": image_id,
-            "name": posixpath.basename(path),
-            "rel_path": path,
-            "current": path == rel_path,
-            "machine_label": machine.get(image_id),
-            "human_decision": human[image_id].decision.value if image_id in human else None,
-            "human_label": human[image_id].label if image_id in human else None,
-            "thumbnail_url": image_url(image_id) if image_url else None,
-        }
-        for image_id, path in rows
-    ]
-
-
-def _current_decisions(session: Session, image_ids: Sequence[int]) -> list[Annotation]:
-    """The current human decision of each of these images that has one."""
-    latest: dict[int, Annotation] = {}
-    for annotation in session.scalars(
-        select(Annotation)
-        .where(
-            Annotation.image_id.in_(list(image_ids)),
-            Annotation.undone_at.is_(None),
-            Annotation.decision.in_(SETTLING),
-        )
-        .order_by(Annotation.created_at, Annotation.id)
-    ):
-        latest[annotation.image_id] = annotation
-    return list(latest.values())
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -512,72 +283,6 @@ def annotation_to_dict(annotation: Annotation) -> dict[str, Any]:
         "model_version_id": annotation.model_version_id,
         "created_at": annotation.created_at.isoformat(),
         "undone_at": _iso(annotation.undone_at),
-    }
-
-
-def item_context(
-    session: Session,
-    item: ReviewItem,
-    *,
-    reviewer: str | None = None,
-    job_id: int | None = None,
-    image_url: ImageUrl | None = None,
-    thumbnail_url: ImageUrl | None = None,
-) -> dict[str, Any]:
-    """Everything the review page shows for one item; URLs come from the web layer.
-
-    `reviewer` and `job_id` scope the queue counts (the queue the reviewer is working on).
-    """
-    image = session.get(Image, item.image_id)
-    prediction = session.get(Prediction, item.prediction_id)
-    assert image is not None and prediction is not None  # foreign keys, cascading deletes
-    job_image = None
-    if item.job_id is not None:
-        job_image = session.scalar(
-            select(JobImage).where(
-                JobImage.job_id == item.job_id, JobImage.image_id == item.image_id
-            )
-        )
-    rel_path = job_image.rel_path if job_image else posixpath.basename(image.path)
-    model = session.get(ModelVersion, prediction.model_version_id)
-    decision = current_label(session, image.id)
-    return {
-        "id": item.id,
-        "status": item.status.value,
-        "reason": item.reason,
-        "reason_text": describe_reason(item.reason),
-        "priority": item.priority,
-        "job_id": item.job_id,
-        "claimed_by": item.claimed_by,
-        "lease_expires_at": _iso(item.lease_expires_at),
-        "decided_at": _iso(item.decided_at),
-        "image": {
-            "id": image.id,
-            "path": image.path,
-            "rel_path": rel_path,
-            "captured_at": _iso(image.captured_at),
-            "width": image.width,
-            "height": image.height,
-            "url": image_url(image.id) if image_url else None,
-        },
-        "prediction": {
-            "label": prediction.label,
-            "confidence": prediction.confidence,
-            "model_version_id": prediction.model_version_id,
-            "model_name": model.name if model else None,
-            "topk": [
-                {"rank": rank, "label": str(entry[0]), "confidence": float(entry[1])}
-                for rank, entry in enumerate(prediction.topk, start=1)
-            ],
-        },
-        "human": annotation_to_dict(decision) if decision else None,
-        "siblings": _siblings(
-            session, item.job_id, rel_path, prediction.model_version_id, thumbnail_url
-        )
-        if job_image is not None and item.job_id is not None
-        else [],
-        "labels": known_labels(session, prediction.model_version_id),
-        "stats": queue_stats(session, reviewer, job_id),
     }
 
 

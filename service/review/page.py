@@ -1,0 +1,234 @@
+"""The review page's view model: an item with its image, prediction, siblings, labels, counts."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
+
+from service.models import (
+    Annotation,
+    Decision,
+    Image,
+    JobImage,
+    ModelVersion,
+    Prediction,
+    ReviewItem,
+    ReviewStatus,
+    utcnow,
+)
+from service.review.annotations import SETTLING, _iso, annotation_to_dict, current_label
+from service.review.claims import _claimable
+
+SIBLINGS_EACH_SIDE = 4
+ImageUrl = Callable[[int], str]
+
+
+def queue_stats(
+    session: Session, reviewer: str | None = None, job_id: int | None = None
+) -> dict[str, Any]:
+    """Queue counts: pending, free to claim, held by others, done; and the reviewer's own."""
+    now = utcnow()
+    scope = [ReviewItem.job_id == job_id] if job_id is not None else []
+
+    def count(*where: Any) -> int:
+        return int(
+            session.scalar(select(func.count()).select_from(ReviewItem).where(*scope, *where)) or 0
+        )
+
+    stats: dict[str, Any] = {
+        "pending": count(ReviewItem.status == ReviewStatus.PENDING),
+        "available": count(_claimable(now)),
+        "claimed": count(
+            ReviewItem.status == ReviewStatus.PENDING,
+            ReviewItem.claimed_by.is_not(None),
+            ReviewItem.lease_expires_at > now,
+        ),
+        "done": count(ReviewItem.status == ReviewStatus.DONE),
+    }
+    if reviewer is not None:
+        since = now - timedelta(days=1)
+        stats["reviewer"] = reviewer
+        stats["decided_by_you_24h"] = int(
+            session.scalar(
+                select(func.count())
+                .select_from(Annotation)
+                .where(
+                    Annotation.reviewer == reviewer,
+                    Annotation.undone_at.is_(None),
+                    Annotation.decision.in_(SETTLING),
+                    Annotation.created_at >= since,
+                )
+            )
+            or 0
+        )
+    return stats
+
+
+def known_labels(session: Session, model_version_id: int | None = None) -> list[str]:
+    """Labels a reviewer may pick: the model's classes plus every label a human has used."""
+    labels: set[str] = set()
+    if model_version_id is not None:
+        model = session.get(ModelVersion, model_version_id)
+        if model is not None:
+            labels.update(model.labels)
+    labels.update(
+        session.scalars(
+            select(Annotation.label)
+            .where(
+                Annotation.decision == Decision.LABEL,
+                Annotation.undone_at.is_(None),
+                Annotation.label.is_not(None),
+            )
+            .distinct()
+        )
+    )
+    return sorted(labels, key=str.casefold)
+
+
+def describe_reason(reason: str) -> str:
+    """The routing reason in words (see service.routing)."""
+    if reason.startswith("low_confidence<"):
+        return f"confidence below {reason.split('<', 1)[1]}"
+    if reason == "risky_label":
+        return "this species is always reviewed"
+    return reason.replace("_", " ")
+
+
+def _siblings(
+    session: Session,
+    job_id: int,
+    rel_path: str,
+    model_version_id: int,
+    image_url: ImageUrl | None,
+) -> list[dict[str, Any]]:
+    """Images of the same job in the same folder, a few on each side of this one, in order."""
+    folder = posixpath.dirname(rel_path)
+    # substr, not LIKE: SQLite's LIKE ignores case and "_" would need escaping.
+    prefix = f"{folder}/" if folder else ""
+    rest = func.substr(JobImage.rel_path, len(prefix) + 1)
+    same_folder = and_(
+        func.substr(JobImage.rel_path, 1, len(prefix)) == prefix, ~rest.contains("/")
+    )
+    base = select(JobImage.image_id, JobImage.rel_path).where(
+        JobImage.job_id == job_id, same_folder
+    )
+    before = session.execute(
+        base.where(JobImage.rel_path < rel_path)
+        .order_by(JobImage.rel_path.desc())
+        .limit(SIBLINGS_EACH_SIDE)
+    ).all()
+    after = session.execute(
+        base.where(JobImage.rel_path >= rel_path)
+        .order_by(JobImage.rel_path)
+        .limit(SIBLINGS_EACH_SIDE + 1)
+    ).all()
+    rows = [*reversed(before), *after]
+    ids = [r[0] for r in rows]
+    machine = dict(
+        session.execute(
+            select(Prediction.image_id, Prediction.label).where(
+                Prediction.image_id.in_(ids), Prediction.model_version_id == model_version_id
+            )
+        ).all()
+    )
+    human = {a.image_id: a for a in _current_decisions(session, ids)}
+    return [
+        {
+            "image_id": image_id,
+            "name": posixpath.basename(path),
+            "rel_path": path,
+            "current": path == rel_path,
+            "machine_label": machine.get(image_id),
+            "human_decision": human[image_id].decision.value if image_id in human else None,
+            "human_label": human[image_id].label if image_id in human else None,
+            "thumbnail_url": image_url(image_id) if image_url else None,
+        }
+        for image_id, path in rows
+    ]
+
+
+def _current_decisions(session: Session, image_ids: Sequence[int]) -> list[Annotation]:
+    """The current human decision of each of these images that has one."""
+    latest: dict[int, Annotation] = {}
+    for annotation in session.scalars(
+        select(Annotation)
+        .where(
+            Annotation.image_id.in_(list(image_ids)),
+            Annotation.undone_at.is_(None),
+            Annotation.decision.in_(SETTLING),
+        )
+        .order_by(Annotation.created_at, Annotation.id)
+    ):
+        latest[annotation.image_id] = annotation
+    return list(latest.values())
+
+
+def item_context(
+    session: Session,
+    item: ReviewItem,
+    *,
+    reviewer: str | None = None,
+    job_id: int | None = None,
+    image_url: ImageUrl | None = None,
+    thumbnail_url: ImageUrl | None = None,
+) -> dict[str, Any]:
+    """Everything the review page shows for one item; URLs come from the web layer.
+
+    `reviewer` and `job_id` scope the queue counts (the queue the reviewer is working on).
+    """
+    image = session.get(Image, item.image_id)
+    prediction = session.get(Prediction, item.prediction_id)
+    assert image is not None and prediction is not None  # foreign keys, cascading deletes
+    job_image = None
+    if item.job_id is not None:
+        job_image = session.scalar(
+            select(JobImage).where(
+                JobImage.job_id == item.job_id, JobImage.image_id == item.image_id
+            )
+        )
+    rel_path = job_image.rel_path if job_image else posixpath.basename(image.path)
+    model = session.get(ModelVersion, prediction.model_version_id)
+    decision = current_label(session, image.id)
+    return {
+        "id": item.id,
+        "status": item.status.value,
+        "reason": item.reason,
+        "reason_text": describe_reason(item.reason),
+        "priority": item.priority,
+        "job_id": item.job_id,
+        "claimed_by": item.claimed_by,
+        "lease_expires_at": _iso(item.lease_expires_at),
+        "decided_at": _iso(item.decided_at),
+        "image": {
+            "id": image.id,
+            "path": image.path,
+            "rel_path": rel_path,
+            "captured_at": _iso(image.captured_at),
+            "width": image.width,
+            "height": image.height,
+            "url": image_url(image.id) if image_url else None,
+        },
+        "prediction": {
+            "label": prediction.label,
+            "confidence": prediction.confidence,
+            "model_version_id": prediction.model_version_id,
+            "model_name": model.name if model else None,
+            "topk": [
+                {"rank": rank, "label": str(entry[0]), "confidence": float(entry[1])}
+                for rank, entry in enumerate(prediction.topk, start=1)
+            ],
+        },
+        "human": annotation_to_dict(decision) if decision else None,
+        "siblings": _siblings(
+            session, item.job_id, rel_path, prediction.model_version_id, thumbnail_url
+        )
+        if job_image is not None and item.job_id is not None
+        else [],
+        "labels": known_labels(session, prediction.model_version_id),
+        "stats": queue_stats(session, reviewer, job_id),
+    }
