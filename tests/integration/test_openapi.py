@@ -118,7 +118,7 @@ def test_the_checker_catches_an_undocumented_field(api_app: Flask) -> None:
 
 # A short fuzzing run, in-process: enough to catch a 500 or an undocumented answer on every
 # route without making the suite slow. Raise EXAMPLES locally for a longer hunt.
-EXAMPLES = 12
+EXAMPLES = 10
 
 
 @pytest.mark.slow
