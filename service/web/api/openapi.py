@@ -24,6 +24,7 @@ from service.web.api.operations import JSON, Content, Error, Operation, declared
 from service.web.auth import declared_access
 
 PREFIX = "/api/v1"
+RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?(\w+)>")  # `<id:job_id>` -> job_id
 
 INTRO = """\
 herpscore scores folders of field photos with an ONNX species classifier and keeps every
@@ -73,7 +74,7 @@ class Route:
 
     @property
     def path(self) -> str:
-        return re.sub(r"<(?:[^:<>]+:)?(\w+)>", r"{\1}", self.rule.rule.removeprefix(PREFIX))
+        return RULE_ARGUMENT.sub(r"{\1}", self.rule.rule.removeprefix(PREFIX))
 
 
 def openapi_document(app: Flask) -> dict[str, Any]:
@@ -246,17 +247,17 @@ def _responses(route: Route, schemas: _Schemas) -> dict[str, Any]:
         errors |= {401, 403}
     if route.rule.arguments:
         errors.add(404)
-    for status in sorted(errors - set(op.answers)):
+    for status in errors - set(op.answers):
         responses[str(status)] = {
             "description": ERRORS[status],
             "content": {JSON: {"schema": schemas.answer(Error)}},
         }
-    return responses
+    return dict(sorted(responses.items()))
 
 
 def _path_parameters(rule: Rule) -> list[dict[str, Any]]:
     params = []
-    for name in re.findall(r"<(?:[^:<>]+:)?(\w+)>", rule.rule):
+    for name in RULE_ARGUMENT.findall(rule.rule):
         converter = rule._converters[name]
         schema: dict[str, Any] = {"type": "string"}
         if isinstance(converter, NumberConverter):
@@ -266,5 +267,8 @@ def _path_parameters(rule: Rule) -> list[dict[str, Any]]:
                 schema["minimum"] = low
             if converter.max is not None:
                 schema["maximum"] = converter.max
-        params.append({"name": name, "in": "path", "required": True, "schema": schema})
+        param = {"name": name, "in": "path", "required": True, "schema": schema}
+        if name.endswith("_id"):
+            param["description"] = f"The {name.removesuffix('_id').replace('_', ' ')} id."
+        params.append(param)
     return params
