@@ -17,6 +17,7 @@ from service.models import Base, ModelVersion, Role
 from service.settings import Settings
 from service.web import create_app
 from tests.support.models import make_model_folder
+from tests.support.openapi import describe, install_checker
 
 Headers = dict[str, str]
 
@@ -58,9 +59,12 @@ def api_settings(
 
 @pytest.fixture()
 def api_app(api_settings: Settings) -> Iterator[Flask]:
+    """The app; every API answer a test provokes is also checked against the OpenAPI document."""
     app = create_app(api_settings)
     app.testing = True
+    checker = install_checker(app)
     yield app
+    assert not checker.failures, describe(checker.failures)
 
 
 @pytest.fixture()

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from celery.signals import before_task_publish
-from flask import Flask
 from flask.testing import FlaskClient
 
 from service import jobs, registry, results
@@ -28,7 +26,6 @@ from service.models import (
 )
 from service.settings import Settings
 from service.web import create_app
-from service.web.auth import declared_access
 from tests.support.broker import UNREACHABLE_BROKER, queued_messages
 from tests.support.models import make_model_folder
 
@@ -74,46 +71,6 @@ def test_health_needs_no_key(api_client: FlaskClient) -> None:
     response = api_client.get("/api/v1/health")
     assert response.status_code == 200
     assert response.get_json() == {"status": "ok", "database": "ok"}
-
-
-def _spec_path(rule: str) -> str:
-    return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.removeprefix("/api/v1"))
-
-
-def test_openapi_describes_exactly_the_registered_routes(
-    api_app: Flask, api_client: FlaskClient
-) -> None:
-    response = api_client.get("/api/v1/openapi.json")  # no key: it is documentation
-    assert response.status_code == 200
-    spec = response.get_json()
-    assert spec["openapi"].startswith("3.1")
-    registered: dict[tuple[str, str], str] = {}
-    for rule in api_app.url_map.iter_rules():
-        if rule.rule.startswith("/api/v1/"):
-            for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
-                registered[(_spec_path(rule.rule), method.lower())] = rule.endpoint
-    documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
-    assert documented == set(registered)
-    for (path, method), endpoint in registered.items():
-        op = spec["paths"][path][method]
-        needed = declared_access(api_app.view_functions[endpoint])
-        assert op["x-required-role"] == (needed.value if needed else "public"), endpoint
-        assert (op.get("security") == []) == (needed is None), endpoint
-        if needed is not None:
-            assert {"401", "403"} <= set(op["responses"]), endpoint
-        params = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
-        assert params == set(re.findall(r"{(\w+)}", path)), endpoint
-
-
-def test_openapi_security_scheme_and_refs(api_client: FlaskClient) -> None:
-    spec = api_client.get("/api/v1/openapi.json").get_json()
-    schemes = spec["components"]["securitySchemes"]
-    assert schemes["ApiKeyHeader"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
-    assert {"ApiKeyHeader": []} in spec["security"]
-    schemas = spec["components"]["schemas"]
-    refs = re.findall(r'"\$ref": "#/components/schemas/(\w+)"', str(spec).replace("'", '"'))
-    assert refs and set(refs) <= set(schemas)
-    assert schemas["Error"]["required"] == ["error", "message"]
 
 
 # --- keys ---

@@ -1,22 +1,9 @@
-"""The JSON API blueprint at /api/v1; every view declares the role it needs (see web.auth).
+"""The JSON API blueprint at /api/v1; every view declares its role and its operation.
 
-Route and role matrix (admin > reviewer > viewer; a role may do what every lower one may):
-
-    GET  /health                      public (no key)
-    GET  /openapi.json                public (documentation)
-    GET  /jobs, /jobs/<id>            viewer
-    GET  /jobs/<id>/predictions       viewer
-    GET  /jobs/<id>/results.csv       viewer
-    POST /jobs                        reviewer
-    POST /jobs/<id>/cancel            reviewer
-    GET  /review/stats                viewer
-    GET  /review/next                 reviewer (claims an item)
-    POST /review/items/<id>/decision  reviewer
-    POST /review/undo                 reviewer
-    GET  /models, /models/<id>        viewer
-    POST /models/<id>/activate        admin
-    GET  /keys, POST /keys            admin
-    POST /keys/<id>/revoke            admin
+Each view carries `@requires(Role.X)` (or `@public`), which `authorize` enforces before it
+runs, and `@operation(...)` (service.web.api.operations), which parses its query and body
+and describes its answers. The OpenAPI document at /api/v1/openapi.json is built from both,
+and its `info.description` holds the table of routes and roles (see docs/api.md).
 """
 
 from __future__ import annotations

@@ -19,18 +19,20 @@ MAX_OFFSET = 2**31 - 1
 class Body(BaseModel):
     """Base of JSON bodies: unknown fields are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class Query(BaseModel):
     """Base of query strings: unknown parameters are errors (a typo must not drop a filter)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class PageQuery(Query):
     limit: int = Field(default=100, ge=1, le=MAX_LIMIT)
+    """Page size."""
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    """Rows to skip."""
 
 
 def parse_body(model: type[M]) -> M:

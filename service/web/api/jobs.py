@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from flask import url_for
@@ -12,30 +13,42 @@ from service import jobs, results, tasks_client
 from service.models import JobStatus, Role
 from service.web import MAX_DB_ID
 from service.web.api import bp
-from service.web.api.inputs import Body, PageQuery, Query, page, parse_body, parse_query
+from service.web.api.inputs import Body, PageQuery, Query, page
+from service.web.api.operations import JSON, Content, Output, Page, Sent, operation
 from service.web.auth import current_caller, requires
 from service.web.context import current_settings, db_read, db_session
 from service.web.downloads import results_response
 
 
 class JobCreate(Body):
+    """What to score."""
+
     folder: str = Field(min_length=1, max_length=4096)
+    """A folder under an allowed root (absolute, or relative to the first root); symlinks
+    and `..` are resolved before the check."""
     model_id: int | None = Field(default=None, ge=1, le=MAX_DB_ID)
+    """Model version to pin; default: the active one."""
     threshold: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
+    """Predictions below this go to review; default from settings."""
     recursive: bool = True
     extensions: list[str] | None = Field(default=None, min_length=1, max_length=50)
+    """File extensions to score; default from settings."""
 
 
 class JobListQuery(PageQuery):
     status: JobStatus | None = None
+    """Only jobs in this status."""
 
 
 class PredictionQuery(PageQuery):
     label: str | None = Field(default=None, min_length=1, max_length=200)
+    """Only this predicted label."""
     min_confidence: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     max_confidence: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     needs_review: bool | None = None
+    """Pending review (true) or not (false)."""
     failed: bool | None = None
+    """Failed images (true) or not (false)."""
 
     @model_validator(mode="after")
     def _confidence_range(self) -> PredictionQuery:
@@ -58,14 +71,99 @@ class ExportQuery(Query):
     format: Literal["csv", "json"] = "csv"
 
 
+class JobProgress(Output):
+    """Counts and rates of a job's images."""
+
+    total: int
+    scored: int
+    failed: int
+    routed_to_review: int
+    pending: int
+    scan_complete: bool
+    fraction_done: float
+    images_per_second: float
+    elapsed_seconds: float
+    eta_seconds: float | None
+
+
+class Job(Output):
+    """A scan job with its progress."""
+
+    id: int
+    folder: str
+    recursive: bool
+    extensions: list[str]
+    status: JobStatus
+    error: str | None
+    model_version_id: int
+    threshold: float
+    created_by: str
+    """Name of the key (or user) that created it."""
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: JobProgress
+
+
+class CreatedJob(Job, Sent):
+    """A new job, and whether its scan was handed to the broker."""
+
+
+class JobPage(Page[Job]):
+    """One page of jobs, newest first."""
+
+
+class TopK(Output):
+    label: str
+    confidence: float
+
+
+class ResultRow(Output):
+    """One image of a job: its prediction, or why it failed."""
+
+    image_id: int
+    rel_path: str
+    path: str
+    sha256: str | None
+    status: Literal["pending", "scored", "failed"]
+    failure_reason: str | None
+    failure_detail: str | None
+    label: str | None
+    confidence: float | None
+    top_k: list[TopK]
+    needs_review: bool
+    review_reason: str | None
+    model_version_id: int
+    captured_at: datetime | None
+    gps_lat: float | None
+    gps_lon: float | None
+
+
+class ResultPage(Page[ResultRow]):
+    """One page of a job's result rows, ordered by path."""
+
+
 @bp.post("/jobs")
 @requires(Role.REVIEWER)
-def create_job() -> ResponseReturnValue:
-    """Record a queued job, then (after the commit) hand it to the scan queue.
+@operation(
+    {
+        201: Content("Created and queued.", {JSON: CreatedJob}, {"Location": "URL of the job."}),
+        202: Content(
+            "Created; waiting for the broker, which is unreachable (the scheduler sends it).",
+            {JSON: CreatedJob},
+            {"Location": "URL of the job."},
+        ),
+    },
+    body=JobCreate,
+    errors=(404, 409),
+)
+def create_job(body: JobCreate) -> ResponseReturnValue:
+    """Create a scan job.
 
-    201 when it is queued; 202 with `waiting_for_broker` when the broker is unreachable.
+    Queue the scoring of every image under `folder` with one model version. The folder
+    must resolve (symlinks and `..` included) under an allowed root, else 403. 404 if
+    `model_id` does not exist, 409 if none is given and no model is active.
     """
-    body = parse_body(JobCreate)
     settings = current_settings()
     with db_session() as session:
         job = jobs.create_job(
@@ -85,8 +183,9 @@ def create_job() -> ResponseReturnValue:
 
 @bp.get("/jobs")
 @requires(Role.VIEWER)
-def list_jobs() -> ResponseReturnValue:
-    query = parse_query(JobListQuery)
+@operation(JobPage, query=JobListQuery)
+def list_jobs(query: JobListQuery) -> ResponseReturnValue:
+    """List jobs, newest first."""
     with db_read() as session:
         found, total = jobs.list_jobs(
             session, status=query.status, limit=query.limit, offset=query.offset
@@ -96,23 +195,30 @@ def list_jobs() -> ResponseReturnValue:
 
 @bp.get("/jobs/<id:job_id>")
 @requires(Role.VIEWER)
+@operation(Job)
 def get_job(job_id: int) -> ResponseReturnValue:
+    """A job with its progress."""
     with db_read() as session:
         return jobs.job_to_dict(jobs.get_job(session, job_id))
 
 
 @bp.post("/jobs/<id:job_id>/cancel")
 @requires(Role.REVIEWER)
+@operation(Job, errors=(409,))
 def cancel_job(job_id: int) -> ResponseReturnValue:
-    """Stop a job; 409 if it already finished."""
+    """Cancel a job.
+
+    Its remaining chunks are skipped. 409 if it already finished (done, failed or cancelled).
+    """
     with db_session() as session:
         return jobs.job_to_dict(jobs.cancel_job(session, job_id))
 
 
 @bp.get("/jobs/<id:job_id>/predictions")
 @requires(Role.VIEWER)
-def list_predictions(job_id: int) -> ResponseReturnValue:
-    query = parse_query(PredictionQuery)
+@operation(ResultPage, query=PredictionQuery)
+def list_predictions(job_id: int, query: PredictionQuery) -> ResponseReturnValue:
+    """A job's results, filtered and paginated."""
     with db_read() as session:
         rows, total = results.query_results(
             session, job_id, query.filters(), limit=query.limit, offset=query.offset
@@ -122,6 +228,13 @@ def list_predictions(job_id: int) -> ResponseReturnValue:
 
 @bp.get("/jobs/<id:job_id>/results.csv")
 @requires(Role.VIEWER)
-def export_results(job_id: int) -> ResponseReturnValue:
-    """Every row of the job as CSV (default) or a JSON array (`?format=json`), streamed."""
-    return results_response(job_id, parse_query(ExportQuery).format)
+@operation(
+    {200: Content("Every row, as CSV or a JSON array.", {"text/csv": str, JSON: list[ResultRow]})},
+    query=ExportQuery,
+)
+def export_results(job_id: int, query: ExportQuery) -> ResponseReturnValue:
+    """Export every result row.
+
+    As CSV (default) or a JSON array of ResultRow (`?format=json`), streamed.
+    """
+    return results_response(job_id, query.format)

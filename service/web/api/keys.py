@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask.typing import ResponseReturnValue
 from pydantic import Field
 
 from service import apikeys
 from service.models import Role
 from service.web.api import bp
-from service.web.api.inputs import Body, parse_body
+from service.web.api.inputs import Body
+from service.web.api.operations import ItemList, Output, operation
 from service.web.auth import requires
 from service.web.context import db_session
 
@@ -18,9 +21,36 @@ class KeyCreate(Body):
     role: Role
 
 
+class ApiKey(Output):
+    """An API key (never its secret)."""
+
+    id: int
+    name: str
+    prefix: str
+    """Public part that identifies the key."""
+    role: Role
+    created_at: datetime
+    last_used_at: datetime | None
+    """Updated at most once a minute."""
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKey):
+    """A new API key with its secret, shown only this once."""
+
+    key: str
+    """The secret key."""
+
+
+class ApiKeyList(ItemList[ApiKey]):
+    """Every key, revoked ones included."""
+
+
 @bp.get("/keys")
 @requires(Role.ADMIN)
+@operation(ApiKeyList)
 def list_keys() -> ResponseReturnValue:
+    """List API keys (never their secrets)."""
     with db_session() as session:
         items = [apikeys.key_to_dict(k) for k in apikeys.list_keys(session)]
     return {"items": items, "total": len(items)}
@@ -28,9 +58,12 @@ def list_keys() -> ResponseReturnValue:
 
 @bp.post("/keys")
 @requires(Role.ADMIN)
-def create_key() -> ResponseReturnValue:
-    """Create a key; the response is the only place its plaintext ever appears."""
-    body = parse_body(KeyCreate)
+@operation({201: ApiKeyCreated}, body=KeyCreate)
+def create_key(body: KeyCreate) -> ResponseReturnValue:
+    """Create an API key.
+
+    The response is the only place its secret ever appears.
+    """
     with db_session() as session:
         key, plaintext = apikeys.create_key(session, body.name, body.role)
         payload = {**apikeys.key_to_dict(key), "key": plaintext}
@@ -39,6 +72,8 @@ def create_key() -> ResponseReturnValue:
 
 @bp.post("/keys/<id:key_id>/revoke")
 @requires(Role.ADMIN)
+@operation(ApiKey)
 def revoke_key(key_id: int) -> ResponseReturnValue:
+    """Revoke an API key."""
     with db_session() as session:
         return apikeys.key_to_dict(apikeys.revoke_key(session, key_id))
