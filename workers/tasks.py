@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from service.db import read_scope, session_scope
 from service.errors import HerpscoreError
 from service.models import ModelVersion
+from service.monitoring import count_outcomes
 from service.registry import active_model
 from service.scanning import run_scan
 from service.scoring import FileOutcome, requeue_stalled, score_chunk
@@ -42,7 +43,7 @@ def run_model(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome
     """Decode and infer `paths` with the job's pinned model version (cached session)."""
     settings = worker_settings()
     engine = get_engine(Path(model.path), threads=settings.worker_threads)
-    return score_paths(
+    outcomes = score_paths(
         engine,
         list(paths),
         batch_size=settings.batch_size,
@@ -51,6 +52,8 @@ def run_model(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome
         max_bytes=settings.max_file_bytes,
         k=min(settings.top_k, len(engine.labels)),
     )
+    count_outcomes([outcome.failure_reason for outcome in outcomes])
+    return outcomes
 
 
 def warm_database() -> None:

@@ -137,6 +137,10 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
     message: str | None = exc.name
     if isinstance(exc, CSRFError):
         message = "The form was missing its security token or it expired; please try again."
+    elif status == 429:
+        message = "Too many failed attempts. Please wait a few minutes and try again."
+    elif status == 413:
+        message = "That request was too large."
     elif status in (400, 403, 404, 409):
         message = exc.description or exc.name
     flash(message or "error", "error")

@@ -52,7 +52,7 @@ def create_export() -> ResponseReturnValue:
     settings = current_settings()
     options = exports.ExportOptions.from_settings(settings, **body.model_dump())
     with db_session() as session:
-        export = exports.create_export(session, options, created_by=current_caller().name)
+        export = exports.create_export(session, options, created_by=current_caller().principal)
         payload = exports.export_to_dict(export)
     try:
         exports.enqueue_export(settings, export.id)

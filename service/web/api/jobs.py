@@ -74,7 +74,7 @@ def create_job() -> ResponseReturnValue:
             settings,
             body.folder,
             **body.model_dump(exclude={"folder"}, exclude_unset=True),
-            created_by=current_caller().name,
+            created_by=current_caller().principal,
         )
         payload = jobs.job_to_dict(job)
     try:

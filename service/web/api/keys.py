@@ -9,13 +9,14 @@ from service import apikeys
 from service.models import Role
 from service.web.api import bp
 from service.web.api.inputs import Body, parse_body
-from service.web.auth import requires
+from service.web.auth import current_caller, requires
 from service.web.context import db_session
 
 
 class KeyCreate(Body):
     name: str = Field(min_length=1, max_length=200)
     role: Role
+    user_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
 @bp.get("/keys")
@@ -32,7 +33,9 @@ def create_key() -> ResponseReturnValue:
     """Create a key; the response is the only place its plaintext ever appears."""
     body = parse_body(KeyCreate)
     with db_session() as session:
-        key, plaintext = apikeys.create_key(session, body.name, body.role)
+        key, plaintext = apikeys.create_key(
+            session, body.name, body.role, user_id=body.user_id, actor=current_caller().principal
+        )
         payload = {**apikeys.key_to_dict(key), "key": plaintext}
     return payload, 201, {"Cache-Control": "no-store"}
 
@@ -41,4 +44,5 @@ def create_key() -> ResponseReturnValue:
 @requires(Role.ADMIN)
 def revoke_key(key_id: int) -> ResponseReturnValue:
     with db_session() as session:
-        return apikeys.key_to_dict(apikeys.revoke_key(session, key_id))
+        key = apikeys.revoke_key(session, key_id, actor=current_caller().principal)
+        return apikeys.key_to_dict(key)

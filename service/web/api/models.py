@@ -9,7 +9,7 @@ from flask.typing import ResponseReturnValue
 from service import registry
 from service.models import ModelVersion, Role
 from service.web.api import bp
-from service.web.auth import requires
+from service.web.auth import current_caller, requires
 from service.web.context import db_read, db_session
 
 
@@ -51,4 +51,7 @@ def get_model(model_id: int) -> ResponseReturnValue:
 def activate_model(model_id: int) -> ResponseReturnValue:
     """Make this version the one new jobs use; the previous active one is retired."""
     with db_session() as session:
-        return model_to_dict(registry.activate_model(session, model_id))
+        model = registry.activate_model(
+            session, model_id, reason="manual (api)", actor=current_caller().principal
+        )
+        return model_to_dict(model)

@@ -32,7 +32,7 @@ class DecisionBody(Body):
 def review_next() -> ResponseReturnValue:
     """Claim the next item (or return the caller's current claim) with its context."""
     query = parse_query(QueueQuery)
-    reviewer = current_caller().name
+    reviewer = current_caller().principal
     with db_session() as session:
         item = review.next_item(session, reviewer, job_id=query.job_id)
         if item is None:
@@ -48,7 +48,7 @@ def review_decide(item_id: int) -> ResponseReturnValue:
     body = parse_body(DecisionBody)
     with db_session() as session:
         annotation = review.decide(
-            session, item_id, current_caller().name, body.decision, body.label
+            session, item_id, current_caller().principal, body.decision, body.label
         )
         return {"annotation": review.annotation_to_dict(annotation)}, 201
 
@@ -57,7 +57,7 @@ def review_decide(item_id: int) -> ResponseReturnValue:
 @requires(Role.REVIEWER)
 def review_undo() -> ResponseReturnValue:
     """Undo the caller's latest decision; its item is theirs again (`null` if nothing to undo)."""
-    reviewer = current_caller().name
+    reviewer = current_caller().principal
     with db_session() as session:
         annotation = review.undo_last(session, reviewer)
         if annotation is None or annotation.review_item_id is None:
@@ -78,4 +78,4 @@ def review_stats() -> ResponseReturnValue:
     """Queue counts, and how many decisions the caller made in the last 24 hours."""
     query = parse_query(QueueQuery)
     with db_session() as session:
-        return review.queue_stats(session, current_caller().name, query.job_id)
+        return review.queue_stats(session, current_caller().principal, query.job_id)

@@ -64,7 +64,7 @@ def promote_training_run(run_id: int) -> ResponseReturnValue:
     """Activate a run's candidate; 409 if it failed the gate, unless `force`."""
     body = parse_body(PromoteRequest)
     with db_session() as session:
-        model = promotion.promote_run(session, run_id, current_caller().name, force=body.force)
+        model = promotion.promote_run(session, run_id, current_caller().principal, force=body.force)
         return model_to_dict(model)
 
 
@@ -73,4 +73,4 @@ def promote_training_run(run_id: int) -> ResponseReturnValue:
 def rollback_model() -> ResponseReturnValue:
     """Re-activate the version that was active before the current one."""
     with db_session() as session:
-        return model_to_dict(registry.rollback(session, actor=current_caller().name))
+        return model_to_dict(registry.rollback(session, actor=current_caller().principal))
