@@ -46,6 +46,7 @@ from service.models import (
     ScanJob,
     utcnow,
 )
+from service.results import safe_cell, unsafe_cell
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -523,7 +524,7 @@ def write_export(
         with (staging / "manifest.csv").open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS)
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({k: safe_cell(v) for k, v in row.items()} for row in rows)
         card = build_card(
             export_id, options, rows, plan, excluded, dropped, dict(unsafe), snapshot_at,
             linked, sha256_file(staging / "manifest.csv"),
@@ -711,7 +712,7 @@ def render_card(card: dict[str, Any]) -> str:
 
 def read_manifest(folder: Path) -> list[dict[str, str]]:
     with (folder / "manifest.csv").open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+        return [{k: unsafe_cell(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 # ---------------------------------------------------------------- the frozen test set

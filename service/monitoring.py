@@ -64,7 +64,7 @@ class DatabaseCollector(Collector):
         jobs = GaugeMetricFamily("herpscore_jobs", "Scan jobs by status.", labels=["status"])
         backlog = GaugeMetricFamily("herpscore_review_backlog", "Review items pending.")
         decisions = GaugeMetricFamily(
-            "herpscore_decisions", "Live (not undone) review decisions by kind.", labels=["decision"]
+            "herpscore_decisions", "Live review decisions by kind.", labels=["decision"]
         )
         runs = GaugeMetricFamily(
             "herpscore_training_runs", "Training runs by status.", labels=["status"]
