@@ -153,7 +153,7 @@ def models_activate(ctx: click.Context, model_id: int) -> None:
     from service.registry import activate_model
 
     with session_scope(_settings(ctx).db_url) as session:
-        model = activate_model(session, model_id)
+        model = activate_model(session, model_id, reason="manual (cli)", actor="cli")
         click.echo(f"model version {model.id} ({model.name}) is now active")
 
 
@@ -167,14 +167,20 @@ def keys_group() -> None:
 
 @keys_group.command("create")
 @click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
-@click.option("--name", default="cli", show_default=True, help="Who or what uses the key.")
+@click.option("--name", help="Who or what uses the key (unique; default cli-<random>).")
+@click.option("--user", "username", help="The user it acts for: it stops while they are disabled.")
 @click.pass_context
-def keys_create(ctx: click.Context, role: str, name: str) -> None:
+def keys_create(ctx: click.Context, role: str, name: str | None, username: str | None) -> None:
     """Create an API key; it is shown once and stored only as a hash."""
+    import secrets
+
     from service.apikeys import create_key
+    from service.users import require_user
 
     with session_scope(_settings(ctx).db_url) as session:
-        key, secret = create_key(session, name, Role(role))
+        user_id = require_user(session, username).id if username else None
+        name = name or f"cli-{secrets.token_hex(3)}"
+        key, secret = create_key(session, name, Role(role), user_id=user_id, actor="cli")
         click.echo(f"key {key.id} ({key.role.value}) for {key.name}:", err=True)
     click.echo(secret)
 
@@ -199,7 +205,7 @@ def keys_revoke(ctx: click.Context, key_id: int) -> None:
     from service.apikeys import revoke_key
 
     with session_scope(_settings(ctx).db_url) as session:
-        revoke_key(session, key_id)
+        revoke_key(session, key_id, actor="cli")
     click.echo(f"key {key_id} revoked")
 
 
@@ -589,7 +595,7 @@ def users_create(ctx: click.Context, username: str, role: str, password_stdin: b
 
     password = _read_password(password_stdin)
     with session_scope(_settings(ctx).db_url) as session:
-        user = create_user(session, username, password, Role(role))
+        user = create_user(session, username, password, Role(role), actor="cli")
         click.echo(f"user {user.id} {user.username} ({user.role.value}) created")
 
 
@@ -618,8 +624,45 @@ def users_set_password(ctx: click.Context, username: str, password_stdin: bool) 
 
     password = _read_password(password_stdin)
     with session_scope(_settings(ctx).db_url) as session:
-        set_password(session, username, password)
-    click.echo(f"password of {username} changed")
+        set_password(session, username, password, actor="cli")
+    click.echo(f"password of {username} changed; their sessions ended")
+
+
+@users_group.command("disable")
+@click.argument("username")
+@click.pass_context
+def users_disable(ctx: click.Context, username: str) -> None:
+    """Disable a user: their sessions and the keys tied to them stop at once."""
+    from service.users import set_disabled
+
+    with session_scope(_settings(ctx).db_url) as session:
+        set_disabled(session, username, True, actor="cli")
+    click.echo(f"{username} disabled")
+
+
+@users_group.command("enable")
+@click.argument("username")
+@click.pass_context
+def users_enable(ctx: click.Context, username: str) -> None:
+    """Enable a disabled user again."""
+    from service.users import set_disabled
+
+    with session_scope(_settings(ctx).db_url) as session:
+        set_disabled(session, username, False, actor="cli")
+    click.echo(f"{username} enabled")
+
+
+@users_group.command("set-role")
+@click.argument("username")
+@click.argument("role", type=click.Choice([r.value for r in Role]))
+@click.pass_context
+def users_set_role(ctx: click.Context, username: str, role: str) -> None:
+    """Change a user's role (it applies to their next request)."""
+    from service.users import set_role
+
+    with session_scope(_settings(ctx).db_url) as session:
+        set_role(session, username, role, actor="cli")
+    click.echo(f"{username} is now {role}")
 
 
 # ---------------------------------------------------------------- export, retraining, promotion

@@ -17,6 +17,10 @@ Route and role matrix (admin > reviewer > viewer; a role may do what every lower
     POST /models/<id>/activate        admin
     GET  /keys, POST /keys            admin
     POST /keys/<id>/revoke            admin
+    GET  /users                       admin
+    POST /users/<id>/disable|enable   admin (a disabled user's sessions and keys stop)
+    POST /users/<id>/role             admin
+    GET  /audit                       admin (the audit log, paginated)
 """
 
 from __future__ import annotations
@@ -39,4 +43,4 @@ def _check_access() -> None:
 
 
 # The view modules attach their routes to `bp` when imported.
-from service.web.api import exports, jobs, keys, models, review, system, training  # noqa: E402, F401
+from service.web.api import exports, jobs, keys, models, review, system, training, users  # noqa: E402, F401

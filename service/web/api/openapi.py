@@ -54,6 +54,7 @@ _ERRORS = {
     409: "The resource is in a state that does not allow this.",
     413: "The body is larger than 1 MiB.",
     415: "The body is not `application/json`.",
+    429: "Too many failed API-key checks from this address; see `Retry-After`.",
 }
 
 
@@ -68,7 +69,7 @@ def _op(
     description: str = "",
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {str(code): resp for code, resp in ok.items()}
-    codes = set(errors) | ({401, 403} if role else set())
+    codes = set(errors) | ({401, 403, 429} if role else set())
     for code in sorted(codes):
         responses[str(code)] = _json(_ref("Error"), _ERRORS[code])
     responses["500"] = _json(_ref("Error"), "Unexpected server error (logged, no details).")
@@ -289,8 +290,19 @@ SCHEMAS: dict[str, Any] = {
         "required": ["name", "role"],
         "additionalProperties": False,
         "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "name": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "description": "Unique among keys (409 if taken).",
+            },
             "role": {"type": "string", "enum": ["viewer", "reviewer", "admin"]},
+            "user_id": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "maximum": _INT32,
+                "description": "The user the key acts for: the key stops while they are disabled.",
+            },
         },
     },
     "ApiKey": {
@@ -300,6 +312,7 @@ SCHEMAS: dict[str, Any] = {
             "name": {"type": "string"},
             "prefix": {"type": "string", "description": "Public part that identifies the key."},
             "role": {"type": "string", "enum": ["viewer", "reviewer", "admin"]},
+            "user_id": {"type": ["integer", "null"]},
             "created_at": {"type": "string", "format": "date-time"},
             "last_used_at": {**_NULLABLE_TIME, "description": "Updated at most once a minute."},
             "revoked_at": _NULLABLE_TIME,
@@ -318,6 +331,38 @@ SCHEMAS: dict[str, Any] = {
         ]
     },
     "ApiKeyList": _list_of("ApiKey"),
+    "User": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "username": {"type": "string"},
+            "role": {"type": "string", "enum": ["viewer", "reviewer", "admin"]},
+            "disabled": {"type": "boolean"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "last_login_at": _NULLABLE_TIME,
+        },
+    },
+    "UserList": _list_of("User"),
+    "RoleChange": {
+        "type": "object",
+        "required": ["role"],
+        "additionalProperties": False,
+        "properties": {"role": {"type": "string", "enum": ["viewer", "reviewer", "admin"]}},
+    },
+    "AuditEntry": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "actor": {
+                "type": "string",
+                "description": "A username, `key:<id>`, `cli` or `system`.",
+            },
+            "action": {"type": "string", "examples": ["model.activate", "user.disable"]},
+            "target": {"type": "string"},
+            "details": {"type": "object"},
+        },
+    },
     "ReviewDecision": {
         "type": "object",
         "required": ["decision"],
@@ -832,7 +877,7 @@ PATHS: dict[str, Any] = {
             "a 5-minute lease that each call renews. Two callers never get the same item; "
             "an abandoned item returns to the queue when its lease expires. An empty queue "
             "is `200` with `item: null` (not 204), so the counts always come back. The "
-            "reviewer is the key's name.",
+            "reviewer is the key, recorded as `key:<id>` (never its name).",
         )
     },
     "/review/items/{item_id}/decision": {
@@ -872,6 +917,61 @@ PATHS: dict[str, Any] = {
 }
 
 PATHS.update(_TRAINING_PATHS)
+
+_USER_ID = _path_id("user_id", "user")
+PATHS.update(
+    {
+        "/users": {
+            "get": _op(
+                "List UI users (never their password hashes)",
+                "admin",
+                {200: _json(_ref("UserList"), "Every user, disabled ones included.")},
+            )
+        },
+        "/users/{user_id}/disable": {
+            "post": _op(
+                "Disable a user",
+                "admin",
+                {200: _json(_ref("User"), "The disabled user.")},
+                (404, 409),
+                parameters=[_USER_ID],
+                description="The user's sessions and the keys tied to the user stop working "
+                "at once. 409 for the last enabled admin.",
+            )
+        },
+        "/users/{user_id}/enable": {
+            "post": _op(
+                "Enable a user",
+                "admin",
+                {200: _json(_ref("User"), "The enabled user (they log in again).")},
+                (404,),
+                parameters=[_USER_ID],
+            )
+        },
+        "/users/{user_id}/role": {
+            "post": _op(
+                "Change a user's role",
+                "admin",
+                {200: _json(_ref("User"), "The user with the new role.")},
+                (400, 404, 409, 413, 415),
+                parameters=[_USER_ID],
+                body="RoleChange",
+                description="Applies to the user's next request. 409 for the last enabled admin.",
+            )
+        },
+        "/audit": {
+            "get": _op(
+                "The audit log, newest first",
+                "admin",
+                {200: _json(_list_of("AuditEntry"), "A page of admin actions.")},
+                (400,),
+                parameters=_PAGE_PARAMS,
+                description="Model activations, rollbacks and promotions, user and key "
+                "changes, each with its actor.",
+            )
+        },
+    }
+)
 
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
