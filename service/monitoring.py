@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 
 from prometheus_client import (
@@ -32,6 +33,15 @@ from service.settings import Settings
 from service.tasks_client import QUEUES, celery_client
 
 log = logging.getLogger(__name__)
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Files are named by process id; containers sharing the folder reuse pids, so the host
+    # name goes in too. Set before the metrics below are created.
+    import prometheus_client.values
+
+    prometheus_client.values.ValueClass = prometheus_client.values.MultiProcessValue(
+        lambda: f"{socket.gethostname()}-{os.getpid()}"
+    )
 
 IMAGES_SCORED = Counter("herpscore_images_scored", "Images the workers scored.")
 IMAGES_FAILED = Counter(
