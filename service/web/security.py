@@ -10,6 +10,7 @@ import logging
 from flask import Blueprint, Flask, Response, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from werkzeug.exceptions import BadRequest
 
 from service.settings import Settings
 
@@ -56,16 +57,15 @@ def init_security(app: Flask, settings: Settings, ui: Blueprint, api: Blueprint)
 
 
 def _refuse_nul_bytes() -> None:
-    """A NUL in a query, a form or a JSON string is a 400: PostgreSQL cannot store one."""
-    from service.errors import BadInput
-
+    """A NUL in a query, a form or a JSON string is a 400: PostgreSQL cannot store one.
+    (An HTTP 400, not BadInput: the UI answers it with an error page, not a redirect.)"""
     values = [*request.args.values()]
     if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         values += request.form.values()
     if any("\x00" in value for value in values) or (
         request.is_json and b"\\u0000" in request.get_data()
     ):
-        raise BadInput("the request contains a NUL character")
+        raise BadRequest("the request contains a NUL character")
 
 
 def _init_limiter(app: Flask, settings: Settings, ui: Blueprint, api: Blueprint) -> Limiter:

@@ -210,13 +210,13 @@ def test_cli_disables_users_and_changes_roles(api_settings: Settings) -> None:
     make_user(api_settings, Role.VIEWER, "maria")
     env = {"HERPSCORE_DATABASE_URL": api_settings.db_url, "HERPSCORE_DATA_DIR": "unused"}
     runner = CliRunner()
-    assert runner.invoke(main, ["users", "set-role", "maria", "admin"], env=env).exit_code == 0
+    assert runner.invoke(main, ["users", "set-role", "maria", "reviewer"], env=env).exit_code == 0
     assert runner.invoke(main, ["users", "disable", "maria"], env=env).exit_code == 0
     missing = runner.invoke(main, ["users", "disable", "nobody"], env=env)
     assert missing.exit_code == 2 and "does not exist" in missing.output
     with session_scope(api_settings.db_url) as session:
         maria = users.require_user(session, "maria")
-        assert maria.disabled and maria.role is Role.ADMIN
+        assert maria.disabled and maria.role is Role.REVIEWER
         actions = session.scalars(select(AuditEntry.action).where(AuditEntry.actor == "cli"))
         assert set(actions) == {"user.set_role", "user.disable"}
 
@@ -261,8 +261,9 @@ def test_a_weak_secret_key_is_refused(api_settings: Settings, secret: str) -> No
 def test_compose_sends_cookies_over_https_only() -> None:
     import yaml
 
-    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml").open())
-    assert compose["x-common"]["environment"]["HERPSCORE_COOKIE_SECURE"] in ("true", True)
+    path = Path(__file__).resolve().parents[2] / "docker-compose.yml"
+    compose = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert compose["x-common"]["environment"]["HERPSCORE_COOKIE_SECURE"].endswith(":-true}")
 
 
 # ---------------------------------------------------------------- 18: NUL, CRLF, long names
