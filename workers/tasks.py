@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from service.db import read_scope, session_scope
 from service.errors import HerpscoreError
+from service.logs import work_context
 from service.models import ModelVersion
 from service.monitoring import count_outcomes
 from service.registry import active_model
@@ -93,7 +94,8 @@ def preload_active_model() -> None:
 )
 def scan_job(self: object, job_id: int) -> None:
     settings = worker_settings()
-    run_scan(settings, int(job_id), lambda ids: enqueue_chunks(settings, ids))
+    with work_context(job_id=int(job_id)):
+        run_scan(settings, int(job_id), lambda ids: enqueue_chunks(settings, ids))
 
 
 @shared_task(
@@ -106,7 +108,12 @@ def scan_job(self: object, job_id: int) -> None:
     soft_time_limit=3600,
 )
 def score_chunk_task(self: object, chunk_id: int) -> dict[str, int]:
-    result = score_chunk(worker_settings(), int(chunk_id), run_model)
+    with work_context(chunk_id=int(chunk_id)):
+        return _score_chunk(int(chunk_id))
+
+
+def _score_chunk(chunk_id: int) -> dict[str, int]:
+    result = score_chunk(worker_settings(), chunk_id, run_model)
     log.info(
         "chunk %s (pid %s): %d scored, %d failed, %d routed; seconds %s",
         chunk_id, os.getpid(), result.scored, result.failed, result.routed, result.seconds,

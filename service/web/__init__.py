@@ -22,6 +22,10 @@ class IdConverter(IntegerConverter):
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the web app; nothing connects to the database until a request needs it."""
     settings = settings or get_settings()
+    if settings.log_json:
+        from service.logs import use_json
+
+        use_json()
     app = Flask(__name__)
     app.config["SECRET_KEY"] = settings.flask_secret()
     app.extensions["herpscore"] = settings
