@@ -11,8 +11,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.errors import BadInput, NotFound, Unauthorized
-from service.models import ApiKey, Role, utcnow
+from service import audit
+from service.errors import BadInput, InvalidState, NotFound, Unauthorized
+from service.models import ApiKey, Role, User, utcnow
 
 KEY_SCHEME = "hs_"
 PREFIX_CHARS = 8
@@ -45,11 +46,25 @@ def _split(presented: str) -> str | None:
     return presented[len(KEY_SCHEME) : _PREFIX_END]
 
 
-def create_key(session: Session, name: str, role: Role | str) -> tuple[ApiKey, str]:
-    """Record a new key and return it with its plaintext, which is never shown again."""
+def create_key(
+    session: Session,
+    name: str,
+    role: Role | str,
+    *,
+    user_id: int | None = None,
+    actor: str = "",
+) -> tuple[ApiKey, str]:
+    """Record a new key and return it with its plaintext, which is never shown again.
+
+    `user_id` ties the key to a user: while that user is disabled, the key is refused.
+    """
     name = name.strip()
-    if not name or len(name) > 200:
-        raise BadInput("key name must be 1 to 200 characters")
+    if not name or len(name) > 200 or not name.isprintable():
+        raise BadInput("key name must be 1 to 200 printable characters")
+    if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
+        raise InvalidState(f"an API key named {name!r} already exists")
+    if user_id is not None and session.get(User, user_id) is None:
+        raise NotFound(f"user {user_id} does not exist")
     try:
         role = Role(role)
     except ValueError:
@@ -58,9 +73,12 @@ def create_key(session: Session, name: str, role: Role | str) -> tuple[ApiKey, s
     while session.scalar(select(ApiKey.id).where(ApiKey.prefix == prefix)) is not None:
         prefix = _new_prefix()  # 64**8 prefixes: a collision is rare but must not fail
     plaintext = f"{KEY_SCHEME}{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
-    key = ApiKey(name=name, prefix=prefix, key_hash=_hash(plaintext), role=role)
+    key = ApiKey(name=name, prefix=prefix, key_hash=_hash(plaintext), role=role, user_id=user_id)
     session.add(key)
     session.flush()
+    audit.record(
+        session, actor, "key.create", audit.key_principal(key.id), name=name, role=role.value
+    )
     return key, plaintext
 
 
@@ -78,6 +96,10 @@ def verify_key(session: Session, presented: str, *, note_use: bool = True) -> Ap
         raise Unauthorized("invalid API key")
     if key.revoked_at is not None:
         raise Unauthorized("this API key has been revoked")
+    if key.user_id is not None:
+        owner = session.get(User, key.user_id)
+        if owner is not None and owner.disabled:
+            raise Unauthorized("this API key's user is disabled")
     if note_use and use_is_unrecorded(key):
         key.last_used_at = utcnow()
     return key
@@ -95,13 +117,14 @@ def note_use(session: Session, key_id: int) -> None:
         key.last_used_at = utcnow()
 
 
-def revoke_key(session: Session, key_id: int) -> ApiKey:
+def revoke_key(session: Session, key_id: int, actor: str = "") -> ApiKey:
     """Revoke a key for good; revoking a revoked key changes nothing."""
     key = session.get(ApiKey, key_id)
     if key is None:
         raise NotFound(f"API key {key_id} does not exist")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
+        audit.record(session, actor, "key.revoke", audit.key_principal(key.id), name=key.name)
         session.flush()
     return key
 
@@ -118,6 +141,7 @@ def key_to_dict(key: ApiKey) -> dict[str, Any]:
         "name": key.name,
         "prefix": key.prefix,
         "role": key.role.value,
+        "user_id": key.user_id,
         "created_at": key.created_at.isoformat(),
         "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
         "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,

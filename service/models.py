@@ -314,10 +314,14 @@ class ApiKey(Base):
     __tablename__ = "api_keys"
 
     id: Mapped[intpk]
-    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
     prefix: Mapped[str] = mapped_column(String(16), nullable=False, unique=True)
     key_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     role: Mapped[Role] = mapped_column(str_enum(Role), nullable=False)
+    # The person the key acts for, if any: disabling that user stops the key at once.
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     created_at: Mapped[created]
     last_used_at: Mapped[when]
     revoked_at: Mapped[when]
@@ -345,6 +349,11 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(300), nullable=False)
     role: Mapped[Role] = mapped_column(str_enum(Role), nullable=False)
     disabled: Mapped[bool] = mapped_column(default=False, nullable=False)
+    # Part of every session's login id: bumping it (logout, new password, disable) ends
+    # every session this user has, copied cookies included.
+    session_version: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", nullable=False
+    )
     created_at: Mapped[created]
     last_login_at: Mapped[when]
 
@@ -449,4 +458,20 @@ class ModelActivation(Base):
     )
     reason: Mapped[str] = mapped_column(String(200), nullable=False, default="")
     actor: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    created_at: Mapped[created]
+
+
+class AuditEntry(Base):
+    """One admin action (activation, rollback, promotion, user or key change) and its actor.
+
+    `actor` is a principal (a username, `key:<id>`, `cli` or `system`); never updated.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[intpk]
+    actor: Mapped[str] = mapped_column(String(200), nullable=False)
+    action: Mapped[str] = mapped_column(String(50), nullable=False, index=True)
+    target: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     created_at: Mapped[created]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from service.errors import BadInput, Forbidden
+
+MAX_NAME_BYTES = 255  # NAME_MAX on Linux, macOS and Windows' NTFS
 
 
 def resolve_job_folder(folder: str, roots: list[Path]) -> Path:
@@ -20,19 +23,30 @@ def resolve_job_folder(folder: str, roots: list[Path]) -> Path:
             "no allowed roots are configured: set HERPSCORE_ALLOWED_ROOTS to the folders "
             "that herpscore may read"
         )
-    try:  # RuntimeError: `~nosuchuser` (no such home) or a symlink loop
+    outside = Forbidden(
+        f"folder {folder!r} is outside the allowed roots",
+        {"allowed_roots": [str(r) for r in roots]},
+    )
+    # The OS refuses such a name (ENAMETOOLONG) wherever it is.
+    if any(len(os.fsencode(part)) > MAX_NAME_BYTES for part in Path(folder).parts):
+        raise BadInput(f"folder has a name longer than {MAX_NAME_BYTES} bytes")
+    try:
         requested = Path(folder).expanduser()
+    except RuntimeError:  # `~nosuchuser`: the same answer as `~root`, so no OS user leaks
+        raise outside from None
+    try:  # RuntimeError: a symlink loop
         if not requested.is_absolute():
             requested = roots[0] / requested
         resolved = requested.resolve(strict=False)
     except (OSError, RuntimeError) as exc:
         raise BadInput(f"folder cannot be resolved: {exc}") from None
     if not any(resolved.is_relative_to(root) for root in roots):
-        raise Forbidden(
-            f"folder {folder!r} is outside the allowed roots",
-            {"allowed_roots": [str(r) for r in roots]},
-        )
-    if not resolved.is_dir():
+        raise outside
+    try:
+        is_dir = resolved.is_dir()
+    except OSError:  # e.g. a path longer than PATH_MAX
+        is_dir = False
+    if not is_dir:
         raise BadInput(f"folder {folder!r} does not exist or is not a folder")
     if not is_utf8(str(resolved)):
         raise BadInput(

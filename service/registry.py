@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from service import audit
 from service.errors import InvalidModel, InvalidState, NotFound
 from service.models import ModelActivation, ModelStatus, ModelVersion, utcnow
 from service.modelspec import load_artifact
@@ -119,8 +120,19 @@ def activate_model(
             model_version_id=model.id,
             previous_id=previous.id if previous else None,
             reason=reason,
-            actor=actor,
+            actor=actor or audit.SYSTEM_ACTOR,
         )
+    )
+    action = {"rollback": "model.rollback"}.get(reason, "model.activate")
+    if reason.startswith("promotion"):
+        action = "model.promote"
+    audit.record(
+        session,
+        actor,
+        action,
+        f"model:{model.id}",
+        reason=reason,
+        previous_id=previous.id if previous else None,
     )
     session.flush()
     return model

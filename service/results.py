@@ -159,13 +159,21 @@ def to_csv_row(row: dict[str, Any]) -> list[Any]:
     cells = dict(row)
     cells["top_k"] = ";".join(f"{t['label']}:{t['confidence']:.4f}" for t in row["top_k"])
     cells["needs_review"] = "yes" if row["needs_review"] else "no"
-    return [_safe_cell(cells[c]) for c in CSV_COLUMNS]
+    return [safe_cell(cells[c]) for c in CSV_COLUMNS]
 
 
-def _safe_cell(value: Any) -> Any:
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: Any) -> Any:
     """Empty for None; text that a spreadsheet would run as a formula is quoted with '."""
     if value is None:
         return ""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    if isinstance(value, str) and value[:1] in FORMULA_STARTS:
         return "'" + value
     return value
+
+
+def unsafe_cell(value: str) -> str:
+    """The text that safe_cell quoted, for programs that read our CSV files back."""
+    return value[1:] if value[:1] == "'" and value[1:2] in FORMULA_STARTS else value

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "tif", "tiff", "webp")
+MIN_SECRET_KEY_LENGTH = 32
 
 
 def _split_list(value: Any) -> Any:
@@ -95,7 +96,36 @@ class Settings(BaseSettings):
     stalled_check_seconds: float = Field(
         default=60.0, gt=0, description="How often the scheduler looks for stalled work."
     )
-    secret_key: str = Field(default="", description="Flask session key; generated if empty.")
+    secret_key: str = Field(
+        default="",
+        description="Flask session key; generated if empty. The web app refuses a weak one "
+        f"(under {MIN_SECRET_KEY_LENGTH} characters or under 8 distinct ones).",
+    )
+    # Security (docs/security.md).
+    cookie_secure: bool = Field(
+        default=False, description="Send the session cookie over HTTPS only (on behind TLS)."
+    )
+    login_rate_limit: str = Field(
+        default="10 per 15 minutes",
+        description="Failed UI logins allowed per client address and per username; after "
+        "that, logins answer 429 until the window passes.",
+    )
+    api_auth_rate_limit: str = Field(
+        default="30 per minute",
+        description="Failed API-key checks (401s) allowed per client address before 429s.",
+    )
+    rate_limit_key_prefix: str = Field(
+        default="herpscore", description="Prefix of the limiter's keys in its store."
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body the web app reads."
+    )
+    # Observability (docs/observability.md).
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve /metrics to anyone; otherwise it needs an API key (viewer or up).",
+    )
+    log_json: bool = Field(default=False, description="Log JSON lines instead of text.")
     web_host: str = Field(default="127.0.0.1", description="Address `herpscore up` listens on.")
     web_port: int = Field(default=8000, description="Port `herpscore up` listens on.")
     # Exports, scheduled retraining and the promotion gate (service/exports.py, retraining.py).
@@ -200,6 +230,22 @@ class Settings(BaseSettings):
     @property
     def is_embedded_broker(self) -> bool:
         return self.celery_broker_url.startswith("filesystem://")
+
+    @property
+    def rate_limit_storage_uri(self) -> str:
+        """Redis when the broker is Redis (limits shared by every web process), else memory."""
+        url = self.celery_broker_url
+        return url if url.startswith(("redis://", "rediss://")) else "memory://"
+
+    def weak_secret_key(self) -> str | None:
+        """Why the configured secret key is too weak to sign sessions, or None."""
+        key = self.secret_key
+        if key and (len(key) < MIN_SECRET_KEY_LENGTH or len(set(key)) < 8):
+            return (
+                f"HERPSCORE_SECRET_KEY is weak: use at least {MIN_SECRET_KEY_LENGTH} random "
+                "characters, e.g. python3 -c 'import secrets; print(secrets.token_hex(32))'"
+            )
+        return None
 
     def flask_secret(self) -> str:
         """The configured secret key, or one generated once and kept in the data folder.

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from service import audit
 from service.errors import BadInput, InvalidState, NotFound, Unauthorized
 from service.models import Role, User, utcnow
 
@@ -26,7 +27,9 @@ def _check_password_rules(password: str) -> None:
         raise BadInput(f"the password must have at most {MAX_PASSWORD_LENGTH} characters")
 
 
-def create_user(session: Session, username: str, password: str, role: Role) -> User:
+def create_user(
+    session: Session, username: str, password: str, role: Role, actor: str = ""
+) -> User:
     """Record a user with a salted password hash; the username is unique (case-insensitive)."""
     username = username.strip()
     if not USERNAME_RE.match(username):
@@ -40,6 +43,7 @@ def create_user(session: Session, username: str, password: str, role: Role) -> U
     user = User(username=username, password_hash=generate_password_hash(password), role=role)
     session.add(user)
     session.flush()
+    audit.record(session, actor, "user.create", user.username, role=role.value)
     return user
 
 
@@ -69,11 +73,89 @@ def authenticate(session: Session, username: str, password: str) -> User:
     return user
 
 
-def set_password(session: Session, username: str, password: str) -> User:
-    """Replace a user's password."""
-    _check_password_rules(password)
-    user = find_user(session, username)
+def require_user(session: Session, username: str) -> User:
+    """The user with this name, disabled or not; NotFound otherwise."""
+    user = find_user(session, username.strip())
     if user is None:
         raise NotFound(f"user {username!r} does not exist")
-    user.password_hash = generate_password_hash(password)
     return user
+
+
+def session_id(user: User) -> str:
+    """The login id a session stores: the user id and the user's current session version."""
+    return f"{user.id}:{user.session_version}"
+
+
+def user_for_session(session: Session, login_id: str) -> User | None:
+    """The live user a session's login id names, or None once its version was bumped."""
+    user_id, _, version = login_id.partition(":")
+    if not user_id.isdigit() or not version.isdigit():
+        return None  # includes sessions from before versions existed
+    user = get_user(session, int(user_id))
+    return user if user is not None and user.session_version == int(version) else None
+
+
+def end_sessions(user: User) -> None:
+    """Every session of this user, on every device, stops working at its next request."""
+    user.session_version += 1
+
+
+def set_password(session: Session, username: str, password: str, actor: str = "") -> User:
+    """Replace a user's password; every session of the user ends."""
+    _check_password_rules(password)
+    user = require_user(session, username)
+    user.password_hash = generate_password_hash(password)
+    end_sessions(user)
+    audit.record(session, actor, "user.set_password", user.username)
+    return user
+
+
+def set_disabled(session: Session, username: str, disabled: bool, actor: str = "") -> User:
+    """Disable (or enable) a user: a disabled user's sessions and keys stop at once."""
+    user = require_user(session, username)
+    if disabled and user.role is Role.ADMIN and not user.disabled:
+        _keep_an_admin(session, user)
+    if user.disabled != disabled:
+        user.disabled = disabled
+        end_sessions(user)
+        audit.record(session, actor, "user.disable" if disabled else "user.enable", user.username)
+    return user
+
+
+def set_role(session: Session, username: str, role: Role | str, actor: str = "") -> User:
+    """Change a user's role; it applies to the user's next request."""
+    try:
+        role = Role(role)
+    except ValueError:
+        raise BadInput(f"unknown role {role!r}", {"allowed": [r.value for r in Role]}) from None
+    user = require_user(session, username)
+    if user.role is Role.ADMIN and role is not Role.ADMIN and not user.disabled:
+        _keep_an_admin(session, user)
+    if user.role is not role:
+        old = user.role.value
+        audit.record(session, actor, "user.set_role", user.username, old=old, new=role.value)
+        user.role = role
+    return user
+
+
+def _keep_an_admin(session: Session, leaving: User) -> None:
+    """Refuse to remove the last enabled admin (nobody could manage users from the UI)."""
+    others = session.scalar(
+        select(func.count())
+        .select_from(User)
+        .where(User.role == Role.ADMIN, User.disabled.is_(False), User.id != leaving.id)
+    )
+    if not others:
+        raise InvalidState(f"{leaving.username!r} is the last enabled admin")
+
+
+def user_to_dict(user: User) -> dict[str, object]:
+    """The public JSON shape of a user: never the password hash."""
+    return {
+        "id": user.id,
+        "username": user.username,
+        "role": user.role.value,
+        "disabled": user.disabled,
+        "created_at": user.created_at.isoformat(),
+        "last_login_at": user.last_login_at.isoformat() if user.last_login_at else None,
+    }

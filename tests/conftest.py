@@ -18,6 +18,7 @@ PG_ADMIN_URL = os.environ.get("HERPSCORE_TEST_PG", "postgresql://postgres@127.0.
 REDIS_URL = os.environ.get("HERPSCORE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 # CI sets this so that a missing server fails the run instead of skipping its tests.
 REQUIRE_SERVICES = os.environ.get("HERPSCORE_REQUIRE_SERVICES") == "1"
+RATE_LIMIT_PREFIX = f"herpscore-test-{uuid.uuid4().hex[:12]}"
 
 
 def screenshot_dir(tmp_path: Path) -> Path:
@@ -137,6 +138,8 @@ def make_settings(tmp_path: Path, photos_root: Path) -> Callable[..., Settings]:
             "database_url": db_url,
             "allowed_roots": [photos_root],
             "broker_url": "memory://",
+            # Rate-limit counts in a shared Redis must not leak between test runs.
+            "rate_limit_key_prefix": RATE_LIMIT_PREFIX,
         }
         values.update(overrides)
         return Settings(**values)

@@ -6,7 +6,12 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_after_setup, worker_process_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    celeryd_after_setup,
+    worker_process_init,
+)
 
 from service.db import dispose_engines
 from service.settings import get_settings
@@ -23,6 +28,16 @@ def make_app() -> Celery:
 
 
 app = make_app()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _json_logs(logger: logging.Logger, **_: object) -> None:
+    from service.logs import configure_logging
+
+    configure_logging(get_settings(), logger)
+
+
 _scores = True  # does this worker consume the inference queue? (set before the pool forks)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.imaging import ImageError, InputSpec, load_rgb, to_array
+from service.monitoring import BATCH_SECONDS
 from workers.engine import InferenceEngine, top_k
 
 # What Pillow's parsers raise on hostile or broken files besides ImageError (fuzzing finds
@@ -133,7 +134,9 @@ def _predict(
         # batch_size shapes, and ORT keeps each one's plan after its first run.
         began = time.perf_counter()
         probs = engine.probabilities(buf[: len(ok)])
-        stats.inference_seconds += time.perf_counter() - began
+        elapsed = time.perf_counter() - began
+        stats.inference_seconds += elapsed
+        BATCH_SECONDS.observe(elapsed)
         stats.batches += 1
         finite = np.isfinite(probs).all(axis=1)
         if not finite.all():  # a broken model or an overflow: never store NaN as a score

@@ -14,7 +14,9 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from service.db import read_scope, session_scope
 from service.errors import HerpscoreError
+from service.logs import work_context
 from service.models import ModelVersion
+from service.monitoring import count_outcomes
 from service.registry import active_model
 from service.scanning import run_scan
 from service.scoring import FileOutcome, requeue_stalled, score_chunk
@@ -36,7 +38,7 @@ def run_model(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome
     """Decode and infer `paths` with the job's pinned model version (cached session)."""
     settings = worker_settings()
     engine = get_engine(Path(model.path), threads=settings.worker_threads)
-    return score_paths(
+    outcomes = score_paths(
         engine,
         list(paths),
         batch_size=settings.batch_size,
@@ -45,6 +47,8 @@ def run_model(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome
         max_bytes=settings.max_file_bytes,
         k=min(settings.top_k, len(engine.labels)),
     )
+    count_outcomes([outcome.failure_reason for outcome in outcomes])
+    return outcomes
 
 
 def warm_database() -> None:
@@ -85,7 +89,8 @@ def preload_active_model() -> None:
 def scan_job(self: object, job_id: int) -> None:
     settings = worker_settings()
     # A broker outage mid-scan does not stop it: the committed chunks wait for the requeue.
-    run_scan(settings, int(job_id), lambda ids: enqueue(settings, SCORE_TASK, ids))
+    with work_context(job_id=int(job_id)):
+        run_scan(settings, int(job_id), lambda ids: enqueue(settings, SCORE_TASK, ids))
 
 
 @shared_task(
@@ -98,7 +103,12 @@ def scan_job(self: object, job_id: int) -> None:
     soft_time_limit=3600,
 )
 def score_chunk_task(self: object, chunk_id: int) -> dict[str, int]:
-    result = score_chunk(worker_settings(), int(chunk_id), run_model)
+    with work_context(chunk_id=int(chunk_id)):
+        return _score_chunk(int(chunk_id))
+
+
+def _score_chunk(chunk_id: int) -> dict[str, int]:
+    result = score_chunk(worker_settings(), chunk_id, run_model)
     log.info(
         "chunk %s (pid %s): %d scored, %d failed, %d routed; seconds %s",
         chunk_id, os.getpid(), result.scored, result.failed, result.routed, result.seconds,

@@ -16,14 +16,20 @@ def keys_group() -> None:
 
 @keys_group.command("create")
 @click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
-@click.option("--name", default="cli", show_default=True, help="Who or what uses the key.")
+@click.option("--name", help="Who or what uses the key (unique; default cli-<random>).")
+@click.option("--user", "username", help="The user it acts for: it stops while they are disabled.")
 @click.pass_context
-def keys_create(ctx: click.Context, role: str, name: str) -> None:
+def keys_create(ctx: click.Context, role: str, name: str | None, username: str | None) -> None:
     """Create an API key; it is shown once and stored only as a hash."""
+    import secrets
+
     from service.apikeys import create_key
+    from service.users import require_user
 
     with session_scope(_settings(ctx).db_url) as session:
-        key, secret = create_key(session, name, Role(role))
+        user_id = require_user(session, username).id if username else None
+        name = name or f"cli-{secrets.token_hex(3)}"
+        key, secret = create_key(session, name, Role(role), user_id=user_id, actor="cli")
         click.echo(f"key {key.id} ({key.role.value}) for {key.name}:", err=True)
     click.echo(secret)
 
@@ -48,5 +54,5 @@ def keys_revoke(ctx: click.Context, key_id: int) -> None:
     from service.apikeys import revoke_key
 
     with session_scope(_settings(ctx).db_url) as session:
-        revoke_key(session, key_id)
+        revoke_key(session, key_id, actor="cli")
     click.echo(f"key {key_id} revoked")

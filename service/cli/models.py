@@ -69,7 +69,7 @@ def models_activate(ctx: click.Context, model_id: int) -> None:
     from service.registry import activate_model
 
     with session_scope(_settings(ctx).db_url) as session:
-        model = activate_model(session, model_id)
+        model = activate_model(session, model_id, reason="manual (cli)", actor="cli")
         click.echo(f"model version {model.id} ({model.name}) is now active")
 
 

@@ -39,7 +39,7 @@ def users_create(ctx: click.Context, username: str, role: str, password_stdin: b
 
     password = _read_password(password_stdin)
     with session_scope(_settings(ctx).db_url) as session:
-        user = create_user(session, username, password, Role(role))
+        user = create_user(session, username, password, Role(role), actor="cli")
         click.echo(f"user {user.id} {user.username} ({user.role.value}) created")
 
 
@@ -68,5 +68,42 @@ def users_set_password(ctx: click.Context, username: str, password_stdin: bool) 
 
     password = _read_password(password_stdin)
     with session_scope(_settings(ctx).db_url) as session:
-        set_password(session, username, password)
-    click.echo(f"password of {username} changed")
+        set_password(session, username, password, actor="cli")
+    click.echo(f"password of {username} changed; their sessions ended")
+
+
+@users_group.command("disable")
+@click.argument("username")
+@click.pass_context
+def users_disable(ctx: click.Context, username: str) -> None:
+    """Disable a user: their sessions and the keys tied to them stop at once."""
+    from service.users import set_disabled
+
+    with session_scope(_settings(ctx).db_url) as session:
+        set_disabled(session, username, True, actor="cli")
+    click.echo(f"{username} disabled")
+
+
+@users_group.command("enable")
+@click.argument("username")
+@click.pass_context
+def users_enable(ctx: click.Context, username: str) -> None:
+    """Enable a disabled user again."""
+    from service.users import set_disabled
+
+    with session_scope(_settings(ctx).db_url) as session:
+        set_disabled(session, username, False, actor="cli")
+    click.echo(f"{username} enabled")
+
+
+@users_group.command("set-role")
+@click.argument("username")
+@click.argument("role", type=click.Choice([r.value for r in Role]))
+@click.pass_context
+def users_set_role(ctx: click.Context, username: str, role: str) -> None:
+    """Change a user's role (it applies to their next request)."""
+    from service.users import set_role
+
+    with session_scope(_settings(ctx).db_url) as session:
+        set_role(session, username, role, actor="cli")
+    click.echo(f"{username} is now {role}")

@@ -21,6 +21,7 @@ from service.exports.options import ExportOptions
 from service.exports.records import exports_root
 from service.exports.splits import SplitPlan, plan_splits
 from service.imaging import sha256_file
+from service.results import safe_cell, unsafe_cell
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def write_export(
         with (staging / "manifest.csv").open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS)
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({k: safe_cell(v) for k, v in row.items()} for row in rows)
         card = build_card(
             export_id, options, rows, plan, excluded, dropped, dict(unsafe), snapshot_at,
             linked, sha256_file(staging / "manifest.csv"),
@@ -176,4 +177,4 @@ def _make_writable(folder: Path) -> None:
 
 def read_manifest(folder: Path) -> list[dict[str, str]]:
     with (folder / "manifest.csv").open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+        return [{k: unsafe_cell(v) for k, v in row.items()} for row in csv.DictReader(fh)]

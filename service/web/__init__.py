@@ -22,18 +22,27 @@ class IdConverter(IntegerConverter):
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the web app; nothing connects to the database until a request needs it."""
     settings = settings or get_settings()
+    if settings.log_json:
+        from service.logs import use_json
+
+        use_json()
     app = Flask(__name__)
     app.config["SECRET_KEY"] = settings.flask_secret()
     app.extensions["herpscore"] = settings
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.converters["id"] = IdConverter
 
+    from service.web.admin import bp as admin_bp
     from service.web.admin import init_admin
     from service.web.api import bp as api_bp
     from service.web.errors import register_error_handlers
+    from service.web.health import bp as health_bp
+    from service.web.security import init_security
 
     register_error_handlers(app)
+    init_security(app, settings, ui=admin_bp, api=api_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(health_bp)
     # The UI: sessions, CSRF on every form; the API authenticates by key, so no CSRF there.
-    init_admin(app, csrf_exempt=(api_bp,))
+    init_admin(app, csrf_exempt=(api_bp, health_bp))
     return app

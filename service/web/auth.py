@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from flask import g, request
 from werkzeug.datastructures import Headers
 
-from service import apikeys
+from service import apikeys, audit
 from service.errors import Forbidden, Unauthorized
 from service.models import Role
 from service.web.context import db_read, db_session
@@ -31,6 +31,11 @@ class Caller:
     key_id: int
     name: str
     role: Role
+
+    @property
+    def principal(self) -> str:
+        """Who acts, as recorded on decisions and in the audit log (never the key's name)."""
+        return audit.key_principal(self.key_id)
 
 
 def requires(role: Role) -> Callable[[View], View]:

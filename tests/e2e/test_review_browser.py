@@ -23,6 +23,7 @@ from service.scoring import score_chunk
 from service.settings import Settings
 from service.web import create_app
 from tests.conftest import screenshot_dir
+from tests.support.browser import csp_violations, wait_until
 from tests.support.models import make_model_folder
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -94,7 +95,9 @@ def live_app(sqlite_url, make_settings, photos_root, tmp_path) -> Iterator[Live]
 
     from workers.tasks import run_model
 
-    settings = make_settings(sqlite_url, review_threshold=0.99, secret_key="browser-test")
+    settings = make_settings(
+        sqlite_url, review_threshold=0.99, secret_key="browser-test-" + "0123456789abcdef" * 2
+    )
     tints = [(178, 62, 38), (72, 150, 58), (58, 82, 170), (190, 160, 70)]
     for i in range(8):
         field_photo(
@@ -138,17 +141,20 @@ def page(live_app: Live):
         page.set_default_timeout(15_000)
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        refused = csp_violations(page)
         yield page
         browser.close()
         assert errors == [], f"JavaScript errors: {errors}"
+        assert refused == [], f"refused by the Content-Security-Policy: {refused}"
 
 
 def _current_item(page) -> int:
     """The item shown once the page is idle: while a post is in flight (aria-busy), the
     attribute still names the item before it."""
-    page.wait_for_function(
+    wait_until(
+        page,
         "(r => !r.hasAttribute('aria-busy') && r.dataset.itemId > 0)"
-        "(document.getElementById('review'))"
+        "(document.getElementById('review'))",
     )
     return int(page.get_attribute("#review", "data-item-id"))
 
@@ -178,8 +184,8 @@ def test_review_five_items_from_the_keyboard(live_app: Live, page, tmp_path: Pat
     page.wait_for_url(f"{live_app.url}/review")
 
     first = _current_item(page)
-    page.wait_for_function("document.getElementById('photo').naturalWidth > 0")
-    page.wait_for_function("document.querySelectorAll('#siblings img').length >= 5")
+    wait_until(page, "document.getElementById('photo').naturalWidth > 0")
+    wait_until(page, "document.querySelectorAll('#siblings img').length >= 5")
     assert page.locator("#topk li").count() == 3
     assert page.locator("#rel-path").inner_text().startswith("transect_03/IMG_41")
     assert "2025" in page.locator("#captured").inner_text()
@@ -206,7 +212,7 @@ def test_review_five_items_from_the_keyboard(live_app: Live, page, tmp_path: Pat
 
     # Back shows the decided item read-only; forward returns to the current one.
     page.keyboard.press("ArrowLeft")
-    page.wait_for_function(f"document.getElementById('review').dataset.itemId == '{fourth}'")
+    wait_until(page, f"document.getElementById('review').dataset.itemId == '{fourth}'")
     assert "not usable" in page.locator("#readonly").inner_text()
     page.keyboard.press("Enter")  # read-only: nothing is posted
     page.keyboard.press("ArrowRight")

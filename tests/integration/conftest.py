@@ -76,9 +76,14 @@ def api_client(api_app: Flask) -> FlaskClient:
 def make_key(api_settings: Settings) -> Callable[..., str]:
     """Create a key with a role and return its plaintext."""
 
+    made: list[Role] = []
+
     def create(role: Role = Role.ADMIN, name: str | None = None) -> str:
+        made.append(role)
+        count = made.count(role)  # key names are unique: test-admin, test-admin-2, ...
+        default = f"test-{role.value}" + (f"-{count}" if count > 1 else "")
         with session_scope(api_settings.db_url) as session:
-            _, plaintext = apikeys.create_key(session, name or f"test-{role.value}", role)
+            _, plaintext = apikeys.create_key(session, name or default, role)
         return plaintext
 
     return create

@@ -37,6 +37,7 @@ from service.settings import Settings
 from service.web import create_app
 from tests.conftest import screenshot_dir
 from tests.support.broker import UNREACHABLE_BROKER, queued_messages
+from tests.support.browser import csp_violations, wait_until
 from tests.support.photos import make_photo_folder, write_photo
 
 PASSWORD = "field-notes-2024"
@@ -55,7 +56,7 @@ def make_user(settings: Settings, role: Role, username: str | None = None) -> in
 def log_in_session(client: FlaskClient, user_id: int) -> None:
     """Log a test client in without the form (Flask-Login keeps the id in the session)."""
     with client.session_transaction() as session:
-        session["_user_id"] = str(user_id)
+        session["_user_id"] = f"{user_id}:0"  # id:session version; a new user's is 0
         session["_fresh"] = True
 
 
@@ -636,6 +637,8 @@ def test_job_page_in_headless_chromium(
                 ],
             )
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            # The pages work under the Content-Security-Policy (no inline script or style).
+            csp_errors = csp_violations(page)
             page.goto(f"{base}/jobs/{job_id}")
             page.fill("input[name=username]", "maria")
             page.fill("input[name=password]", PASSWORD)
@@ -647,17 +650,17 @@ def test_job_page_in_headless_chromium(
             page.evaluate("window.notReloaded = true")
             with session_scope(api_settings.db_url) as session:
                 get_job(session, live_id).scored = 17
-            page.wait_for_function(
-                "document.querySelector('[data-field=scored]').textContent === '17'",
-                timeout=10_000,
-            )
+            sync_api.expect(page.locator("[data-field=scored]")).to_have_text("17", timeout=10_000)
             assert page.evaluate("window.notReloaded") is True
 
             page.goto(f"{base}/jobs/{job_id}")
-            page.wait_for_function(
+            wait_until(
+                page,
                 "[...document.querySelectorAll('.sheet img')]"
-                ".every(i => i.complete && i.naturalWidth > 0)"
+                ".every(i => i.complete && i.naturalWidth > 0)",
             )
+            width = page.evaluate("document.querySelector('.bar span').style.width")
+            assert width == "100%", "jobs.js sets the bar's width (no style attribute)"
             assert page.locator(".sheet li").count() == 17
             boxes = page.locator("input[name=image_ids]")
             boxes.nth(0).check()
@@ -668,6 +671,7 @@ def test_job_page_in_headless_chromium(
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot), full_page=True)
             browser.close()
+            assert not csp_errors, csp_errors
     finally:
         server.shutdown()
         thread.join(timeout=5)

@@ -50,6 +50,11 @@ EXPECTED_ACCESS: dict[str, Role | None] = {
     "api.retrain_now": Role.ADMIN,
     "api.promote_training_run": Role.ADMIN,
     "api.rollback_model": Role.ADMIN,
+    "api.list_users": Role.ADMIN,
+    "api.disable_user": Role.ADMIN,
+    "api.enable_user": Role.ADMIN,
+    "api.set_user_role": Role.ADMIN,
+    "api.list_audit": Role.ADMIN,
 }
 
 

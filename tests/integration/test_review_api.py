@@ -8,6 +8,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from service import apikeys
 from service.db import session_scope
 from service.models import Annotation, ReviewItem, ReviewStatus, Role
 from service.settings import Settings
@@ -22,11 +23,20 @@ def seeded(api_settings: Settings):
 
 
 @pytest.fixture()
-def reviewer(make_key: Callable[..., str]) -> Callable[[str], Headers]:
-    """Headers for a reviewer key with the given name (the name is the reviewer)."""
+def principals() -> dict[str, str]:
+    """Key name -> the principal (`key:<id>`) that decisions and claims are recorded as."""
+    return {}
+
+
+@pytest.fixture()
+def reviewer(api_settings: Settings, principals: dict[str, str]) -> Callable[[str], Headers]:
+    """Headers for a reviewer key with the given name (the reviewer is the key, not the name)."""
 
     def headers(name: str) -> Headers:
-        return {"X-API-Key": make_key(Role.REVIEWER, name=name)}
+        with session_scope(api_settings.db_url) as session:
+            key, plaintext = apikeys.create_key(session, name, Role.REVIEWER)
+            principals[name] = f"key:{key.id}"
+        return {"X-API-Key": plaintext}
 
     return headers
 
@@ -36,22 +46,22 @@ def _decide(client: FlaskClient, headers: Headers, item_id: int, **body) -> dict
     return {"status": response.status_code, **response.get_json()}
 
 
-def test_next_claims_and_is_sticky(api_client, seeded, reviewer):
+def test_next_claims_and_is_sticky(api_client, seeded, reviewer, principals):
     ana, ben = reviewer("ana"), reviewer("ben")
     body = api_client.get("/api/v1/review/next", headers=ana).get_json()
     item = body["item"]
-    assert item["id"] == seeded.item_ids[0] and item["claimed_by"] == "ana"
+    assert item["id"] == seeded.item_ids[0] and item["claimed_by"] == principals["ana"]
     assert item["image"]["rel_path"] == "site_a/img_000.jpg"
     assert [t["rank"] for t in item["prediction"]["topk"]] == [1, 2, 3]
     assert item["reason"] == "low_confidence<0.9" and item["labels"]
-    assert body["stats"]["available"] == 3 and body["stats"]["reviewer"] == "ana"
+    assert body["stats"]["available"] == 3 and body["stats"]["reviewer"] == principals["ana"]
     again = api_client.get("/api/v1/review/next", headers=ana).get_json()
     assert again["item"]["id"] == item["id"]
     other = api_client.get("/api/v1/review/next", headers=ben).get_json()
     assert other["item"]["id"] == seeded.item_ids[1]
 
 
-def test_empty_queue_is_item_null(api_client, api_settings, reviewer):
+def test_empty_queue_is_item_null(api_client, api_settings, reviewer, principals):
     seeded = seed_queue(api_settings.db_url, count=1)
     ana = reviewer("ana")
     item_id = api_client.get("/api/v1/review/next", headers=ana).get_json()["item"]["id"]
@@ -65,21 +75,23 @@ def test_empty_queue_is_item_null(api_client, api_settings, reviewer):
             "available": 0,
             "claimed": 0,
             "done": 1,
-            "reviewer": "ana",
+            "reviewer": principals["ana"],
             "decided_by_you_24h": 1,
         },
     }
     assert seeded.item_ids == [item_id]
 
 
-def test_decide_records_an_annotation_as_the_key_name(api_client, api_settings, seeded, reviewer):
+def test_decide_records_an_annotation_as_the_key(
+    api_client, api_settings, seeded, reviewer, principals
+):
     ana = reviewer("ana")
     item_id = api_client.get("/api/v1/review/next", headers=ana).get_json()["item"]["id"]
     body = _decide(api_client, ana, item_id, decision="label", label=" Naja samarensis ")
     assert body["status"] == 201
     note = body["annotation"]
     assert (note["reviewer"], note["decision"], note["label"]) == (
-        "ana",
+        principals["ana"],
         "label",
         "Naja samarensis",
     )
@@ -108,12 +120,12 @@ def test_bad_decisions_are_400(api_client, seeded, reviewer, body, status, code)
     assert (got["status"], got["error"]) == (status, code)
 
 
-def test_conflicts_are_409_and_missing_items_404(api_client, seeded, reviewer):
+def test_conflicts_are_409_and_missing_items_404(api_client, seeded, reviewer, principals):
     ana, ben = reviewer("ana"), reviewer("ben")
     item_id = api_client.get("/api/v1/review/next", headers=ana).get_json()["item"]["id"]
     taken = _decide(api_client, ben, item_id, decision="unknown")
     assert (taken["status"], taken["error"]) == (409, "invalid_state")
-    assert taken["details"]["claimed_by"] == "ana"
+    assert taken["details"]["claimed_by"] == principals["ana"]
     assert _decide(api_client, ana, item_id, decision="unknown")["status"] == 201
     assert _decide(api_client, ana, item_id, decision="unusable")["status"] == 409
     assert _decide(api_client, ana, 999_999, decision="unknown")["status"] == 404

@@ -131,6 +131,7 @@ def test_list_keys_newest_first_and_key_to_dict_hides_secrets(session: Session) 
         "name",
         "prefix",
         "role",
+        "user_id",
         "created_at",
         "last_used_at",
         "revoked_at",

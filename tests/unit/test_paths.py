@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import BadInput
+from service.errors import BadInput, Forbidden
 from service.paths import is_utf8, printable, resolve_job_folder
 
 
@@ -28,7 +28,12 @@ def test_printable_escapes_only_the_undecodable_bytes() -> None:
     assert is_utf8(printable(name)) and is_utf8("Ñaja 蛇.jpg")
 
 
-def test_a_home_folder_of_no_such_user_is_a_bad_input_not_a_crash(tmp_path: Path) -> None:
+def test_a_home_folder_of_no_such_user_is_refused_like_a_real_one(tmp_path: Path) -> None:
     # Found by schemathesis: Path.expanduser raised RuntimeError, and the API answered 500.
-    with pytest.raises(BadInput, match="cannot be resolved"):
-        resolve_job_folder("~no-such-user-here/photos", [tmp_path.resolve()])
+    # The answer is the same as for an existing user's home, so no OS user name leaks.
+    answers = []
+    for folder in ("~no-such-user-here/photos", "~root/photos"):
+        with pytest.raises(Forbidden, match="outside the allowed roots") as refused:
+            resolve_job_folder(folder, [tmp_path.resolve()])
+        answers.append(refused.value.details)
+    assert answers[0] == answers[1]

@@ -152,6 +152,10 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
     message: str | None = exc.name
     if isinstance(exc, CSRFError):
         message = "The form was missing its security token or it expired; please try again."
+    elif status == 429:
+        message = "Too many failed attempts. Please wait a few minutes and try again."
+    elif status == 413:
+        message = "That request was too large."
     elif status in (400, 403, 404, 409):
         message = exc.description or exc.name
     flash(message or "error", "error")
@@ -159,4 +163,4 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
 
 
 # View modules attach their routes to `bp` when imported: add yours to this import.
-from service.web.admin import auth, dashboard, exports, jobs, media, models, review, training  # noqa: E402, F401
+from service.web.admin import auth, dashboard, exports, jobs, media, models, review, training, users  # noqa: E402, F401

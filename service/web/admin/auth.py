@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import flash, redirect, render_template, request, session, url_for
+from flask import abort, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
-from flask_login import LoginManager, login_user, logout_user
+from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from service import users
 from service.errors import Unauthorized
-from service.models import Role
+from service.models import Role, User
 from service.web.admin import bp, public, role_required, safe_next_url
 from service.web.context import db_read, db_session
 
@@ -30,23 +30,32 @@ class SessionUser:
     id: int
     username: str
     role: Role
+    login_id: str  # "<id>:<session version>", what the session cookie holds
 
     is_authenticated = True
     is_active = True
     is_anonymous = False
 
     def get_id(self) -> str:
-        return str(self.id)
+        return self.login_id
+
+    @property
+    def principal(self) -> str:
+        """Who acts, as recorded on decisions and in the audit log (usernames are unique)."""
+        return self.username
+
+    @classmethod
+    def of(cls, user: User) -> SessionUser:
+        return cls(user.id, user.username, user.role, users.session_id(user))
 
 
 @login_manager.user_loader
-def _load_user(user_id: str) -> SessionUser | None:
-    """Re-read the user on every request: a disabled user or a changed role acts at once."""
-    if not user_id.isdigit():
-        return None
-    with db_read() as db:  # every UI request: never behind a worker's write
-        user = users.get_user(db, int(user_id))
-        return SessionUser(user.id, user.username, user.role) if user else None
+def _load_user(login_id: str) -> SessionUser | None:
+    """Re-read the user on every request: a disabled user, a changed role, a logout or a new
+    password (each bumps the user's session version) acts at once, copied cookies included."""
+    with db_read() as db:
+        user = users.user_for_session(db, login_id)
+        return SessionUser.of(user) if user else None
 
 
 class LoginForm(FlaskForm):
@@ -57,24 +66,32 @@ class LoginForm(FlaskForm):
 @bp.route("/login", methods=["GET", "POST"])
 @public
 def login() -> ResponseReturnValue:
+    next_url = request.args.get("next")
+    if next_url and not next_url.isprintable():  # CR/LF would split the redirect's headers
+        abort(400, "the next= address is not valid")
     form = LoginForm()
     if not form.validate_on_submit():
         return render_template("login.html", form=form), 400 if form.errors else 200
     try:
         with db_session() as db:
             user = users.authenticate(db, form.username.data or "", form.password.data or "")
-            who = SessionUser(user.id, user.username, user.role)
+            who = SessionUser.of(user)
     except Unauthorized as exc:
         flash(exc.message, "error")
         return render_template("login.html", form=form), 401
     session.clear()  # nothing from before the login survives it
     login_user(who)
-    return redirect(safe_next_url(request.args.get("next"), url_for("admin.dashboard")), 303)
+    return redirect(safe_next_url(next_url, url_for("admin.dashboard")), 303)
 
 
 @bp.post("/logout")
 @role_required(Role.VIEWER)
 def logout() -> ResponseReturnValue:
+    """Log out everywhere: the session version moves on, so a copied cookie dies too."""
+    with db_session() as db:
+        user = users.get_user(db, current_user.id)
+        if user is not None:
+            users.end_sessions(user)
     logout_user()
     session.clear()
     flash("You are logged out.", "info")

@@ -107,7 +107,7 @@ def create_export(body: ExportCreate) -> ResponseReturnValue:
     settings = current_settings()
     options = exports.ExportOptions.from_settings(settings, **body.model_dump())
     with db_session() as session:
-        export = exports.create_export(session, options, created_by=current_caller().name)
+        export = exports.create_export(session, options, created_by=current_caller().principal)
         payload = exports.export_to_dict(export)
     sent = tasks_client.enqueue(settings, tasks_client.EXPORT_TASK, [export.id])
     location = url_for("api.get_export", export_id=export.id)

@@ -171,7 +171,7 @@ def create_job(body: JobCreate) -> ResponseReturnValue:
             settings,
             body.folder,
             **body.model_dump(exclude={"folder"}, exclude_unset=True),
-            created_by=current_caller().name,
+            created_by=current_caller().principal,
         )
         payload = jobs.job_to_dict(job)
     # The job is committed: with the broker down it waits (202, not a 500 that would only

@@ -12,13 +12,15 @@ from service.models import Role
 from service.web.api import bp
 from service.web.api.inputs import Body
 from service.web.api.operations import ItemList, Output, operation
-from service.web.auth import requires
+from service.web.auth import current_caller, requires
 from service.web.context import db_session
 
 
 class KeyCreate(Body):
     name: str = Field(min_length=1, max_length=200)
     role: Role
+    user_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    """Tie the key to a user: it stops while they are disabled."""
 
 
 class ApiKey(Output):
@@ -29,6 +31,8 @@ class ApiKey(Output):
     prefix: str
     """Public part that identifies the key."""
     role: Role
+    user_id: int | None
+    """The user it acts for: it stops while they are disabled."""
     created_at: datetime
     last_used_at: datetime | None
     """Updated at most once a minute."""
@@ -65,7 +69,9 @@ def create_key(body: KeyCreate) -> ResponseReturnValue:
     The response is the only place its secret ever appears.
     """
     with db_session() as session:
-        key, plaintext = apikeys.create_key(session, body.name, body.role)
+        key, plaintext = apikeys.create_key(
+            session, body.name, body.role, user_id=body.user_id, actor=current_caller().principal
+        )
         payload = {**apikeys.key_to_dict(key), "key": plaintext}
     return payload, 201, {"Cache-Control": "no-store"}
 
@@ -76,4 +82,5 @@ def create_key(body: KeyCreate) -> ResponseReturnValue:
 def revoke_key(key_id: int) -> ResponseReturnValue:
     """Revoke an API key."""
     with db_session() as session:
-        return apikeys.key_to_dict(apikeys.revoke_key(session, key_id))
+        key = apikeys.revoke_key(session, key_id, actor=current_caller().principal)
+        return apikeys.key_to_dict(key)

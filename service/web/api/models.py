@@ -11,7 +11,7 @@ from service import registry
 from service.models import ModelStatus, ModelVersion, Role
 from service.web.api import bp
 from service.web.api.operations import ItemList, Output, operation
-from service.web.auth import requires
+from service.web.auth import current_caller, requires
 from service.web.context import db_read, db_session
 
 
@@ -84,4 +84,7 @@ def activate_model(model_id: int) -> ResponseReturnValue:
     version they were pinned to.
     """
     with db_session() as session:
-        return model_to_dict(registry.activate_model(session, model_id))
+        model = registry.activate_model(
+            session, model_id, reason="manual (api)", actor=current_caller().principal
+        )
+        return model_to_dict(model)

@@ -47,6 +47,7 @@ ERRORS = {
     415: "The body is not `application/json`.",
     500: "Unexpected server error (logged, no details).",
     503: "The database is unavailable or busy.",
+    429: "Too many failed API-key checks from this address; see `Retry-After`.",
 }
 
 SECURITY_SCHEMES = {
@@ -244,7 +245,7 @@ def _responses(route: Route, schemas: _Schemas) -> dict[str, Any]:
     if op.body is not None:
         errors |= {413, 415}
     if route.role is not None:
-        errors |= {401, 403}
+        errors |= {401, 403, 429}
     if route.rule.arguments:
         errors.add(404)
     for status in errors - set(op.answers):

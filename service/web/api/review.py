@@ -156,9 +156,9 @@ def review_next(query: QueueQuery) -> ResponseReturnValue:
     claims the highest-priority pending item nobody holds, under a lease that each call
     renews. Two callers never get the same item; an abandoned item returns to the queue
     when its lease expires. An empty queue is `200` with `item: null` (not 204), so the
-    counts always come back. The reviewer is the key's name.
+    counts always come back. The reviewer is the caller's principal (`key:<id>` for a key).
     """
-    reviewer = current_caller().name
+    reviewer = current_caller().principal
     with db_session() as session:
         item = review.next_item(session, reviewer, job_id=query.job_id)
         if item is None:
@@ -179,7 +179,7 @@ def review_decide(item_id: int, body: DecisionBody) -> ResponseReturnValue:
     """
     with db_session() as session:
         annotation = review.decide(
-            session, item_id, current_caller().name, body.decision, body.label
+            session, item_id, current_caller().principal, body.decision, body.label
         )
         return {"annotation": review.annotation_to_dict(annotation)}, 201
 
@@ -194,7 +194,7 @@ def review_undo() -> ResponseReturnValue:
     (the next `GET /review/next` returns it). Called again, it undoes the decision before.
     Both fields are null when there is nothing left to undo.
     """
-    reviewer = current_caller().name
+    reviewer = current_caller().principal
     with db_session() as session:
         annotation = review.undo_last(session, reviewer)
         if annotation is None or annotation.review_item_id is None:
@@ -218,4 +218,4 @@ def review_stats(query: QueueQuery) -> ResponseReturnValue:
     And how many decisions the caller made in the last 24 hours.
     """
     with db_read() as session:
-        return review.queue_stats(session, current_caller().name, query.job_id)
+        return review.queue_stats(session, current_caller().principal, query.job_id)

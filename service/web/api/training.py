@@ -113,7 +113,7 @@ def promote_training_run(run_id: int, body: PromoteRequest) -> ResponseReturnVal
     409 if the candidate failed the promotion gate (unless `force`) or the run has none.
     """
     with db_session() as session:
-        model = promotion.promote_run(session, run_id, current_caller().name, force=body.force)
+        model = promotion.promote_run(session, run_id, current_caller().principal, force=body.force)
         return model_to_dict(model)
 
 
@@ -126,4 +126,4 @@ def rollback_model() -> ResponseReturnValue:
     409 if there is no earlier active version.
     """
     with db_session() as session:
-        return model_to_dict(registry.rollback(session, actor=current_caller().name))
+        return model_to_dict(registry.rollback(session, actor=current_caller().principal))

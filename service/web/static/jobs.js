@@ -82,6 +82,19 @@
     update();
   }
 
+  // No style attributes or inline handlers in the markup (the CSP forbids them): the bar's
+  // width comes from aria-valuenow, a form's confirmation from data-confirm.
+  document.querySelectorAll("[data-job-progress] .bar").forEach(function (bar) {
+    bar.firstElementChild.style.width = bar.getAttribute("aria-valuenow") + "%";
+  });
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
+    });
+  });
+  document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
+    select.addEventListener("change", function () { select.form.submit(); });
+  });
   document.querySelectorAll("[data-job-progress]").forEach(watch);
   document.querySelectorAll("form[data-bulk]").forEach(bulk);
 })();
