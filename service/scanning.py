@@ -293,6 +293,11 @@ def queued_chunk_ids(session: Session, job_id: int) -> list[int]:
     )
 
 
+def owns_scan(job: ScanJob, attempt: int) -> bool:
+    """Is this scan run still the job's current one (not cancelled, not superseded)?"""
+    return job.status == JobStatus.SCANNING and job.scan_attempts == attempt
+
+
 def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], None]) -> None:
     """Scan a job's folder in batches: each batch commits, then its full chunks are enqueued.
 
@@ -301,7 +306,7 @@ def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], Non
     so that hashing never holds a database lock and workers see chunks early.
     """
     with session_scope(settings.db_url) as session:
-        job = get_job(session, job_id)
+        job = get_job(session, job_id, lock=True)
         # A redelivered scan (its worker died) may have committed chunks whose messages
         # were never sent: send every queued chunk again. Duplicates are harmless.
         unsent = queued_chunk_ids(session, job_id) if job.status != JobStatus.QUEUED else []
@@ -313,6 +318,11 @@ def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], Non
             return
         else:
             resume_only = False
+        # This run owns the scan from now on: a stalled run that wakes up finds a newer
+        # attempt at its next batch and stops (the scheduler re-sends silent scans).
+        job.scan_attempts += 1
+        job.heartbeat_at = utcnow()
+        attempt = job.scan_attempts
         folder, recursive, extensions = Path(job.folder), job.recursive, list(job.extensions)
     enqueue(unsent)
     if resume_only:
@@ -331,9 +341,10 @@ def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], Non
     for batch in scan_batches(files, min(settings.chunk_size, FIRST_CHUNK_FILES)):
         records = [inspect_file(path, folder, settings) for path in batch]
         with session_scope(settings.db_url) as session:
-            job = get_job(session, job_id)
-            if job.status != JobStatus.SCANNING:
-                return  # cancelled while scanning
+            job = get_job(session, job_id, lock=True)
+            if not owns_scan(job, attempt):
+                return  # cancelled while scanning, or superseded
+            job.heartbeat_at = utcnow()
             scanned = list(zip(record_images(session, records), records, strict=True))
             if resumed:  # the files a dead scan recorded keep their rows and chunks
                 known = already_recorded(session, job_id, [image_id for image_id, _ in scanned])
@@ -341,8 +352,8 @@ def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], Non
             chunk_ids, held = record_job_files(session, job, settings, held + scanned, False)
         enqueue(chunk_ids)
     with session_scope(settings.db_url) as session:
-        job = get_job(session, job_id)
-        if job.status != JobStatus.SCANNING:
+        job = get_job(session, job_id, lock=True)
+        if not owns_scan(job, attempt):
             return
         chunk_ids, _ = record_job_files(session, job, settings, held, final=True)
         job.scan_complete = True

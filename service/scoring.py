@@ -6,7 +6,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import and_, select, update
@@ -304,34 +303,3 @@ def score_chunk(settings: Settings, chunk_id: int, scorer: Scorer) -> ChunkResul
         "store": round(time.perf_counter() - scored, 4),
     }
     return result
-
-
-def requeue_stalled(session: Session, settings: Settings) -> tuple[list[int], list[int]]:
-    """Chunks and jobs whose message was lost (embedded broker, a crash before sending).
-
-    Returns (chunk ids, job ids) to send again; their clocks restart so they are not
-    re-sent on every check. Writes are idempotent, so a duplicate costs only time.
-    """
-    now = utcnow()
-    cutoff = now - timedelta(seconds=settings.chunk_lease_seconds)
-    chunk_ids = list(
-        session.scalars(
-            select(Chunk.id)
-            .join(ScanJob, ScanJob.id == Chunk.job_id)
-            .where(
-                Chunk.status == ChunkStatus.QUEUED,
-                Chunk.enqueued_at < cutoff,
-                ScanJob.status.in_([JobStatus.SCANNING, JobStatus.SCORING]),
-            )
-        )
-    )
-    if chunk_ids:
-        session.execute(update(Chunk).where(Chunk.id.in_(chunk_ids)).values(enqueued_at=now))
-    job_ids = list(
-        session.scalars(
-            select(ScanJob.id).where(
-                ScanJob.status == JobStatus.QUEUED, ScanJob.created_at < cutoff
-            )
-        )
-    )
-    return chunk_ids, job_ids

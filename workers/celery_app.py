@@ -11,9 +11,11 @@ from celery.signals import celeryd_after_setup, worker_process_init
 from service.db import dispose_engines
 from service.settings import get_settings
 from service.tasks_client import celery_config
+from workers import broker_compat
 
 
 def make_app() -> Celery:
+    broker_compat.install()
     settings = get_settings()
     if settings.is_embedded_broker:
         settings.ensure_dirs()

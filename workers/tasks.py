@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
 from celery import shared_task
+from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from service.broker_watch import broker_was_reset
 from service.db import read_scope, session_scope
 from service.errors import HerpscoreError
+from service.exports import enqueue_export
 from service.models import ModelVersion
 from service.registry import active_model
+from service.retraining import enqueue_training
 from service.scanning import run_scan
-from service.scoring import FileOutcome, requeue_stalled, score_chunk
+from service.scheduler import requeue_stalled
+from service.scoring import FileOutcome, score_chunk
 from service.settings import Settings, get_settings
 from service.tasks_client import (
     REQUEUE_TASK,
@@ -30,7 +36,10 @@ from workers.engine import get_engine
 from workers.pipeline import score_paths
 
 log = logging.getLogger(__name__)
-TRANSIENT = (OperationalError, ConnectionError, TimeoutError)
+TRANSIENT = (OperationalError, BrokerError, ConnectionError, TimeoutError)
+# A task that sends messages waits this long for a broker that went away, backing off, and
+# then carries on: a retry through the broker would itself fail while it is down.
+BROKER_PATIENCE_SECONDS = 600.0
 
 
 @lru_cache(maxsize=1)
@@ -51,6 +60,21 @@ def run_model(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome
         max_bytes=settings.max_file_bytes,
         k=min(settings.top_k, len(engine.labels)),
     )
+
+
+def patiently(send: Callable[[], None], patience: float = BROKER_PATIENCE_SECONDS) -> None:
+    """Call `send`, riding out a broker outage of up to `patience` seconds with backoff."""
+    deadline, delay = time.monotonic() + patience, 0.5
+    while True:
+        try:
+            send()
+            return
+        except (BrokerError, ConnectionError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("broker unreachable (%s): sending again in %.1f s", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 15.0)
 
 
 def warm_database() -> None:
@@ -90,7 +114,7 @@ def preload_active_model() -> None:
 )
 def scan_job(self: object, job_id: int) -> None:
     settings = worker_settings()
-    run_scan(settings, int(job_id), lambda ids: enqueue_chunks(settings, ids))
+    run_scan(settings, int(job_id), lambda ids: patiently(lambda: enqueue_chunks(settings, ids)))
 
 
 @shared_task(
@@ -114,11 +138,20 @@ def score_chunk_task(self: object, chunk_id: int) -> dict[str, int]:
 @shared_task(name=REQUEUE_TASK, acks_late=True, autoretry_for=TRANSIENT, max_retries=3)
 def requeue_stalled_task() -> dict[str, int]:
     settings = worker_settings()
+    reset = broker_was_reset(settings)
     with session_scope(settings.db_url) as session:
-        chunk_ids, job_ids = requeue_stalled(session, settings)
-    enqueue_chunks(settings, chunk_ids)
-    for job_id in job_ids:
+        resend = requeue_stalled(session, settings, broker_reset=reset)
+    enqueue_chunks(settings, resend.chunks)
+    for job_id in resend.scans:
         enqueue_scan(settings, job_id)
-    if chunk_ids or job_ids:
-        log.warning("re-sent %d stalled chunks and %d queued jobs", len(chunk_ids), len(job_ids))
-    return {"chunks": len(chunk_ids), "jobs": len(job_ids)}
+    for export_id in resend.exports:
+        enqueue_export(settings, export_id)
+    for run_id in resend.runs:
+        enqueue_training(settings, run_id)
+    counts = resend.counts()
+    if any(counts.values()):
+        log.warning(
+            "re-sent %d stalled chunks, %d scans, %d exports and %d training runs%s",
+            *counts.values(), " (the broker was away)" if reset else "",
+        )  # fmt: skip
+    return counts
