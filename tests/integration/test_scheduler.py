@@ -41,7 +41,9 @@ def make_work(settings: Settings) -> dict[str, int]:
         }  # fmt: skip
 
 
-def test_every_kind_of_stalled_work_is_sent_again_once_per_lease(api_settings, active_model, photos_root):
+def test_every_kind_of_stalled_work_is_sent_again_once_per_lease(
+    api_settings, active_model, photos_root
+):
     (photos_root / "site-1").mkdir()
     ids = make_work(api_settings)
     with session_scope(api_settings.db_url) as session:
@@ -56,7 +58,9 @@ def test_every_kind_of_stalled_work_is_sent_again_once_per_lease(api_settings, a
     assert again.counts() == {"chunks": 0, "scans": 0, "exports": 0, "runs": 0}
 
 
-def test_after_a_broker_reset_everything_queued_goes_at_once(api_settings, active_model, photos_root):
+def test_after_a_broker_reset_everything_queued_goes_at_once(
+    api_settings, active_model, photos_root
+):
     (photos_root / "site-1").mkdir()
     ids = make_work(api_settings)
     with session_scope(api_settings.db_url) as session:
