@@ -17,7 +17,7 @@ from service.tasks_client import celery_client
 
 log = logging.getLogger(__name__)
 MARK_KEY = "herpscore:scheduler-check"
-GAP_CHECKS = 3  # this many missed checks in a row is an outage, not a slow check
+GAP_CHECKS = 2  # more than this many check intervals between checks: an outage
 
 
 def broker_was_reset(settings: Settings, now: float | None = None) -> bool:

@@ -7,15 +7,16 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, TypeVar
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from service.db import in_values, insert_ignoring_conflicts, session_scope
-from service.imaging import ImageError, is_image_name, probe, sha256_file
+from service.imaging import NOT_A_FILE, ImageError, is_image_name, probe, sha256_file
 from service.jobs import FINISHED, get_job, maybe_finish, transition
 from service.models import (
     Chunk,
@@ -80,13 +81,19 @@ def scan_batches(files: Iterable[Path], first: int) -> Iterator[tuple[Path, ...]
             size = min(size * 2, max(first, SCAN_BATCH_MAX))
 
 
-def iter_image_files(folder: Path, recursive: bool, extensions: list[str]) -> Iterator[Path]:
+def iter_image_files(
+    folder: Path,
+    recursive: bool,
+    extensions: list[str],
+    on_error: Callable[[OSError], None] | None = None,
+) -> Iterator[Path]:
     """Image files under `folder` in a stable order; hidden files and folders are skipped.
 
     Symlinked folders are not followed (a loop or an escape cannot start here); symlinked
-    files are yielded and checked by `inspect_file`.
+    files are yielded and checked by `inspect_file`. A folder that cannot be listed goes
+    to `on_error` (its subtree is skipped).
     """
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=on_error, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
         for name in sorted(filenames):
             path = Path(dirpath) / name
@@ -111,6 +118,8 @@ def inspect_file(path: Path, folder: Path, settings: Settings) -> FileRecord:
     try:
         stat = path.stat()
         record.size_bytes, record.mtime = stat.st_size, stat.st_mtime
+        if not S_ISREG(stat.st_mode):  # a socket cannot be opened; a FIFO would block
+            raise ImageError("not_a_file", NOT_A_FILE)
         if stat.st_size <= settings.max_file_bytes:
             record.sha256 = sha256_file(path)
         info = probe(path, settings.max_image_pixels, settings.max_file_bytes)
@@ -126,6 +135,21 @@ def inspect_file(path: Path, folder: Path, settings: Settings) -> FileRecord:
         info.gps_lat,
         info.gps_lon,
     )
+    return record
+
+
+def unlisted_folder(error: OSError, folder: Path) -> FileRecord:
+    """The failure row of a folder the walk could not enter (its files are never seen)."""
+    path = Path(os.fsdecode(error.filename)) if error.filename is not None else folder
+    try:
+        rel = str(path.relative_to(folder))
+    except ValueError:
+        rel = str(path)
+    record = FileRecord(path=str(path), rel_path=f"{rel.rstrip('/')}/")
+    if not is_utf8(record.path):
+        record.path, record.rel_path = printable(record.path), printable(record.rel_path)
+    record.failure_reason = "unreadable_folder"
+    record.failure_detail = f"cannot list this folder, its files were skipped: {error.strerror}"
     return record
 
 
@@ -336,10 +360,15 @@ def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], Non
         with session_scope(settings.db_url) as session:
             transition(session, get_job(session, job_id), JobStatus.FAILED, error=problem)
         return
-    files = iter_image_files(folder, recursive, extensions)
+    walk_errors: list[OSError] = []
+    files = iter_image_files(folder, recursive, extensions, walk_errors.append)
     held: list[Scanned] = []  # readable files recorded as images, not yet in a chunk
-    for batch in scan_batches(files, min(settings.chunk_size, FIRST_CHUNK_FILES)):
+    for batch in chain(scan_batches(files, min(settings.chunk_size, FIRST_CHUNK_FILES)), [()]):
         records = [inspect_file(path, folder, settings) for path in batch]
+        records += [unlisted_folder(error, folder) for error in walk_errors]
+        walk_errors.clear()
+        if not records:
+            continue
         with session_scope(settings.db_url) as session:
             job = get_job(session, job_id, lock=True)
             if not owns_scan(job, attempt):

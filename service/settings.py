@@ -56,7 +56,9 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     broker_visibility_timeout: int = Field(default=3600, ge=1)
     chunk_lease_seconds: int = Field(default=900, ge=5)
-    stalled_check_seconds: float = Field(default=60.0, gt=0)
+    stalled_check_seconds: float = Field(
+        default=10.0, gt=0, description="How often the scheduler looks for lost work."
+    )
     secret_key: str = Field(default="", description="Flask session key; generated if empty.")
     web_host: str = "127.0.0.1"
     web_port: int = 8000
