@@ -127,7 +127,11 @@ def scan_job(self: object, job_id: int) -> None:
     soft_time_limit=3600,
 )
 def score_chunk_task(self: object, chunk_id: int) -> dict[str, int]:
-    result = score_chunk(worker_settings(), int(chunk_id), run_model)
+    settings = worker_settings()
+    result = score_chunk(settings, int(chunk_id), run_model)
+    if result.split:
+        log.warning("chunk %s was interrupted before: split into %s", chunk_id, result.split)
+        patiently(lambda: enqueue_chunks(settings, result.split))
     log.info(
         "chunk %s (pid %s): %d scored, %d failed, %d routed; seconds %s",
         chunk_id, os.getpid(), result.scored, result.failed, result.routed, result.seconds,
