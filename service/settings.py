@@ -54,6 +54,18 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=0, ge=0, description="0 = one process per core.")
     max_image_pixels: int = Field(default=120_000_000, ge=1)
     max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    max_decoded_megabytes: int = Field(
+        default=384,
+        ge=1,
+        description="Largest decoded image (width x height x bytes per pixel of its mode); "
+        "larger ones fail as too_many_pixels before any pixel is decoded.",
+    )
+    worker_max_memory_megabytes: int = Field(
+        default=2048,
+        ge=0,
+        description="A worker process past this resident size is replaced after its task "
+        "(Celery's worker_max_memory_per_child); 0 = never.",
+    )
     broker_visibility_timeout: int = Field(default=3600, ge=1)
     chunk_lease_seconds: int = Field(default=900, ge=5)
     stalled_check_seconds: float = Field(

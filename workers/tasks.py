@@ -58,6 +58,7 @@ def run_model(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome
         decode_threads=settings.decode_threads,
         max_pixels=settings.max_image_pixels,
         max_bytes=settings.max_file_bytes,
+        max_decoded=settings.max_decoded_megabytes * 2**20,
         k=min(settings.top_k, len(engine.labels)),
     )
 
