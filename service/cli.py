@@ -21,6 +21,7 @@ from tqdm import tqdm
 from service.db import read_scope, session_scope
 from service.errors import HerpscoreError
 from service.models import JobStatus, Role
+from service.processes import die_with_parent
 from service.settings import Settings, get_settings
 
 
@@ -309,7 +310,10 @@ def embedded_worker(
             ]  # fmt: skip
             if beat and name == pools[-1][0]:  # the scheduler rides with the light worker
                 cmd += ["--beat", "--schedule", str(settings.data_path / "celerybeat-schedule")]
-            procs.append(subprocess.Popen(cmd, env=env, start_new_session=True))
+            procs.append(
+                # die_with_parent: a kill -9 of this process must not orphan the workers.
+                subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=die_with_parent)
+            )
         yield procs
     finally:
         for proc in procs:

@@ -6,9 +6,10 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_after_setup, worker_process_init
+from celery.signals import beat_init, celeryd_after_setup, worker_process_init
 
 from service.db import dispose_engines
+from service.processes import SchedulerRunning, hold_scheduler_lock
 from service.settings import get_settings
 from service.tasks_client import celery_config
 from workers import broker_compat
@@ -25,6 +26,8 @@ def make_app() -> Celery:
 
 
 app = make_app()
+log = logging.getLogger(__name__)
+_held: list[int] = []  # the scheduler lock's descriptor, kept open for the process's life
 _scores = True  # does this worker consume the inference queue? (set before the pool forks)
 
 
@@ -46,3 +49,15 @@ def _after_fork(**_: object) -> None:
         preload_active_model()  # connects to the database too
     else:  # a scan/export/training worker would only hold the session's memory
         warm_database()
+
+
+@beat_init.connect
+def _one_scheduler_per_data_dir(**_: object) -> None:
+    # Two schedulers would send every periodic task twice and share one schedule file: a
+    # second one (a restart while the old stack still shuts down) waits for the first.
+    lock = get_settings().data_path / "scheduler.lock"
+    try:
+        _held.append(hold_scheduler_lock(lock, wait=False))
+    except SchedulerRunning as exc:
+        log.warning("%s: this scheduler waits until it stops", exc)
+        _held.append(hold_scheduler_lock(lock, wait=True))
