@@ -14,28 +14,40 @@ from service.imaging import ImageError, InputSpec, decoded_bytes, load_rgb
 MAKE = """
 import sys
 from PIL import Image
-Image.new("I;16", (8000, 8000), 40000).save(sys.argv[1])
+mode, side, fill = sys.argv[2], int(sys.argv[3]), eval(sys.argv[4])
+Image.new(mode, (side, side), fill).save(sys.argv[1])
 """
 DECODE = """
 import resource, sys
 from service.imaging import InputSpec, load_rgb
 img = load_rgb(sys.argv[1], InputSpec(size=224), 120_000_000, 256 * 2**20)
-assert img.size == (224, 224) and img.getpixel((0, 0)) == (156, 156, 156), img.getpixel((0, 0))
+assert img.size == (224, 224) and img.getpixel((0, 0)) == eval(sys.argv[2]), img.getpixel((0, 0))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 """
 
 
-def test_a_16_bit_png_decodes_in_a_small_multiple_of_its_pixels(tmp_path: Path) -> None:
-    # 64 MP at 2 bytes a pixel is 128 MB decoded; converting it as float64 arrays at once
-    # took 1.6 GB. Each step runs in a fresh interpreter, so its peak is the decode's.
-    path = tmp_path / "sixteen.png"
-    subprocess.run([sys.executable, "-c", MAKE, str(path)], check=True)
+@pytest.mark.parametrize(
+    ("mode", "side", "fill", "pixel", "old_peak_mb"),
+    [
+        ("I;16", 8000, "40000", "(156, 156, 156)", 1617),  # 128 MB decoded
+        ("RGBA", 6000, "(10, 200, 30, 128)", "(132, 227, 142)", 717),  # 144 MB decoded
+    ],
+)
+def test_a_wide_or_alpha_png_decodes_in_a_small_multiple_of_its_size(
+    tmp_path: Path, mode: str, side: int, fill: str, pixel: str, old_peak_mb: int
+) -> None:
+    # Whole-image conversions held several full-size copies (float64 arrays for 16-bit,
+    # RGBA + background + composite for alpha); now they run a block of rows at a time.
+    # Each step runs in a fresh interpreter, so its peak RSS is the decode's.
+    path = tmp_path / "wide.png"
+    subprocess.run([sys.executable, "-c", MAKE, str(path), mode, str(side), fill], check=True)
     assert path.stat().st_size < 2_000_000  # a small file...
     done = subprocess.run(
-        [sys.executable, "-c", DECODE, str(path)], check=True, capture_output=True, text=True
-    )
+        [sys.executable, "-c", DECODE, str(path), pixel],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
     peak_mb = int(done.stdout.strip())
-    assert peak_mb < 600, f"peak RSS {peak_mb} MB"  # ...that once took 1.6 GB
+    assert peak_mb < 500 < old_peak_mb, f"peak RSS {peak_mb} MB"  # ...that took GBs
 
 
 def test_the_decoded_size_limit_counts_the_bytes_of_the_mode(tmp_path: Path) -> None:
