@@ -148,6 +148,7 @@ def test_a_scan_rides_out_a_broker_outage(settings, broker, photos_root, tmp_pat
         assert worker.poll() is None, "the worker exited"
     finally:
         stop(worker)
+    assert "Unrecoverable error" not in log.read_text(errors="replace")
     assert job_counts(settings, job_id)[1:] == (count, count, 0)
     assert one_prediction_per_image(settings) == [1]
 
@@ -187,6 +188,7 @@ def test_scoring_recovers_from_a_broker_restart_without_a_lease(
         stop(light)
         if scorer is not None:
             stop(scorer)
+    assert "Unrecoverable error" not in log.read_text(errors="replace")
     assert job_counts(settings, job_id)[1:] == (count, count, 0)
     assert one_prediction_per_image(settings) == [1]
     with session_scope(settings.db_url) as session:
