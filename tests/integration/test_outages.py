@@ -114,7 +114,8 @@ def test_a_scan_rides_out_a_broker_outage(settings, broker, photos_root, tmp_pat
             job_id = create_job(session, settings, "survey").id
         # Hold the job's row, so that the scan blocks in its first transaction: the broker
         # goes down while the scan runs, before it has sent a chunk.
-        holder = create_engine(pg_url).connect()
+        holder_engine = create_engine(pg_url)
+        holder = holder_engine.connect()
         try:
             lock = text("SELECT id FROM scan_jobs WHERE id = :id FOR UPDATE")
             holder.execute(lock, {"id": job_id})
@@ -131,6 +132,7 @@ def test_a_scan_rides_out_a_broker_outage(settings, broker, photos_root, tmp_pat
         finally:
             holder.rollback()
             holder.close()
+            holder_engine.dispose()
         wait_until(
             lambda: (
                 "broker unreachable" in log.read_text(errors="replace")
