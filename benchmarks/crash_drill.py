@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -116,6 +117,7 @@ def pool_children(pid: int) -> list[int]:
 
 def run_drill(name: str, photos: int, outage: float, work: Path) -> Drill:
     """One drill: a fresh database, a fresh Redis, two workers, one fault."""
+    shutil.rmtree(work, ignore_errors=True)  # a previous run's logs and photos
     work.mkdir(parents=True, exist_ok=True)
     broker = PrivateRedis(work / "redis")
     broker.start()
@@ -188,6 +190,8 @@ def _fault(
 
 def drill_up_kill(work: Path) -> Drill:
     """kill -9 of `herpscore up` (embedded mode): do its workers and scheduler die too?"""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERPSCORE_")}
     env.update(HERPSCORE_DATA_DIR=str(work / "data"), PYTHONPATH=str(ROOT))
     cli = [sys.executable, "-m", "service.cli"]

@@ -7,8 +7,9 @@ unacked record). Every task is idempotent, so the scheduler re-sends from the da
 - after a *lease* (`chunk_lease_seconds`) of silence: queued chunks, queued and stalled
   scanning jobs (the scan's heartbeat is older than the lease), queued exports and queued
   training runs, each once per lease (its clock restarts when it is sent);
-- at once, everything queued, when the broker was *reset* (see `service.broker_watch`):
-  that is how recovery from a broker outage takes seconds instead of a lease.
+- at once, everything queued (but a scan that is still scanning), when the broker was
+  *reset* (see `service.broker_watch`): that is how recovery from a broker outage takes
+  seconds instead of a lease.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.models import (
@@ -59,7 +60,8 @@ def requeue_stalled(session: Session, settings: Settings, broker_reset: bool = F
     then sends. Duplicates are harmless: every task checks the state it is about to change.
     """
     now = utcnow()
-    cutoff = now + timedelta(seconds=1) if broker_reset else stale_before(settings, now)
+    lease_cutoff = stale_before(settings, now)
+    cutoff = now + timedelta(seconds=1) if broker_reset else lease_cutoff
 
     def older(column: Any) -> ColumnElement[bool]:
         return column < cutoff
@@ -81,12 +83,19 @@ def requeue_stalled(session: Session, settings: Settings, broker_reset: bool = F
         session.execute(update(Chunk).where(Chunk.id.in_(resend.chunks)).values(enqueued_at=now))
     # A scan's heartbeat is written when it is sent and by every batch it records; a scan
     # that is silent past the lease died (a broker or database error outlasted its
-    # retries): sent again, it resumes and supersedes the stalled one (see run_scan).
+    # retries): sent again, it resumes and supersedes the stalled one (see run_scan). Not
+    # sooner, even after a broker reset: a live scan rides out an outage by itself, and a
+    # superseding one would hash every file again to find where the first one was.
     last_sign = func.coalesce(ScanJob.heartbeat_at, ScanJob.started_at, ScanJob.created_at)
     resend.scans = list(
         session.scalars(
             select(ScanJob.id)
-            .where(ScanJob.status.in_([JobStatus.QUEUED, JobStatus.SCANNING]), older(last_sign))
+            .where(
+                or_(
+                    and_(ScanJob.status == JobStatus.QUEUED, older(last_sign)),
+                    and_(ScanJob.status == JobStatus.SCANNING, last_sign < lease_cutoff),
+                )
+            )
             .order_by(ScanJob.id)
         )
     )
