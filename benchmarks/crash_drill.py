@@ -203,7 +203,9 @@ def drill_up_kill(work: Path) -> Drill:
     work.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     with log.open("w") as err:
-        up = subprocess.Popen([*cli, "up", "--port", str(port)], env=env, stderr=err)
+        up = subprocess.Popen(
+            [*cli, "up", "--port", str(port)], env=env, stderr=err, stdout=subprocess.DEVNULL
+        )
     wait(lambda: (work / "data" / "scheduler.lock").exists(), 90)
     time.sleep(3)
     ps = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
