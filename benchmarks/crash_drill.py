@@ -206,7 +206,7 @@ def drill_up_kill(work: Path) -> Drill:
         up = subprocess.Popen(
             [*cli, "up", "--port", str(port)], env=env, stderr=err, stdout=subprocess.DEVNULL
         )
-    wait(lambda: (work / "data" / "scheduler.lock").exists(), 90)
+    wait(lambda: (work / "data" / "celerybeat-schedule.lock").exists(), 90)
     time.sleep(3)
     ps = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
     tree: dict[int, list[int]] = {}

@@ -1,4 +1,4 @@
-"""Child processes tied to their parent, and the one-scheduler-per-data-dir lock."""
+"""Child processes tied to their parent, and the one-scheduler-per-schedule-file lock."""
 
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ def die_with_parent() -> None:
 
 
 class SchedulerRunning(Exception):
-    """Another scheduler holds this data dir's lock."""
+    """Another scheduler holds this schedule file's lock."""
 
 
 def hold_scheduler_lock(lock_path: Path, wait: bool) -> int:
-    """Take the data dir's scheduler lock for the life of this process; returns its fd.
+    """Take a scheduler lock for the life of this process; returns its fd.
 
     flock is released by the kernel when the holder dies (kill -9 included), so a stale
     lock cannot outlive its scheduler. With `wait`, block until the holder stops.

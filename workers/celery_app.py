@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -52,10 +53,16 @@ def _after_fork(**_: object) -> None:
 
 
 @beat_init.connect
-def _one_scheduler_per_data_dir(**_: object) -> None:
+def _one_scheduler_per_schedule(sender: Any = None, **_: object) -> None:
     # Two schedulers would send every periodic task twice and share one schedule file: a
     # second one (a restart while the old stack still shuts down) waits for the first.
-    lock = get_settings().data_path / "scheduler.lock"
+    # The lock sits by the schedule file: `herpscore up` keeps it in the data dir, compose
+    # on the beat volume.
+    schedule = getattr(sender, "schedule_filename", None)
+    if schedule:
+        lock = Path(f"{schedule}.lock")
+    else:
+        lock = get_settings().data_path / "celerybeat-schedule.lock"
     try:
         _held.append(hold_scheduler_lock(lock, wait=False))
     except SchedulerRunning as exc:

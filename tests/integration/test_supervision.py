@@ -65,7 +65,7 @@ def test_kill_9_of_up_takes_its_workers_and_scheduler_with_it(tmp_path: Path) ->
             time.sleep(0.2)
         # The workers' pools and the scheduler (a child of the light worker) are up once
         # the scheduler holds its lock.
-        lock = tmp_path / "data" / "scheduler.lock"
+        lock = tmp_path / "data" / "celerybeat-schedule.lock"
         while time.monotonic() < deadline:
             try:
                 os.close(hold_scheduler_lock(lock, wait=False))
@@ -94,7 +94,7 @@ def test_kill_9_of_up_takes_its_workers_and_scheduler_with_it(tmp_path: Path) ->
 
 
 def test_only_one_scheduler_holds_a_data_dir(tmp_path: Path) -> None:
-    lock = tmp_path / "data" / "scheduler.lock"
+    lock = tmp_path / "data" / "celerybeat-schedule.lock"
     first = hold_scheduler_lock(lock, wait=False)
     with pytest.raises(SchedulerRunning, match=f"pid {os.getpid()}"):
         hold_scheduler_lock(lock, wait=False)
