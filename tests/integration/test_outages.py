@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from service.broker_watch import MARK_KEY
+from service.broker_watch import MARK_KEY, broker_was_reset
 from service.cli import settings_env
 from service.db import session_scope
 from service.jobs import create_job, get_job
@@ -197,3 +197,14 @@ def test_scoring_recovers_from_a_broker_restart_without_a_lease(
         assert not session.scalar(
             select(func.count()).select_from(Chunk).where(Chunk.status == ChunkStatus.QUEUED)
         )
+
+
+def test_the_scheduler_sees_a_broker_reset_and_a_gap_between_checks(broker, make_settings):
+    settings = make_settings("sqlite://", broker_url=broker.url, stalled_check_seconds=10)
+    start = time.time()
+    assert broker_was_reset(settings, now=start)  # no mark yet: the first check
+    assert not broker_was_reset(settings, now=start + 10)  # one interval later
+    assert broker_was_reset(settings, now=start + 10 + 25)  # more than two intervals
+    broker.kill()
+    broker.start()  # empty, as a Redis restarted without its data
+    assert broker_was_reset(settings, now=start + 40)
