@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from service.processes import die_with_parent
 from service.settings import Settings
 
 # The embedded stack's Celery workers: (name, queues, processes; 0 = one per core).
@@ -49,7 +50,13 @@ def embedded_worker(
                 cmd += ["--beat", "--schedule", str(settings.data_path / "celerybeat-schedule")]
             # The workers' own output ("worker: Warm shutdown", warnings) goes to stderr (fd 2):
             # stdout belongs to the command, and `score --json` prints one JSON object there.
-            procs.append(subprocess.Popen(cmd, env=env, start_new_session=True, stdout=2))
+            # die_with_parent: a kill -9 of this process must not orphan the workers; their
+            # output goes to stderr, so stdout holds only the command's result.
+            procs.append(
+                subprocess.Popen(
+                    cmd, env=env, start_new_session=True, stdout=2, preexec_fn=die_with_parent
+                )
+            )
         yield procs
     finally:
         for proc in procs:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageMode, UnidentifiedImageError
 
 # herpscore enforces its own, configurable pixel limit (see `open_checked`) before any pixel
 # is decoded; Pillow's global bomb check would otherwise raise or warn at its own fixed limit.
@@ -32,6 +32,11 @@ _INTERPOLATIONS = {
     "box": Image.Resampling.BOX,
 }
 MAX_ASPECT_RATIO = 50
+# Largest decoded image (width x height x bytes per pixel of its mode) by default: an RGB
+# photo of 128 MP. Checked before any pixel is decoded (see `decode_upright`).
+DEFAULT_MAX_DECODED_BYTES = 384 * 1024 * 1024
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_BLOCK_PIXELS = 1 << 20  # wide modes are converted this many pixels at a time
 _EXIF_IFD = 0x8769
 _GPS_IFD = 0x8825
 _DATETIME_ORIGINAL = 36867
@@ -175,19 +180,33 @@ def decode_upright(
     max_bytes: int,
     at_least: int | None = None,
     finish: Callable[[Image.Image], Image.Image] = lambda img: img,
+    max_decoded: int | None = None,
 ) -> Image.Image:
     """Decode a file to an upright RGB image, then apply `finish` (resize, crop, thumbnail).
 
     With `at_least`, a JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg (DCT scaling)
     while both sides stay >= at_least. Malformed EXIF leaves the image as stored rather
     than losing the photo. Every decoding problem becomes an ImageError with a reason.
+    An image that would decode to more than `max_decoded` bytes (default
+    DEFAULT_MAX_DECODED_BYTES; bytes per pixel by its mode) is refused before decoding.
     """
     source = open_checked(path, max_pixels, max_bytes)
+    limit = max_decoded or DEFAULT_MAX_DECODED_BYTES
     try:
         if at_least and source.format in ("JPEG", "MPO"):  # MPO: camera JPEG + preview
             source.draft("RGB", (at_least, at_least))
+        if (size := decoded_bytes(source)) > limit:
+            raise ImageError(
+                "too_many_pixels",
+                f"{source.width}x{source.height} {source.mode} decodes to "
+                f"{size / 2**20:.0f} MB, over the limit of {limit / 2**20:.0f} MB",
+            )
         source.load()
-        out = finish(to_rgb(upright(source)))
+        # Grey stays one byte a pixel until `finish` has shrunk it: same pixels, a third
+        # of the memory.
+        out = finish(_rgb_or_grey(upright(source)))
+        if out.mode != "RGB":
+            out = out.convert("RGB")
         if out is source:
             out = out.copy()  # never hand out the file-backed image closed below
     except ImageError:
@@ -230,41 +249,95 @@ def upright(img: Image.Image) -> Image.Image:
 
 
 def load_rgb(
-    path: str | os.PathLike[str], spec: InputSpec, max_pixels: int, max_bytes: int
+    path: str | os.PathLike[str],
+    spec: InputSpec,
+    max_pixels: int,
+    max_bytes: int,
+    max_decoded: int | None = None,
 ) -> Image.Image:
     """Decode a file to an RGB image of spec.size x spec.size (EXIF-rotated, resized, cropped)."""
     need = spec.resize_to if spec.resize == "shorter_side" else spec.size
     return decode_upright(
-        path, max_pixels, max_bytes, at_least=need, finish=lambda img: resize_and_crop(img, spec)
+        path,
+        max_pixels,
+        max_bytes,
+        at_least=need,
+        finish=lambda img: resize_and_crop(img, spec),
+        max_decoded=max_decoded,
     )
+
+
+def decoded_bytes(img: Image.Image) -> int:
+    """The bytes Pillow holds for this image once decoded (at its mode's pixel size; a
+    palette image at its expanded size)."""
+    if img.mode == "P":
+        return img.width * img.height * 4  # palette images are expanded to RGB(A) at once
+    try:
+        mode = ImageMode.getmode(img.mode)
+        per_pixel = np.dtype(mode.typestr).itemsize * len(mode.bands)
+    except (KeyError, TypeError, ValueError):
+        per_pixel = 8  # an exotic mode: assume the widest
+    return img.width * img.height * max(per_pixel, 1)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB: alpha over white, 16-bit scaled, palette expanded."""
+    out = _rgb_or_grey(img)
+    return out if out.mode == "RGB" else out.convert("RGB")
+
+
+def _grey_from_wide(img: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer or float grey to 8-bit, a block of rows at a time: converting
+    the whole image at once held four float64 copies (3 GB for a 100 MP 16-bit PNG)."""
+    mode, (width, height) = img.mode, img.size
+    high = 0.0 if mode.startswith("I;16") else img.getextrema()[1]
+    high = max(float(high), 0.0) if isinstance(high, int | float) else 0.0
+    if mode.startswith("I;16"):
+        top = 65535.0  # the mode says 16-bit: a dark frame must stay dark
+    elif mode == "F":
+        top = 1.0 if high <= 1.0 else 255.0
+    else:
+        top = 65535.0 if high > 255 else 255.0
+    grey = np.empty((height, width), dtype=np.uint8)
+    rows = max(1, _BLOCK_PIXELS // max(width, 1))
+    for top_row in range(0, height, rows):
+        bottom = min(height, top_row + rows)
+        block = np.asarray(img.crop((0, top_row, width, bottom)), dtype=np.float64)
+        grey[top_row:bottom] = np.clip(block * (255.0 / top), 0, 255).round()
+    return Image.fromarray(grey, "L")
+
+
+def _rgb_or_grey(img: Image.Image) -> Image.Image:
+    """`to_rgb`, except that grey images stay 8-bit grey ("L")."""
     mode = img.mode
-    if mode == "RGB":
+    if mode in ("RGB", "L"):
         return img
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        if mode == "F":
-            top = 1.0 if float(arr.max(initial=0.0)) <= 1.0 else 255.0
-        elif mode.startswith("I;16"):
-            top = 65535.0  # the mode says 16-bit: a dark frame must stay dark
-        else:
-            top = 65535.0 if float(arr.max(initial=0.0)) > 255 else 255.0
-        grey = np.clip(arr * (255.0 / top), 0, 255).round().astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
-    if mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-        mode = img.mode
+    if mode in _WIDE_MODES:
+        return _grey_from_wide(img)
+    if mode == "1":
+        return img.convert("L")
     try:
-        if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-            rgba = img.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(background, rgba).convert("RGB")
+        if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+            mode == "P" and "transparency" in img.info
+        ):
+            return _over_white(img)
         return img.convert("RGB")
     except (ValueError, OSError) as exc:
         raise ImageError("unsupported_mode", f"cannot convert mode {mode} to RGB: {exc}") from None
+
+
+def _over_white(img: Image.Image) -> Image.Image:
+    """Composite an image with alpha over white, a block of rows at a time: converting the
+    whole image to RGBA first held three full-size copies (1.6 GB for 81 MP of RGBA)."""
+    width, height = img.size
+    out = Image.new("RGB", img.size, (255, 255, 255))
+    rows = max(1, _BLOCK_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        box = (0, top, width, min(height, top + rows))
+        block = img.crop(box).convert("RGBA")  # a crop keeps the palette and transparency
+        white = Image.new("RGBA", block.size, (255, 255, 255, 255))
+        out.paste(Image.alpha_composite(white, block).convert("RGB"), box[:2])
+    return out
 
 
 def resize_and_crop(img: Image.Image, spec: InputSpec) -> Image.Image:

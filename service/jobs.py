@@ -121,8 +121,9 @@ def create_job(
     return job
 
 
-def get_job(session: Session, job_id: int) -> ScanJob:
-    job = session.get(ScanJob, job_id)
+def get_job(session: Session, job_id: int, lock: bool = False) -> ScanJob:
+    """The job, or NotFound; `lock` holds its row until the transaction ends."""
+    job = session.get(ScanJob, job_id, with_for_update={"of": ScanJob} if lock else None)
     if job is None:
         raise NotFound(f"job {job_id} does not exist")
     return job

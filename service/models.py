@@ -178,6 +178,10 @@ class ScanJob(Base):
     routed: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     chunks_total: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     scan_complete: Mapped[bool] = mapped_column(default=False, nullable=False)
+    # The scheduler's view of the scan: when it was last sent or made progress, and which
+    # run of it owns the job (a re-sent scan supersedes a stalled one; see run_scan).
+    heartbeat_at: Mapped[when]
+    scan_attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     created_by: Mapped[str] = mapped_column(String(200), nullable=False, default="")
     created_at: Mapped[created]
     started_at: Mapped[when]
@@ -408,6 +412,7 @@ class DatasetExport(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_by: Mapped[str] = mapped_column(String(200), nullable=False, default="")
     created_at: Mapped[created]
+    enqueued_at: Mapped[when]  # last sent (the scheduler re-sends a lost message)
     finished_at: Mapped[when]
 
 
@@ -440,6 +445,7 @@ class TrainingRun(Base):
     promotion: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[created]
+    enqueued_at: Mapped[when]  # last sent (the scheduler re-sends a lost message)
     started_at: Mapped[when]
     finished_at: Mapped[when]
 

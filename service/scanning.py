@@ -7,15 +7,16 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, TypeVar
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from service.db import in_values, insert_ignoring_conflicts, session_scope
-from service.imaging import ImageError, is_image_name, probe, sha256_file
+from service.imaging import NOT_A_FILE, ImageError, is_image_name, probe, sha256_file
 from service.jobs import FINISHED, get_job, maybe_finish, transition
 from service.models import (
     Chunk,
@@ -80,13 +81,19 @@ def scan_batches(files: Iterable[Path], first: int) -> Iterator[tuple[Path, ...]
             size = min(size * 2, max(first, SCAN_BATCH_MAX))
 
 
-def iter_image_files(folder: Path, recursive: bool, extensions: list[str]) -> Iterator[Path]:
+def iter_image_files(
+    folder: Path,
+    recursive: bool,
+    extensions: list[str],
+    on_error: Callable[[OSError], None] | None = None,
+) -> Iterator[Path]:
     """Image files under `folder` in a stable order; hidden files and folders are skipped.
 
     Symlinked folders are not followed (a loop or an escape cannot start here); symlinked
-    files are yielded and checked by `inspect_file`.
+    files are yielded and checked by `inspect_file`. A folder that cannot be listed goes
+    to `on_error` (its subtree is skipped).
     """
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=on_error, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
         for name in sorted(filenames):
             path = Path(dirpath) / name
@@ -111,6 +118,8 @@ def inspect_file(path: Path, folder: Path, settings: Settings) -> FileRecord:
     try:
         stat = path.stat()
         record.size_bytes, record.mtime = stat.st_size, stat.st_mtime
+        if not S_ISREG(stat.st_mode):  # a socket cannot be opened; a FIFO would block
+            raise ImageError("not_a_file", NOT_A_FILE)
         if stat.st_size <= settings.max_file_bytes:
             record.sha256 = sha256_file(path)
         info = probe(path, settings.max_image_pixels, settings.max_file_bytes)
@@ -126,6 +135,21 @@ def inspect_file(path: Path, folder: Path, settings: Settings) -> FileRecord:
         info.gps_lat,
         info.gps_lon,
     )
+    return record
+
+
+def unlisted_folder(error: OSError, folder: Path) -> FileRecord:
+    """The failure row of a folder the walk could not enter (its files are never seen)."""
+    path = Path(os.fsdecode(error.filename)) if error.filename is not None else folder
+    try:
+        rel = str(path.relative_to(folder))
+    except ValueError:
+        rel = str(path)
+    record = FileRecord(path=str(path), rel_path=f"{rel.rstrip('/')}/")
+    if not is_utf8(record.path):
+        record.path, record.rel_path = printable(record.path), printable(record.rel_path)
+    record.failure_reason = "unreadable_folder"
+    record.failure_detail = f"cannot list this folder, its files were skipped: {error.strerror}"
     return record
 
 
@@ -293,6 +317,11 @@ def queued_chunk_ids(session: Session, job_id: int) -> list[int]:
     )
 
 
+def owns_scan(job: ScanJob, attempt: int) -> bool:
+    """Is this scan run still the job's current one (not cancelled, not superseded)?"""
+    return job.status == JobStatus.SCANNING and job.scan_attempts == attempt
+
+
 def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], object]) -> None:
     """Scan a job's folder in batches: each batch commits, then its full chunks are enqueued.
 
@@ -301,7 +330,7 @@ def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], obj
     so that hashing never holds a database lock and workers see chunks early.
     """
     with session_scope(settings.db_url) as session:
-        job = get_job(session, job_id)
+        job = get_job(session, job_id, lock=True)
         # A redelivered scan (its worker died) may have committed chunks whose messages
         # were never sent: send every queued chunk again. Duplicates are harmless.
         unsent = queued_chunk_ids(session, job_id) if job.status != JobStatus.QUEUED else []
@@ -313,6 +342,11 @@ def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], obj
             return
         else:
             resume_only = False
+        # This run owns the scan from now on: a stalled run that wakes up finds a newer
+        # attempt at its next batch and stops (the scheduler re-sends silent scans).
+        job.scan_attempts += 1
+        job.heartbeat_at = utcnow()
+        attempt = job.scan_attempts
         folder, recursive, extensions = Path(job.folder), job.recursive, list(job.extensions)
     enqueue(unsent)
     if resume_only:
@@ -326,14 +360,20 @@ def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], obj
         with session_scope(settings.db_url) as session:
             transition(session, get_job(session, job_id), JobStatus.FAILED, error=problem)
         return
-    files = iter_image_files(folder, recursive, extensions)
+    walk_errors: list[OSError] = []
+    files = iter_image_files(folder, recursive, extensions, walk_errors.append)
     held: list[Scanned] = []  # readable files recorded as images, not yet in a chunk
-    for batch in scan_batches(files, min(settings.chunk_size, FIRST_CHUNK_FILES)):
+    for batch in chain(scan_batches(files, min(settings.chunk_size, FIRST_CHUNK_FILES)), [()]):
         records = [inspect_file(path, folder, settings) for path in batch]
+        records += [unlisted_folder(error, folder) for error in walk_errors]
+        walk_errors.clear()
+        if not records:
+            continue
         with session_scope(settings.db_url) as session:
-            job = get_job(session, job_id)
-            if job.status != JobStatus.SCANNING:
-                return  # cancelled while scanning
+            job = get_job(session, job_id, lock=True)
+            if not owns_scan(job, attempt):
+                return  # cancelled while scanning, or superseded
+            job.heartbeat_at = utcnow()
             scanned = list(zip(record_images(session, records), records, strict=True))
             if resumed:  # the files a dead scan recorded keep their rows and chunks
                 known = already_recorded(session, job_id, [image_id for image_id, _ in scanned])
@@ -341,8 +381,8 @@ def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], obj
             chunk_ids, held = record_job_files(session, job, settings, held + scanned, False)
         enqueue(chunk_ids)
     with session_scope(settings.db_url) as session:
-        job = get_job(session, job_id)
-        if job.status != JobStatus.SCANNING:
+        job = get_job(session, job_id, lock=True)
+        if not owns_scan(job, attempt):
             return
         chunk_ids, _ = record_job_files(session, job, settings, held, final=True)
         job.scan_complete = True

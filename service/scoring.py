@@ -6,10 +6,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, insert, select, update
 from sqlalchemy.orm import Session
 
 from service.db import in_values, insert_ignoring_conflicts, session_scope
@@ -32,7 +31,12 @@ from service.routing import ReviewRules, route_for_review
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-MAX_CHUNK_ATTEMPTS = 5
+# A chunk claimed again before any attempt finished was interrupted (its worker process
+# died: a decoder crash, the kernel's OOM killer, kill -9). It is split into SPLIT_WAYS
+# pieces, again and again, so that a file that kills workers ends up alone and fails alone
+# (`killed_worker`) after SINGLE_FILE_ATTEMPTS, while the rest of the chunk scores.
+SPLIT_WAYS = 4
+SINGLE_FILE_ATTEMPTS = 2
 
 
 class FileOutcome(Protocol):
@@ -80,6 +84,7 @@ class ChunkResult:
     failed: int = 0
     routed: int = 0
     skipped: bool = False
+    split: list[int] = field(default_factory=list)  # new chunks to send (see split_chunk)
     seconds: dict[str, float] = field(default_factory=dict)  # claim, model, store: for logs
 
 
@@ -129,15 +134,16 @@ def claim_chunk(session: Session, settings: Settings, chunk_id: int) -> ChunkWor
     )
 
 
-def give_up_chunk(session: Session, chunk_id: int, job_id: int, attempts: int) -> None:
-    """A chunk that killed its worker too often: its images fail with a reason, the job goes on."""
+def fail_killer(session: Session, chunk_id: int, job_id: int, attempts: int) -> None:
+    """A one-file chunk that killed its worker every time: the file fails, the job goes on."""
     result = session.execute(
         update(JobImage)
         .where(JobImage.chunk_id == chunk_id, JobImage.status == ItemStatus.PENDING)
         .values(
             status=ItemStatus.FAILED,
-            failure_reason="gave_up",
-            failure_detail=f"scoring was interrupted {attempts} times (a worker crashed)",
+            failure_reason="killed_worker",
+            failure_detail=f"scoring this file stopped its worker process {attempts} times "
+            "(a decoder crash or running out of memory)",
         )
     )
     count = result.rowcount  # type: ignore[attr-defined]
@@ -149,6 +155,44 @@ def give_up_chunk(session: Session, chunk_id: int, job_id: int, attempts: int) -
         .where(Chunk.id == chunk_id)
         .values(status=ChunkStatus.DONE, finished_at=utcnow())
     )
+
+
+def split_chunk(
+    session: Session, chunk_id: int, job_id: int, job_image_ids: list[int]
+) -> list[int]:
+    """Move an interrupted chunk's pending images into up to SPLIT_WAYS new chunks (ids,
+    to send after the commit); the chunk itself is done."""
+    job = session.get(ScanJob, job_id, with_for_update={"of": ScanJob})  # seq numbers
+    assert job is not None
+    step = -(-len(job_image_ids) // SPLIT_WAYS)
+    pieces = [job_image_ids[i : i + step] for i in range(0, len(job_image_ids), step)]
+    now = utcnow()
+    new_ids = list(
+        session.scalars(
+            insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True),
+            [
+                {"job_id": job_id, "seq": job.chunks_total + 1 + i, "size": len(piece),
+                 "enqueued_at": now}
+                for i, piece in enumerate(pieces)
+            ],
+        )
+    )  # fmt: skip
+    for new_id, piece in zip(new_ids, pieces, strict=True):
+        session.execute(
+            update(JobImage)
+            .where(in_values(session, JobImage.id, piece))
+            .values(chunk_id=new_id)
+            .execution_options(synchronize_session=False)
+        )
+    session.execute(
+        update(ScanJob)
+        .where(ScanJob.id == job_id)
+        .values(chunks_total=ScanJob.chunks_total + len(new_ids))
+    )
+    session.execute(
+        update(Chunk).where(Chunk.id == chunk_id).values(status=ChunkStatus.DONE, finished_at=now)
+    )
+    return new_ids
 
 
 def store_results(
@@ -300,16 +344,16 @@ def score_chunk(settings: Settings, chunk_id: int, scorer: Scorer) -> ChunkResul
     with session_scope(settings.db_url) as session:
         chunk = session.get(Chunk, chunk_id)
         work = claim_chunk(session, settings, chunk_id)
-        if work is None:
+        if work is None or chunk is None:
             return ChunkResult(skipped=True)
-        if chunk is not None and chunk.attempts > MAX_CHUNK_ATTEMPTS:
-            give_up_chunk(session, chunk_id, work.job_id, chunk.attempts - 1)
-            job_id = work.job_id
-            work = None
-    if work is None:
-        with session_scope(settings.db_url) as session:
-            maybe_finish(session, job_id)
-        return ChunkResult()
+        interrupted = chunk.attempts - 1  # earlier claims that never finished
+        if interrupted and len(work.job_image_ids) > 1:
+            split = split_chunk(session, chunk_id, work.job_id, work.job_image_ids)
+            return ChunkResult(skipped=True, split=split)
+        if interrupted >= SINGLE_FILE_ATTEMPTS and work.job_image_ids:
+            fail_killer(session, chunk_id, work.job_id, interrupted)
+            maybe_finish(session, work.job_id)
+            return ChunkResult(failed=len(work.job_image_ids))
 
     claimed = time.perf_counter()
     known = work.known
@@ -338,34 +382,3 @@ def score_chunk(settings: Settings, chunk_id: int, scorer: Scorer) -> ChunkResul
         "store": round(time.perf_counter() - scored, 4),
     }
     return result
-
-
-def requeue_stalled(session: Session, settings: Settings) -> tuple[list[int], list[int]]:
-    """Chunks and jobs whose message was lost (embedded broker, a crash before sending).
-
-    Returns (chunk ids, job ids) to send again; their clocks restart so they are not
-    re-sent on every check. Writes are idempotent, so a duplicate costs only time.
-    """
-    now = utcnow()
-    cutoff = now - timedelta(seconds=settings.chunk_lease_seconds)
-    chunk_ids = list(
-        session.scalars(
-            select(Chunk.id)
-            .join(ScanJob, ScanJob.id == Chunk.job_id)
-            .where(
-                Chunk.status == ChunkStatus.QUEUED,
-                Chunk.enqueued_at < cutoff,
-                ScanJob.status.in_([JobStatus.SCANNING, JobStatus.SCORING]),
-            )
-        )
-    )
-    if chunk_ids:
-        session.execute(update(Chunk).where(Chunk.id.in_(chunk_ids)).values(enqueued_at=now))
-    job_ids = list(
-        session.scalars(
-            select(ScanJob.id).where(
-                ScanJob.status == JobStatus.QUEUED, ScanJob.created_at < cutoff
-            )
-        )
-    )
-    return chunk_ids, job_ids

@@ -82,6 +82,18 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(
         default=256 * 1024 * 1024, ge=1, description="Larger files fail as file_too_large."
     )
+    max_decoded_megabytes: int = Field(
+        default=384,
+        ge=1,
+        description="Largest decoded image (width x height x bytes per pixel of its mode); "
+        "larger ones fail as too_many_pixels before any pixel is decoded.",
+    )
+    worker_max_memory_megabytes: int = Field(
+        default=2048,
+        ge=0,
+        description="A worker process past this resident size is replaced after its task "
+        "(Celery's worker_max_memory_per_child); 0 = never.",
+    )
     broker_visibility_timeout: int = Field(
         default=3600, ge=1, description="Seconds before Redis redelivers an unacknowledged task."
     )
@@ -94,7 +106,7 @@ class Settings(BaseSettings):
         default=900, ge=5, description="A chunk not done by then is sent again by the scheduler."
     )
     stalled_check_seconds: float = Field(
-        default=60.0, gt=0, description="How often the scheduler looks for stalled work."
+        default=10.0, gt=0, description="How often the scheduler looks for lost work."
     )
     secret_key: str = Field(
         default="",

@@ -74,6 +74,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # A pool process that grew past the ceiling (a heap fragmented by huge decodes) is
+        # replaced after its task; decoding itself is bounded by max_decoded_megabytes.
+        "worker_max_memory_per_child": settings.worker_max_memory_megabytes * 1024 or None,
         # A pool process opens and warms the active model before it says it is up.
         "worker_proc_alive_timeout": 120,
         "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in QUEUES],

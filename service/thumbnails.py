@@ -34,19 +34,29 @@ def ensure_thumbnail(
     target = thumbnail_file(settings, sha256, side)
     if target.is_file():
         return target
-    thumb = render_thumbnail(source, side, settings.max_image_pixels, settings.max_file_bytes)
+    thumb = render_thumbnail(
+        source,
+        side,
+        settings.max_image_pixels,
+        settings.max_file_bytes,
+        settings.max_decoded_megabytes * 2**20,
+    )
     _write_atomically(thumb, target)
     return target
 
 
-def render_thumbnail(source: Path, side: int, max_pixels: int, max_bytes: int) -> Image.Image:
+def render_thumbnail(
+    source: Path, side: int, max_pixels: int, max_bytes: int, max_decoded: int | None = None
+) -> Image.Image:
     """An RGB image no larger than side x side, upright as the camera's EXIF says."""
 
     def shrink(img: Image.Image) -> Image.Image:
         img.thumbnail((side, side), Image.Resampling.LANCZOS)
         return img
 
-    return decode_upright(source, max_pixels, max_bytes, at_least=side, finish=shrink)
+    return decode_upright(
+        source, max_pixels, max_bytes, at_least=side, finish=shrink, max_decoded=max_decoded
+    )
 
 
 def _write_atomically(thumb: Image.Image, target: Path) -> None:

@@ -66,6 +66,7 @@ def score_paths(
     decode_threads: int = 2,
     max_pixels: int,
     max_bytes: int,
+    max_decoded: int | None = None,
     k: int = 5,
     stats: ScoreStats | None = None,
 ) -> list[FileResult]:
@@ -90,7 +91,13 @@ def score_paths(
             buf, start = buffers[b % 2], starts[b]
             stop = min(start + batch_size, len(paths))
             return [
-                pool.submit(_decode_into, paths[i], spec, buf[i - start], max_pixels, max_bytes)
+                pool.submit(
+                    _decode_into,
+                    paths[i],
+                    spec,
+                    buf[i - start],
+                    (max_pixels, max_bytes, max_decoded),
+                )
                 for i in range(start, stop)
             ]
 
@@ -167,13 +174,13 @@ def _predict(
 
 
 def _decode_into(
-    path: str, spec: InputSpec, out: np.ndarray, max_pixels: int, max_bytes: int
+    path: str, spec: InputSpec, out: np.ndarray, limits: tuple[int, int, int | None]
 ) -> tuple[float, _Failure | None]:
     """Decode one file into its buffer row; returns (seconds, failure or None)."""
     began = time.perf_counter()
     failure: _Failure | None = None
     try:
-        to_array(load_rgb(path, spec, max_pixels, max_bytes), spec, out=out)
+        to_array(load_rgb(path, spec, *limits), spec, out=out)
     except ImageError as exc:
         failure = (exc.reason, exc.message)
     except MemoryError:

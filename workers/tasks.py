@@ -9,9 +9,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from celery import shared_task
+from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from service.broker_watch import broker_was_reset
 from service.db import read_scope, session_scope
 from service.errors import HerpscoreError
 from service.logs import work_context
@@ -19,14 +21,24 @@ from service.models import ModelVersion
 from service.monitoring import count_outcomes
 from service.registry import active_model
 from service.scanning import run_scan
-from service.scoring import FileOutcome, requeue_stalled, score_chunk
+from service.scheduler import requeue_stalled
+from service.scoring import FileOutcome, score_chunk
 from service.settings import Settings, get_settings
-from service.tasks_client import REQUEUE_TASK, SCAN_TASK, SCORE_TASK, enqueue
+from service.tasks_client import (
+    EXPORT_TASK,
+    REQUEUE_TASK,
+    SCAN_TASK,
+    SCORE_TASK,
+    TRAIN_TASK,
+    enqueue,
+)
 from workers.engine import get_engine
 from workers.pipeline import score_paths
 
 log = logging.getLogger(__name__)
-TRANSIENT = (OperationalError, ConnectionError, TimeoutError)
+TRANSIENT = (OperationalError, BrokerError, ConnectionError, TimeoutError)
+# A task that sends messages waits this long for a broker that went away, backing off, and
+# then carries on: a retry through the broker would itself fail while it is down.
 
 
 @lru_cache(maxsize=1)
@@ -45,6 +57,7 @@ def run_model(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome
         decode_threads=settings.decode_threads,
         max_pixels=settings.max_image_pixels,
         max_bytes=settings.max_file_bytes,
+        max_decoded=settings.max_decoded_megabytes * 2**20,
         k=min(settings.top_k, len(engine.labels)),
     )
     count_outcomes([outcome.failure_reason for outcome in outcomes])
@@ -108,7 +121,11 @@ def score_chunk_task(self: object, chunk_id: int) -> dict[str, int]:
 
 
 def _score_chunk(chunk_id: int) -> dict[str, int]:
-    result = score_chunk(worker_settings(), chunk_id, run_model)
+    settings = worker_settings()
+    result = score_chunk(settings, chunk_id, run_model)
+    if result.split:
+        log.warning("chunk %s was interrupted before: split into %s", chunk_id, result.split)
+        enqueue(settings, SCORE_TASK, result.split)
     log.info(
         "chunk %s (pid %s): %d scored, %d failed, %d routed; seconds %s",
         chunk_id, os.getpid(), result.scored, result.failed, result.routed, result.seconds,
@@ -119,10 +136,17 @@ def _score_chunk(chunk_id: int) -> dict[str, int]:
 @shared_task(name=REQUEUE_TASK, acks_late=True, autoretry_for=TRANSIENT, max_retries=3)
 def requeue_stalled_task() -> dict[str, int]:
     settings = worker_settings()
+    reset = broker_was_reset(settings)
     with session_scope(settings.db_url) as session:
-        chunk_ids, job_ids = requeue_stalled(session, settings)
-    enqueue(settings, SCORE_TASK, chunk_ids)
-    enqueue(settings, SCAN_TASK, job_ids)
-    if chunk_ids or job_ids:
-        log.warning("re-sent %d stalled chunks and %d queued jobs", len(chunk_ids), len(job_ids))
-    return {"chunks": len(chunk_ids), "jobs": len(job_ids)}
+        resend = requeue_stalled(session, settings, broker_reset=reset)
+    enqueue(settings, SCORE_TASK, resend.chunks)
+    enqueue(settings, SCAN_TASK, resend.scans)
+    enqueue(settings, EXPORT_TASK, resend.exports)
+    enqueue(settings, TRAIN_TASK, resend.runs)
+    counts = resend.counts()
+    if any(counts.values()):
+        log.warning(
+            "re-sent %d stalled chunks, %d scans, %d exports and %d training runs%s",
+            *counts.values(), " (the broker was away)" if reset else "",
+        )  # fmt: skip
+    return counts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import struct
 import zlib
 from pathlib import Path
@@ -25,6 +26,7 @@ EXPECTED: dict[str, str] = {
     "escape.jpg": "outside_folder",
     "pipe.jpg": "not_a_file",  # a FIFO: opening it to hash it would wait forever
     "link to pipe.jpg": "not_a_file",
+    "socket.jpg": "not_a_file",  # a Unix socket: open() fails with ENXIO, it is not unreadable
     "caf\\xe9.jpg": "undecodable_name",  # Latin-1 bytes in the name, shown escaped
     "two\nlines.jpg": "scored:green",
     "with space (1).jpg": "scored:red",
@@ -75,6 +77,13 @@ def make_hostile_folder(folder: Path, outside: Path) -> Path:
     target = write_photo(outside / "secret.jpg", "red")
     (folder / "escape.jpg").symlink_to(target)
     os.mkfifo(folder / "pipe.jpg")
+    with socket.socket(socket.AF_UNIX) as sock:  # bound by a relative name: paths max 108 bytes
+        here = os.getcwd()
+        os.chdir(folder)
+        try:
+            sock.bind("socket.jpg")
+        finally:
+            os.chdir(here)
     write_photo(folder / os.fsdecode(b"caf\xe9.jpg"), "red")
     write_photo(folder / "two\nlines.jpg", "green")
     (folder / "link to pipe.jpg").symlink_to(folder / "pipe.jpg")

@@ -1,0 +1,100 @@
+"""A file that kills its worker fails alone: interrupted chunks split down to that file."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+import pytest
+from sqlalchemy import func, select
+
+from service.db import session_scope
+from service.jobs import create_job, get_job
+from service.models import JobStatus, ModelVersion, Prediction
+from service.registry import add_model
+from service.results import iter_results
+from service.scanning import run_scan
+from service.scoring import FileOutcome, score_chunk
+from tests.support.models import make_model_folder
+from tests.support.photos import make_photo_folder, write_photo
+from workers.tasks import run_model
+
+
+class WorkerKilled(BaseException):
+    """Stands for the pool process dying mid-chunk (a decoder segfault, the OOM killer):
+    the chunk's claim committed, nothing after it did, and the broker redelivers it."""
+
+
+def killed_by_poison(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome]:
+    if any("poison" in path for path in paths):
+        raise WorkerKilled
+    return run_model(model, paths)
+
+
+def test_only_the_file_that_kills_workers_fails(db_url, make_settings, photos_root, tmp_path):
+    settings = make_settings(db_url, chunk_size=64)
+    with session_scope(settings.db_url) as session:
+        add_model(session, settings, make_model_folder(tmp_path / "m", ["red"]), activate=True)
+    count = 40
+    make_photo_folder(photos_root / "site", count=count)
+    write_photo(photos_root / "site" / "poison.jpg", "red")
+    with session_scope(settings.db_url) as session:
+        job_id = create_job(session, settings, "site").id
+    queue: deque[int] = deque()
+    run_scan(settings, job_id, queue.extend)
+    kills = 0
+    while queue:  # the broker: a message whose worker died comes back
+        chunk_id = queue.popleft()
+        try:
+            result = score_chunk(settings, chunk_id, killed_by_poison)
+        except WorkerKilled:
+            kills += 1
+            queue.append(chunk_id)
+            continue
+        queue.extend(result.split)
+        assert kills < 20, "the poison file is never isolated"
+    with session_scope(settings.db_url) as session:
+        job = get_job(session, job_id)
+        assert (job.status, job.total, job.scored, job.failed) == (
+            JobStatus.DONE, count + 1, count, 1,
+        )  # fmt: skip
+        failed = [r for r in iter_results(session, job_id) if r["status"] == "failed"]
+        assert [(r["rel_path"], r["failure_reason"]) for r in failed] == [
+            ("poison.jpg", "killed_worker")
+        ]
+        per_image = session.execute(
+            select(func.count()).select_from(Prediction).group_by(Prediction.image_id)
+        ).all()
+    assert len(per_image) == count and {n for (n,) in per_image} == {1}
+
+
+@pytest.mark.parametrize("files", [1, 5])
+def test_a_chunk_interrupted_once_still_scores_everything(
+    sqlite_url, make_settings, photos_root, tmp_path, files
+):
+    settings = make_settings(sqlite_url, chunk_size=64)
+    with session_scope(settings.db_url) as session:
+        add_model(session, settings, make_model_folder(tmp_path / "m", ["red"]), activate=True)
+    make_photo_folder(photos_root / "site", count=files)
+    with session_scope(settings.db_url) as session:
+        job_id = create_job(session, settings, "site").id
+    queue: deque[int] = deque()
+    run_scan(settings, job_id, queue.extend)
+    first = True
+
+    def dies_once(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome]:
+        nonlocal first
+        if first:
+            first = False
+            raise WorkerKilled
+        return run_model(model, paths)
+
+    while queue:
+        chunk_id = queue.popleft()
+        try:
+            queue.extend(score_chunk(settings, chunk_id, dies_once).split)
+        except WorkerKilled:
+            queue.append(chunk_id)
+    with session_scope(settings.db_url) as session:
+        job = get_job(session, job_id)
+        assert (job.status, job.scored, job.failed) == (JobStatus.DONE, files, 0)

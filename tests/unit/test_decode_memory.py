@@ -1,0 +1,68 @@
+"""Decoding is bounded by decoded bytes (mode-aware), and a wide image converts in blocks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from service.imaging import ImageError, InputSpec, decoded_bytes, load_rgb
+
+MAKE = """
+import sys
+from PIL import Image
+mode, side, fill = sys.argv[2], int(sys.argv[3]), eval(sys.argv[4])
+Image.new(mode, (side, side), fill).save(sys.argv[1])
+"""
+# VmHWM, not ru_maxrss: the latter survives exec, so it would count the forking pytest.
+DECODE = """
+import re, sys
+from service.imaging import InputSpec, load_rgb
+img = load_rgb(sys.argv[1], InputSpec(size=224), 120_000_000, 256 * 2**20)
+assert img.size == (224, 224) and img.getpixel((0, 0)) == eval(sys.argv[2]), img.getpixel((0, 0))
+status = open("/proc/self/status").read()
+print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) // 1024)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's VmHWM")
+@pytest.mark.parametrize(
+    ("mode", "side", "fill", "pixel", "old_peak_mb"),
+    [
+        ("I;16", 8000, "40000", "(156, 156, 156)", 1617),  # 128 MB decoded
+        ("RGBA", 6000, "(10, 200, 30, 128)", "(132, 227, 142)", 717),  # 144 MB decoded
+    ],
+)
+def test_a_wide_or_alpha_png_decodes_in_a_small_multiple_of_its_size(
+    tmp_path: Path, mode: str, side: int, fill: str, pixel: str, old_peak_mb: int
+) -> None:
+    # Whole-image conversions held several full-size copies (float64 arrays for 16-bit,
+    # RGBA + background + composite for alpha); now they run a block of rows at a time.
+    # Each step runs in a fresh interpreter, so its peak RSS is the decode's.
+    path = tmp_path / "wide.png"
+    subprocess.run([sys.executable, "-c", MAKE, str(path), mode, str(side), fill], check=True)
+    assert path.stat().st_size < 2_000_000  # a small file...
+    done = subprocess.run(
+        [sys.executable, "-c", DECODE, str(path), pixel],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    peak_mb = int(done.stdout.strip())
+    assert peak_mb < 500 < old_peak_mb, f"peak RSS {peak_mb} MB"  # ...that took GBs
+
+
+def test_the_decoded_size_limit_counts_the_bytes_of_the_mode(tmp_path: Path) -> None:
+    spec = InputSpec(size=32)
+    grey, rgba = tmp_path / "grey.png", tmp_path / "rgba.png"
+    Image.new("L", (600, 600), 128).save(grey)
+    Image.new("RGBA", (600, 600), (1, 2, 3, 255)).save(rgba)
+    with Image.open(rgba) as img:
+        assert decoded_bytes(img) == 600 * 600 * 4
+    limit = 1_000_000  # over 600 x 600 x 1 byte, under 600 x 600 x 4
+    assert load_rgb(grey, spec, 10**9, 10**9, max_decoded=limit).size == (32, 32)
+    with pytest.raises(ImageError) as caught:
+        load_rgb(rgba, spec, 10**9, 10**9, max_decoded=limit)
+    assert caught.value.reason == "too_many_pixels"
+    assert "RGBA decodes to 1 MB" in caught.value.message
