@@ -25,28 +25,37 @@ def thumbnail_file(settings: Settings, sha256: str, side: int = THUMBNAIL_SIDE) 
 
 
 def ensure_thumbnail(
-    settings: Settings, source: Path, sha256: str, side: int = THUMBNAIL_SIDE
+    settings: Settings,
+    source: Path,
+    sha256: str,
+    side: int = THUMBNAIL_SIDE,
+    draft: int | None = None,
 ) -> Path:
     """The thumbnail file of `source`, rendered and written on the first call only.
 
+    `draft` is the least short side a JPEG may be decoded at (default: `side`).
     Raises ImageError when the source cannot be decoded; the caller shows a placeholder.
     """
     target = thumbnail_file(settings, sha256, side)
     if target.is_file():
         return target
-    thumb = render_thumbnail(source, side, settings.max_image_pixels, settings.max_file_bytes)
+    thumb = render_thumbnail(
+        source, side, settings.max_image_pixels, settings.max_file_bytes, draft=draft
+    )
     _write_atomically(thumb, target)
     return target
 
 
-def render_thumbnail(source: Path, side: int, max_pixels: int, max_bytes: int) -> Image.Image:
+def render_thumbnail(
+    source: Path, side: int, max_pixels: int, max_bytes: int, draft: int | None = None
+) -> Image.Image:
     """An RGB image no larger than side x side, upright as the camera's EXIF says."""
 
     def shrink(img: Image.Image) -> Image.Image:
         img.thumbnail((side, side), Image.Resampling.LANCZOS)
         return img
 
-    return decode_upright(source, max_pixels, max_bytes, at_least=side, finish=shrink)
+    return decode_upright(source, max_pixels, max_bytes, at_least=draft or side, finish=shrink)
 
 
 def _write_atomically(thumb: Image.Image, target: Path) -> None:
