@@ -9,7 +9,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
-from service import exports
+from service import export_reasons, exports
 from service.errors import BadInput
 from service.models import Role
 from service.web.admin import bp, role_required
@@ -28,6 +28,8 @@ def list_exports() -> ResponseReturnValue:
     with db_read() as session:
         found, total = exports.list_exports(session, limit=EXPORTS_PER_PAGE, offset=offset)
         rows = [exports.export_to_dict(e) for e in found]
+        for row in rows:
+            row["left_out"] = export_reasons.left_out(row["counts"], row["options"])
         test_set = exports.frozen_test_set(session, settings)
     return render_template(
         "exports/list.html",
