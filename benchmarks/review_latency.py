@@ -34,16 +34,24 @@ USERNAME, PASSWORD = "bench", "bench-reviewer-pw"
 MBIT = 1_000_000 / 8  # bytes per second
 
 # In the page: the keydown starts a clock; the photo's next src, decoded and painted, stops it.
-PROBE = """
+PROBE = r"""
 (() => {
   window.__lat = [];
+  window.__rtt = [];
   let t0 = null;
   document.addEventListener("keydown", () => { t0 = performance.now(); }, true);
   const photo = document.getElementById("photo");
   new MutationObserver(() => {
     if (t0 === null || !photo.getAttribute("src")) return;
     const start = t0; t0 = null;
-    const done = () => requestAnimationFrame(() => window.__lat.push(performance.now() - start));
+    const done = () => requestAnimationFrame(() => {
+      window.__lat.push(performance.now() - start);
+      // The round trip of the decision itself (POST to the next item's JSON), for the split.
+      const posts = performance.getEntriesByType("resource")
+        .filter((e) => /decision\.json/.test(e.name));
+      window.__rtt.push(posts.length ? posts[posts.length - 1].duration : 0);
+      performance.clearResourceTimings();
+    });
     (photo.complete && photo.naturalWidth ? Promise.resolve() : photo.decode()).then(done, done);
   }).observe(photo, { attributes: true, attributeFilter: ["src"] });
 })();
@@ -114,8 +122,11 @@ def serve(settings: Any) -> tuple[str, Any]:
     return f"http://127.0.0.1:{server.server_port}", server
 
 
-def review(url: str, items: int, mbit: float | None, think_ms: int) -> list[float]:
-    """Log in, then decide `items` items; the keypress-to-painted-photo times in ms."""
+def review(
+    url: str, items: int, mbit: float | None, think_ms: int
+) -> tuple[list[float], list[float]]:
+    """Log in, then decide `items` items; keypress-to-painted-photo and decision round-trip
+    times in ms."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -152,8 +163,9 @@ def review(url: str, items: int, mbit: float | None, think_ms: int) -> list[floa
                 break  # the last decision leaves an empty queue: no photo to paint
             page.wait_for_function(f"window.__lat.length > {i}")
         times: list[float] = page.evaluate("window.__lat")
+        trips: list[float] = page.evaluate("window.__rtt")
         browser.close()
-    return times
+    return times, trips
 
 
 def summary(times: list[float]) -> dict[str, float]:
@@ -194,14 +206,16 @@ def main() -> None:
             url, server = serve(settings)
             try:
                 mbit = None if link == "local" else float(link)
-                times = review(url, args.items, mbit, args.think_ms)
+                times, trips = review(url, args.items, mbit, args.think_ms)
             finally:
                 server.shutdown()
             from service.db import dispose_engines
 
             dispose_engines()
         results[link] = summary(times)
+        results[link]["decision_round_trip"] = summary(trips)
         log.info("all times: %s", [round(x) for x in times])
+        log.info("round trips: %s", [round(x) for x in trips])
         log.info("%s %s: %s", args.label, link, results[link])
     print(json.dumps(results))
     if args.out:

@@ -74,13 +74,16 @@ def _recent(session: Session, annotation: Annotation) -> dict[str, Any]:
 
 
 def _queue_state(session: Session, job_id: int | None) -> dict[str, Any]:
-    """The reviewer's current item (claimed now if needed), counts, recent decisions, and
-    the display photos of the items likely to come next (for the page to preload)."""
+    """The reviewer's current item (claimed now if needed), the items held next (the page
+    shows one the moment a decision is keyed), counts, recent decisions, and the display
+    photos of the items likely to come next (for the page to preload)."""
     reviewer = current_user.username
     item = review.next_item(session, reviewer, job_id=job_id)
+    ahead = review_queue.claim_ahead(session, reviewer, item, job_id) if item else []
     upcoming = review_queue.upcoming_images(session, reviewer, item.id if item else None, job_id)
     return {
         "item": _context(session, item, job_id) if item else None,
+        "ahead": [_context(session, a, job_id) for a in ahead],
         "stats": review.queue_stats(session, reviewer, job_id),
         "recent": [
             _recent(session, a)

@@ -20,6 +20,7 @@
     recent: [],      // the reviewer's recent annotations in this queue, newest first
     history: -1,     // index into recent; -1 is the current item
     undoneNote: null,  // what had been chosen for the current item before an undo
+    ahead: [],       // the items held for the reviewer after the current one, in order
     busy: false,
     zoom: 1, x: 0, y: 0,
     choices: [], active: -1,
@@ -69,12 +70,13 @@
 
   function capitalise(s) { return s.charAt(0).toUpperCase() + s.slice(1) + (/[.!?]$/.test(s) ? "" : "."); }
 
-  function run(promise) {
+  function run(promise, undoShow) {
     state.busy = true;
     root.setAttribute("aria-busy", "true");
     return promise.catch(function (err) {
       toast(err.message, "error");
       if (err.status === 409 || err.status === 404) return load();
+      if (undoShow) undoShow();  // not saved: back to the photo it was about
     }).finally(function () { state.busy = false; root.removeAttribute("aria-busy"); });
   }
 
@@ -83,13 +85,16 @@
   }
 
   function accept(data) {
+    var already = !state.past && state.shown && data.item && state.shown.id === data.item.id;
     state.current = data.item;
+    state.ahead = data.ahead || [];
     state.recent = data.recent || [];
     state.history = -1;
     state.past = null;
     renderStats(data.stats);
     renderRecent();
-    show(data.item);
+    // Shown already (ahead of the answer): keep the screen, and whatever is being typed.
+    if (already) state.shown = data.item; else show(data.item);
     preload(data.upcoming || []);
     return data;
   }
@@ -113,13 +118,18 @@
     var body = { decision: decision };
     if (label !== undefined) body.label = label;
     var name = state.shown.image.rel_path.split("/").pop();
+    var decided = state.current, next = past ? null : state.ahead.shift();
+    // The next item is already the reviewer's (held under their lease) and its photo is
+    // loaded: show it now, and let the decision travel behind it.
+    if (next) { state.undoneNote = null; state.current = next; show(next); }
+    var back = next ? function () { state.current = decided; show(decided); } : null;
     run(request("POST", url, body).then(function (data) {
       var what = describe(data.annotation);
       var verb = past ? "Changed to " : (decision === "skip" ? "" : "Saved: ");
       toast(decision === "skip" && !past ? "Skipped " + name + "." : verb + what + " for " + name + ".", "ok");
       state.undoneNote = null;
       accept(data);
-    }));
+    }), back);
   }
 
   function undo() {
