@@ -342,3 +342,25 @@ def test_a_recent_decision_is_changed_by_a_new_annotation(live_app: Live, page) 
     assert (second, False) in [(n[0], n[3]) for n in notes]
     with session_scope(live_app.settings.db_url) as session:
         assert session.get(ReviewItem, first).status == ReviewStatus.DONE
+
+
+def test_a_running_jobs_thumbnails_appear_as_it_is_scored(live_app: Live, page) -> None:
+    from workers.tasks import run_model
+
+    settings = live_app.settings
+    with session_scope(settings.db_url) as session:
+        job_id = create_job(session, settings, "mindoro").id
+    _login(page, live_app, f"/jobs/{job_id}")
+    assert "images appear here as they are scored" in page.locator("#sheet").inner_text()
+    assert page.locator("a", has_text="Review this job").count() == 1
+    chunks: list[int] = []
+    run_scan(settings, job_id, chunks.extend)
+    for chunk_id in chunks:
+        score_chunk(settings, chunk_id, run_model)
+    page.wait_for_function("document.querySelectorAll('#sheet .tile img').length === 8")
+    heights = {round(box["height"]) for box in _boxes(page, "#sheet .tile")}
+    assert len(heights) == 1  # uniform tiles
+
+
+def _boxes(page, selector: str) -> list[dict]:
+    return [el.bounding_box() for el in page.locator(selector).all()]
