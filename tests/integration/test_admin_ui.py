@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from service import thumbnails, users
+from service import display, thumbnails, users
 from service.db import session_scope
 from service.jobs import create_job, get_job
 from service.models import (
@@ -445,9 +445,9 @@ def test_thumbnails_are_made_once_then_served_from_disk(
     renders: list[Path] = []
     real_render = thumbnails.render_thumbnail
 
-    def counting_render(source: Path, *args: int) -> object:
+    def counting_render(source: Path, *args: int, **kwargs: int | None) -> object:
         renders.append(source)
-        return real_render(source, *args)
+        return real_render(source, *args, **kwargs)
 
     monkeypatch.setattr(thumbnails, "render_thumbnail", counting_render)
     client = as_role(Role.VIEWER)
@@ -475,6 +475,11 @@ def test_thumbnails_are_made_once_then_served_from_disk(
         client.get(f"/images/{image_id}", headers={"If-None-Match": f'"{sha256}"'}).status_code
         == 304
     )
+    # The review page's display copy: a JPEG no larger than 1600 px, cached like thumbnails.
+    shown = client.get(f"/images/{image_id}/display.jpg")
+    assert shown.status_code == 200 and shown.mimetype == "image/jpeg"
+    assert shown.headers["ETag"] == f'"{sha256}-1600"'
+    assert display.display_file(api_settings, sha256).read_bytes() == shown.data
 
 
 def test_undecodable_images_get_a_placeholder_not_an_error(
