@@ -364,3 +364,21 @@ def test_a_running_jobs_thumbnails_appear_as_it_is_scored(live_app: Live, page) 
 
 def _boxes(page, selector: str) -> list[dict]:
     return [el.bounding_box() for el in page.locator(selector).all()]
+
+
+def test_quick_keys_decide_the_photos_shown_in_order(live_app: Live, page) -> None:
+    _login(page, live_app)
+    first = _current_item(page)
+    page.wait_for_function("!document.getElementById('review').hasAttribute('aria-busy')")
+    # Two keys without waiting for an answer: the held items are shown at once, one per key.
+    page.keyboard.press("Delete")
+    second = _current_item(page)
+    page.keyboard.press(".")
+    third = _current_item(page)
+    assert len({first, second, third}) == 3
+    page.wait_for_function("!document.getElementById('review').hasAttribute('aria-busy')")
+    assert _current_item(page) == third
+    assert _notes(live_app.settings) == [
+        (first, Decision.UNUSABLE, None, False),
+        (second, Decision.UNKNOWN, None, False),
+    ]

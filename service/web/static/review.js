@@ -21,63 +21,29 @@
     history: -1,     // index into recent; -1 is the current item
     undoneNote: null,  // what had been chosen for the current item before an undo
     ahead: [],       // the items held for the reviewer after the current one, in order
+    inFlight: 0,     // decisions posted and not answered yet
+    decidedIds: {},  // items decided since the last full answer (never shown again)
+    chain: Promise.resolve(),
     busy: false,
-    zoom: 1, x: 0, y: 0,
     choices: [], active: -1,
     preloaded: [],
   };
 
   // ------------------------------------------------------------------ requests
 
-  function request(method, url, body) {
-    var init = {
-      method: method,
-      credentials: "same-origin",
-      headers: { Accept: "application/json", "X-CSRFToken": csrf },
-    };
-    if (method !== "GET") {
-      init.headers["Content-Type"] = "application/json";
-      var payload = body || {};
-      if (jobId) payload.job_id = Number(jobId);
-      init.body = JSON.stringify(payload);
-    }
-    return fetch(url, init).catch(function () {
-      var e = new Error("Cannot reach the server; that was not saved. Try again.");
-      e.status = 0;
-      throw e;
-    }).then(function (r) {
-      if (r.status === 401) { window.location.reload(); throw new Error("You were logged out."); }
-      return r.json().catch(function () { return {}; }).then(function (data) {
-        if (!r.ok) { throw humanError(r.status, data); }
-        return data;
-      });
-    });
-  }
+  var request = window.HerpscoreRequest(csrf, jobId);
 
-  // Server messages may name internal ids; the reviewer gets what happened and what comes next.
-  function humanError(status, data) {
-    var details = data.details || {};
-    var message;
-    if (status === 409 && details.status) message = "This photo was already decided by someone else; here is the next one.";
-    else if (status === 409 && details.claimed_by) message = "Another reviewer is working on this photo; here is the next one.";
-    else if (status === 409 || status === 400 || status === 403) message = capitalise(data.message || "That was not accepted.");
-    else if (status === 404) message = "That photo is no longer in the queue; here is the next one.";
-    else message = "Something went wrong on the server (HTTP " + status + "); try again.";
-    var e = new Error(message);
-    e.status = status;
-    return e;
-  }
-
-  function capitalise(s) { return s.charAt(0).toUpperCase() + s.slice(1) + (/[.!?]$/.test(s) ? "" : "."); }
-
-  function run(promise, undoShow) {
+  // Every request runs after the ones before it, in the order the keys were pressed.
+  function run(makeRequest) {
     state.busy = true;
     root.setAttribute("aria-busy", "true");
-    return promise.catch(function (err) {
+    state.chain = state.chain.then(makeRequest).catch(function (err) {
       toast(err.message, "error");
       if (err.status === 409 || err.status === 404) return load();
-      if (undoShow) undoShow();  // not saved: back to the photo it was about
-    }).finally(function () { state.busy = false; root.removeAttribute("aria-busy"); });
+    }).finally(function () {
+      state.busy = false;
+      if (!state.inFlight) root.removeAttribute("aria-busy");
+    }).catch(function () {});  // a failed reload was shown already; the chain goes on
   }
 
   function load() {
@@ -85,6 +51,7 @@
   }
 
   function accept(data) {
+    state.decidedIds = {};  // the server's answer is the whole truth again
     var already = !state.past && state.shown && data.item && state.shown.id === data.item.id;
     state.current = data.item;
     state.ahead = data.ahead || [];
@@ -110,37 +77,76 @@
   }
 
   function decide(decision, label) {
-    if (state.busy || !state.shown) return;
-    var url, past = state.past;
-    if (past) url = root.getAttribute("data-change-url").replace(PLACEHOLDER_ID, past.id);
-    else if (state.current) url = root.getAttribute("data-decide-url").replace(PLACEHOLDER_ID, state.current.id);
-    else return;
+    if (!state.shown || state.busy) return;
     var body = { decision: decision };
     if (label !== undefined) body.label = label;
     var name = state.shown.image.rel_path.split("/").pop();
-    var decided = state.current, next = past ? null : state.ahead.shift();
+    var past = state.past;
+    if (past) {
+      if (state.inFlight) return;
+      var changeUrl = root.getAttribute("data-change-url").replace(PLACEHOLDER_ID, past.id);
+      run(function () {
+        return request("POST", changeUrl, body).then(function (data) {
+          toast("Changed to " + describe(data.annotation) + " for " + name + ".", "ok");
+          state.undoneNote = null;
+          accept(data);
+        });
+      });
+      return;
+    }
+    if (!state.current) return;
+    var next = state.ahead.shift();
+    if (state.inFlight && !next) return;  // nothing held to show yet: the answer brings more
+    var decided = state.current;
+    var url = root.getAttribute("data-decide-url").replace(PLACEHOLDER_ID, decided.id);
     // The next item is already the reviewer's (held under their lease) and its photo is
     // loaded: show it now, and let the decision travel behind it.
+    state.decidedIds[decided.id] = true;
+    state.inFlight++;
+    root.setAttribute("aria-busy", "true");
     if (next) { state.undoneNote = null; state.current = next; show(next); }
-    var back = next ? function () { state.current = decided; show(decided); } : null;
-    run(request("POST", url, body).then(function (data) {
+    state.chain = state.chain.then(function () {
+      return request("POST", url, body);
+    }).then(function (data) {
+      state.inFlight--;
       var what = describe(data.annotation);
-      var verb = past ? "Changed to " : (decision === "skip" ? "" : "Saved: ");
-      toast(decision === "skip" && !past ? "Skipped " + name + "." : verb + what + " for " + name + ".", "ok");
-      state.undoneNote = null;
-      accept(data);
-    }), back);
+      toast(decision === "skip" ? "Skipped " + name + "." : "Saved: " + what + " for " + name + ".", "ok");
+      if (state.inFlight) refill(data); else { state.undoneNote = null; accept(data); }
+    }).catch(function (err) {
+      state.inFlight--;
+      toast(err.message, "error");
+      state.ahead = [];
+      // Not saved: the server still holds that photo for the reviewer and shows it again.
+      if (!state.inFlight) return load();
+    }).finally(function () {
+      if (!state.inFlight && !state.busy) root.removeAttribute("aria-busy");
+    }).catch(function (err) { toast(err.message, "error"); });
+  }
+
+  // An answer while later decisions are still on their way: counts, strip, and more held items.
+  function refill(data) {
+    renderStats(data.stats);
+    state.recent = data.recent || [];
+    renderRecent();
+    preload(data.upcoming || []);
+    var have = {};
+    if (state.current) have[state.current.id] = true;
+    state.ahead.forEach(function (a) { have[a.id] = true; });
+    [data.item].concat(data.ahead || []).forEach(function (x) {
+      if (x && !have[x.id] && !state.decidedIds[x.id]) { state.ahead.push(x); have[x.id] = true; }
+    });
   }
 
   function undo() {
-    if (state.busy) return;
     var body = state.past ? { annotation_id: state.past.id } : {};
-    run(request("POST", root.getAttribute("data-undo-url"), body).then(function (data) {
-      var a = data.annotation;
-      state.undoneNote = a && a.decision !== "skip" ? describe(a) : null;
-      toast(a ? "Undone: " + describe(a) + ". The photo is back for you to decide." : "Nothing to undo here.", a ? "ok" : "info");
-      accept(data);
-    }));
+    run(function () {
+      return request("POST", root.getAttribute("data-undo-url"), body).then(function (data) {
+        var a = data.annotation;
+        state.undoneNote = a && a.decision !== "skip" ? describe(a) : null;
+        toast(a ? "Undone: " + describe(a) + ". The photo is back for you to decide." : "Nothing to undo here.", a ? "ok" : "info");
+        accept(data);
+      });
+    });
   }
 
   function step(delta) {  // delta +1: back in time, -1: forward
@@ -328,21 +334,7 @@
 
   // ------------------------------------------------------------------ label search
 
-  // The same folding as service/labels.py label_key: case, spaces, hyphens, underscores, accents.
-  function labelKey(s) {
-    return s.normalize("NFKD").replace(/\p{M}/gu, "").toLowerCase().replace(/[\s_-]+/g, " ").trim();
-  }
-
-  function matches(key, q) {
-    if (key.indexOf(q) !== -1) return key.indexOf(q) === 0 ? 2 : 1;
-    // "cro atr" finds "crotalus atrox": every typed word starts a word of the label, in order.
-    var words = key.split(" "), at = 0;
-    var ok = q.split(" ").every(function (w) {
-      while (at < words.length && words[at].indexOf(w) !== 0) at++;
-      return at++ < words.length;
-    });
-    return ok ? 1 : 0;
-  }
+  var labelKey = window.HerpscoreLabels.key, matches = window.HerpscoreLabels.matches;
 
   function filterOptions() {
     var typed = input.value.trim(), q = labelKey(typed);
@@ -422,49 +414,8 @@
 
   // ------------------------------------------------------------------ zoom and pan
 
-  function applyZoom() {
-    photo.style.transform = "translate(" + state.x + "px," + state.y + "px) scale(" + state.zoom + ")";
-    $("zoom-level").textContent = state.zoom === 1 ? "" : Math.round(state.zoom * 100) + " %";
-  }
-
-  function zoomBy(factor, cx, cy) {
-    var rect = viewer.getBoundingClientRect();
-    if (cx === undefined) { cx = rect.width / 2; cy = rect.height / 2; }
-    var z = Math.min(16, Math.max(1, state.zoom * factor));
-    if (z > 1) loadOriginal();  // zooming in asks for the full resolution
-    var k = z / state.zoom;
-    state.x = cx - (cx - state.x) * k;
-    state.y = cy - (cy - state.y) * k;
-    state.zoom = z;
-    if (z === 1) { state.x = 0; state.y = 0; }
-    applyZoom();
-  }
-
-  function resetZoom() { state.zoom = 1; state.x = 0; state.y = 0; applyZoom(); }
-
-  viewer.addEventListener("wheel", function (e) {
-    e.preventDefault();
-    var rect = viewer.getBoundingClientRect();
-    zoomBy(e.deltaY < 0 ? 1.2 : 1 / 1.2, e.clientX - rect.left, e.clientY - rect.top);
-  }, { passive: false });
-
-  var drag = null;
-  viewer.addEventListener("pointerdown", function (e) {
-    if (e.button !== 0 || e.target.closest("button")) return;
-    drag = { x: e.clientX - state.x, y: e.clientY - state.y };
-    viewer.setPointerCapture(e.pointerId);
-    viewer.classList.add("dragging");
-  });
-  viewer.addEventListener("pointermove", function (e) {
-    if (!drag) return;
-    state.x = e.clientX - drag.x;
-    state.y = e.clientY - drag.y;
-    applyZoom();
-  });
-  ["pointerup", "pointercancel"].forEach(function (type) {
-    viewer.addEventListener(type, function () { drag = null; viewer.classList.remove("dragging"); });
-  });
-  viewer.addEventListener("dblclick", resetZoom);
+  var zoom = window.HerpscoreZoom(viewer, photo, $("zoom-level"), function () { loadOriginal(); });
+  var zoomBy = zoom.zoomBy, resetZoom = zoom.reset;
   $("original").addEventListener("click", function () { loadOriginal(); viewer.focus({ preventScroll: true }); });
 
   // ------------------------------------------------------------------ help
@@ -545,5 +496,5 @@
     });
   });
 
-  run(load());
+  run(load);
 })();
