@@ -7,7 +7,7 @@ import logging
 from flask.typing import ResponseReturnValue
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
-from service import promotion, registry, retraining
+from service import promotion, registry, retraining, training_stack
 from service.models import Role
 from service.web.api import bp
 from service.web.api.inputs import Body, PageQuery, page, parse_body, parse_query
@@ -48,6 +48,7 @@ def retrain_now() -> ResponseReturnValue:
     """Run the retrain check now (ignoring the schedule; `force` ignores the label count)."""
     body = parse_body(RetrainRequest)
     settings = current_settings()
+    training_stack.require_training(settings)
     with db_session() as session:
         result = retraining.retrain_check(session, settings, force=body.force, trigger="manual")
     if result.run_id is not None:
