@@ -9,7 +9,13 @@ from service.labels import canonical_label, label_key
 
 @pytest.mark.parametrize(
     "typed",
-    ["crotalus atrox", "Crotalus-Atrox", "crotalus_atrox", "  CROTALUS -_ atrox ", "crótalus átrox"],
+    [
+        "crotalus atrox",
+        "Crotalus-Atrox",
+        "crotalus_atrox",
+        "  CROTALUS -_ atrox ",
+        "crótalus átrox",
+    ],
 )
 def test_spellings_of_one_label_share_a_key(typed: str) -> None:
     assert label_key(typed) == label_key("Crotalus_atrox") == "crotalus atrox"
