@@ -48,7 +48,9 @@ def _thumbnail_url(image_id: int) -> str:
     return url_for("admin.image_thumbnail", image_id=image_id)
 
 
-def _context(session: Session, item: Any, job_id: int | None) -> dict[str, Any]:
+def _context(
+    session: Session, item: Any, job_id: int | None, with_stats: bool = True
+) -> dict[str, Any]:
     context = review.item_context(
         session,
         item,
@@ -56,6 +58,7 @@ def _context(session: Session, item: Any, job_id: int | None) -> dict[str, Any]:
         job_id=job_id,
         image_url=_image_url,
         thumbnail_url=_thumbnail_url,
+        with_stats=with_stats,
     )
     context["thumbnail_url"] = _thumbnail_url(context["image"]["id"])
     context["image"]["display_url"] = _display_url(context["image"]["id"])
@@ -83,7 +86,7 @@ def _queue_state(session: Session, job_id: int | None) -> dict[str, Any]:
     upcoming = review_queue.upcoming_images(session, reviewer, item.id if item else None, job_id)
     return {
         "item": _context(session, item, job_id) if item else None,
-        "ahead": [_context(session, a, job_id) for a in ahead],
+        "ahead": [_context(session, a, job_id, with_stats=False) for a in ahead],
         "stats": review.queue_stats(session, reviewer, job_id),
         "recent": [
             _recent(session, a)
