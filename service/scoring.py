@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.orm import Session
 
+from service import display
 from service.db import in_values, insert_ignoring_conflicts, session_scope
 from service.jobs import FINISHED, maybe_finish
 from service.models import (
@@ -376,9 +377,13 @@ def score_chunk(settings: Settings, chunk_id: int, scorer: Scorer) -> ChunkResul
         # lock orders the chunks that finish together, so the last of them (in commit
         # order) counts every other as done and finishes the job. One round trip saved.
         maybe_finish(session, work.job_id)
+    stored = time.perf_counter()
+    if result.routed:  # the review page's photos, made before any reviewer asks
+        display.prepare_for_review(settings, work.image_ids)
     result.seconds = {
         "claim": round(claimed - began, 4),
         "model": round(scored - claimed, 4),
-        "store": round(time.perf_counter() - scored, 4),
+        "store": round(stored - scored, 4),
+        "display": round(time.perf_counter() - stored, 4),
     }
     return result

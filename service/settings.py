@@ -199,6 +199,14 @@ class Settings(BaseSettings):
     training_extra_args: str = Field(
         default="", description="More `python -m training fit` options, shell-quoted."
     )
+    display_copies_when_scoring: bool = Field(
+        default=True,
+        description="Scoring workers make the review page's display copies of routed photos.",
+    )
+    training_available: bool | None = Field(
+        default=None,
+        description="Whether a training worker with torch exists; unset: torch importable here.",
+    )
 
     @field_validator("allowed_roots", "image_extensions", "review_labels", mode="before")
     @classmethod

@@ -25,10 +25,15 @@ def thumbnail_file(settings: Settings, sha256: str, side: int = THUMBNAIL_SIDE) 
 
 
 def ensure_thumbnail(
-    settings: Settings, source: Path, sha256: str, side: int = THUMBNAIL_SIDE
+    settings: Settings,
+    source: Path,
+    sha256: str,
+    side: int = THUMBNAIL_SIDE,
+    draft: int | None = None,
 ) -> Path:
     """The thumbnail file of `source`, rendered and written on the first call only.
 
+    `draft` is the least short side a JPEG may be decoded at (default: `side`).
     Raises ImageError when the source cannot be decoded; the caller shows a placeholder.
     """
     target = thumbnail_file(settings, sha256, side)
@@ -40,13 +45,19 @@ def ensure_thumbnail(
         settings.max_image_pixels,
         settings.max_file_bytes,
         settings.max_decoded_megabytes * 2**20,
+        draft=draft,
     )
     _write_atomically(thumb, target)
     return target
 
 
 def render_thumbnail(
-    source: Path, side: int, max_pixels: int, max_bytes: int, max_decoded: int | None = None
+    source: Path,
+    side: int,
+    max_pixels: int,
+    max_bytes: int,
+    max_decoded: int | None = None,
+    draft: int | None = None,
 ) -> Image.Image:
     """An RGB image no larger than side x side, upright as the camera's EXIF says."""
 
@@ -55,7 +66,12 @@ def render_thumbnail(
         return img
 
     return decode_upright(
-        source, max_pixels, max_bytes, at_least=side, finish=shrink, max_decoded=max_decoded
+        source,
+        max_pixels,
+        max_bytes,
+        at_least=draft or side,
+        finish=shrink,
+        max_decoded=max_decoded,
     )
 
 

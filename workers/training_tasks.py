@@ -13,8 +13,9 @@ from typing import Any
 
 from celery import shared_task
 
-from service import retraining
+from service import retraining, training_stack
 from service.db import session_scope
+from service.errors import InvalidState
 from service.exports import run_export
 from service.promotion import Predictor
 from service.settings import Settings
@@ -67,7 +68,10 @@ def train_task(run_id: int) -> dict[str, Any] | None:
 
 def fit_model(argv: list[str]) -> Path:
     """`python -m training fit ARGV` in this process; returns the model folder."""
-    from training.fit import get_args_parser, main
+    try:
+        from training.fit import get_args_parser, main
+    except ModuleNotFoundError as exc:  # a worker installed without the [train] extra
+        raise InvalidState(f"{training_stack.MISSING} (this worker: {exc})") from None
 
     root = logging.getLogger()
     before = list(root.handlers)

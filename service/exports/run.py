@@ -46,6 +46,10 @@ def run_export(settings: Settings, export_id: int) -> DatasetExport:
             "sources": card["sources"],
             "split_mode": card["split_mode"],
             "snapshot_at": card["snapshot_at"],
+            # What was left out and why, so an empty or small export can say so.
+            "dropped_classes": card["dropped_classes"],
+            "unsafe_labels": card["unsafe_labels"],
+            "excluded": card["excluded"],
         }
         export.finished_at = utcnow()
         return export

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.db import in_values
@@ -104,16 +104,26 @@ def decide(
 
 
 def undo_last(
-    session: Session, reviewer: str, lease_seconds: int = DEFAULT_LEASE_SECONDS
+    session: Session,
+    reviewer: str,
+    lease_seconds: int = DEFAULT_LEASE_SECONDS,
+    *,
+    job_id: int | None = None,
+    annotation_id: int | None = None,
 ) -> Annotation | None:
     """Undo the reviewer's latest live annotation; its item returns to the queue, claimed by them.
 
-    Called again, it undoes the one before: one decision at a time.
+    Called again, it undoes the one before: one decision at a time. `job_id` keeps to one
+    job's queue; `annotation_id` undoes that one annotation of the reviewer's (the photo
+    on the reviewer's screen).
     """
+    scope = _annotation_scope(reviewer, job_id)
+    if annotation_id is not None:
+        scope.append(Annotation.id == annotation_id)
     for _ in range(CLAIM_ATTEMPTS):
         annotation = session.scalar(
             select(Annotation)
-            .where(Annotation.reviewer == reviewer, Annotation.undone_at.is_(None))
+            .where(*scope, Annotation.undone_at.is_(None))
             .order_by(Annotation.created_at.desc(), Annotation.id.desc())
             .limit(1)
         )
@@ -134,6 +144,15 @@ def undo_last(
     if annotation.review_item_id is not None:
         _reopen(session, annotation, reviewer, now + timedelta(seconds=lease_seconds))
     return annotation
+
+
+def _annotation_scope(reviewer: str, job_id: int | None) -> list[ColumnElement[bool]]:
+    """The reviewer's annotations, only those on one job's review items when a job is given."""
+    scope = [Annotation.reviewer == reviewer]
+    if job_id is not None:
+        in_job = select(ReviewItem.id).where(ReviewItem.job_id == job_id)
+        scope.append(Annotation.review_item_id.in_(in_job))
+    return scope
 
 
 def _reopen(session: Session, annotation: Annotation, reviewer: str, lease: Any) -> None:
@@ -286,13 +305,15 @@ def annotation_to_dict(annotation: Annotation) -> dict[str, Any]:
     }
 
 
-def recent_annotations(session: Session, reviewer: str, limit: int = 20) -> list[Annotation]:
-    """The reviewer's latest live annotations made in the queue, newest first."""
+def recent_annotations(
+    session: Session, reviewer: str, limit: int = 20, job_id: int | None = None
+) -> list[Annotation]:
+    """The reviewer's latest live annotations made in the queue (of one job), newest first."""
     return list(
         session.scalars(
             select(Annotation)
             .where(
-                Annotation.reviewer == reviewer,
+                *_annotation_scope(reviewer, job_id),
                 Annotation.undone_at.is_(None),
                 Annotation.review_item_id.is_not(None),
             )

@@ -93,7 +93,11 @@ def known_labels(session: Session, model_version_id: int | None = None) -> list[
 def describe_reason(reason: str) -> str:
     """The routing reason in words (see service.routing)."""
     if reason.startswith("low_confidence<"):
-        return f"confidence below {reason.split('<', 1)[1]}"
+        threshold = reason.split("<", 1)[1]
+        try:  # the same unit as the suggestions' confidences
+            return f"confidence below {float(threshold) * 100:g} %"
+        except ValueError:
+            return f"confidence below {threshold}"
     if reason == "risky_label":
         return "this species is always reviewed"
     return reason.replace("_", " ")
@@ -176,10 +180,12 @@ def item_context(
     job_id: int | None = None,
     image_url: ImageUrl | None = None,
     thumbnail_url: ImageUrl | None = None,
+    with_stats: bool = True,
 ) -> dict[str, Any]:
     """Everything the review page shows for one item; URLs come from the web layer.
 
-    `reviewer` and `job_id` scope the queue counts (the queue the reviewer is working on).
+    `reviewer` and `job_id` scope the queue counts (the queue the reviewer is working on);
+    `with_stats=False` leaves them out (items held ahead: the answer carries them once).
     """
     image = session.get(Image, item.image_id)
     prediction = session.get(Prediction, item.prediction_id)
@@ -230,5 +236,5 @@ def item_context(
         if job_image is not None and item.job_id is not None
         else [],
         "labels": known_labels(session, prediction.model_version_id),
-        "stats": queue_stats(session, reviewer, job_id),
+        "stats": queue_stats(session, reviewer, job_id) if with_stats else None,
     }

@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from service import thumbnails, users
+from service import display, thumbnails, users
 from service.db import session_scope
 from service.jobs import create_job, get_job
 from service.models import (
@@ -210,13 +210,18 @@ def test_dashboard_shows_model_backlog_jobs_exports_and_runs(
             ).all()
         )
         for n in range(7):
-            session.add(DatasetExport(status=ExportStatus.DONE, options={}, counts={"images": n}))
+            # The shape run_export records: the image count is "total".
+            session.add(
+                DatasetExport(status=ExportStatus.DONE, options={}, counts={"total": 100 + n})
+            )
         session.add(TrainingRun(status=RunStatus.RUNNING, params={}, trigger="schedule"))
         running = create_job(session, api_settings, "survey")
         running.status = JobStatus.SCORING
     page = client.get("/").get_data(as_text=True)
     assert f'<p class="big">{backlog}</p>' in page
     assert page.count("status-done") == 5  # the latest five exports only
+    assert "<td>106</td>" in page and "<td>102</td>" in page and "<td>101</td>" not in page
+    assert 'href="/review"' not in page  # a viewer cannot review: no link to the queue
     assert "schedule" in page
     assert f"/jobs/{running.id}/progress.json" in page  # polled live by jobs.js
 
@@ -269,11 +274,16 @@ def test_contact_sheet_filters_and_pages(
     assert tiles(last) == 1 and "← Previous" in last
 
     bad = client.get(f"/jobs/{scored_job}", query_string={"min_confidence": "lots"})
-    assert bad.status_code == 400 and "invalid filters" in bad.get_data(as_text=True)
+    # Bad filters: the page itself, unfiltered, says what was wrong (not a bare error page).
+    text = bad.get_data(as_text=True)
+    assert bad.status_code == 400 and "Filters not applied: min confidence:" in text
+    assert tiles(text) == 3
     inverted = client.get(
         f"/jobs/{scored_job}", query_string={"min_confidence": "0.9", "max_confidence": "0.1"}
     )
-    assert inverted.status_code == 400
+    text = inverted.get_data(as_text=True)
+    assert inverted.status_code == 400 and tiles(text) == 3
+    assert "min_confidence must not exceed max_confidence" in text
 
 
 def test_progress_endpoint_and_downloads(
@@ -448,9 +458,9 @@ def test_thumbnails_are_made_once_then_served_from_disk(
     renders: list[Path] = []
     real_render = thumbnails.render_thumbnail
 
-    def counting_render(source: Path, *args: int) -> object:
+    def counting_render(source: Path, *args: int, **kwargs: int | None) -> object:
         renders.append(source)
-        return real_render(source, *args)
+        return real_render(source, *args, **kwargs)
 
     monkeypatch.setattr(thumbnails, "render_thumbnail", counting_render)
     client = as_role(Role.VIEWER)
@@ -478,6 +488,11 @@ def test_thumbnails_are_made_once_then_served_from_disk(
         client.get(f"/images/{image_id}", headers={"If-None-Match": f'"{sha256}"'}).status_code
         == 304
     )
+    # The review page's display copy: a JPEG no larger than 1600 px, cached like thumbnails.
+    shown = client.get(f"/images/{image_id}/display.jpg")
+    assert shown.status_code == 200 and shown.mimetype == "image/jpeg"
+    assert shown.headers["ETag"] == f'"{sha256}-1600"'
+    assert display.display_file(api_settings, sha256).read_bytes() == shown.data
 
 
 def test_undecodable_images_get_a_placeholder_not_an_error(

@@ -434,7 +434,7 @@ def test_item_context(db_url):
         ctx = review.item_context(
             session, item, image_url=lambda i: f"/img/{i}", thumbnail_url=lambda i: f"/t/{i}"
         )
-    assert ctx["id"] == item_id and ctx["reason_text"] == "confidence below 0.9"
+    assert ctx["id"] == item_id and ctx["reason_text"] == "confidence below 90 %"
     assert ctx["image"]["rel_path"] == "site_b/img_001.jpg"
     assert ctx["image"]["url"] == f"/img/{seeded.image_ids[1]}"
     assert ctx["image"]["captured_at"] is not None

@@ -40,6 +40,7 @@ from service.web.errors import error_response
 
 __all__ = [
     "bp",
+    "describe_problems",
     "flash_enqueued",
     "init_admin",
     "public",
@@ -129,12 +130,26 @@ def _template_helpers() -> dict[str, object]:
     return {"can": can, "Role": Role}
 
 
+def describe_problems(details: object) -> str:
+    """Field problems ([{"field", "message"}]) as one sentence a person can act on."""
+    if not isinstance(details, list):
+        return ""
+    parts = []
+    for problem in details:
+        if isinstance(problem, dict):
+            message = str(problem.get("message", "")).removeprefix("Value error, ")
+            field = str(problem.get("field", "")).replace("_", " ")
+            parts.append(message if field in ("", "(body)") else f"{field}: {message}")
+    return "; ".join(parts) + "." if parts else ""
+
+
 @bp.errorhandler(HerpscoreError)
 def _domain_error(exc: HerpscoreError) -> ResponseReturnValue:
     """Domain errors as a flashed message: back to the form after a POST, else an error page."""
     if wants_json():
         return error_response(exc.http_status, exc.code, exc.message, exc.details)
-    flash(exc.message, "error")
+    problems = describe_problems(exc.details)
+    flash(f"{exc.message}: {problems}" if problems else exc.message, "error")
     if request.method == "POST":
         return redirect(back_url(), 303)
     return render_template("error.html", status=exc.http_status), exc.http_status

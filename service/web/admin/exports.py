@@ -6,7 +6,7 @@ from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
-from service import exports, tasks_client
+from service import export_reasons, exports, tasks_client
 from service.errors import BadInput
 from service.models import Role
 from service.web.admin import bp, flash_enqueued, role_required
@@ -23,6 +23,8 @@ def list_exports() -> ResponseReturnValue:
     with db_read() as session:
         found, total = exports.list_exports(session, limit=EXPORTS_PER_PAGE, offset=offset)
         rows = [exports.export_to_dict(e) for e in found]
+        for row in rows:
+            row["left_out"] = export_reasons.left_out(row["counts"], row["options"])
         test_set = exports.frozen_test_set(session, settings)
     return render_template(
         "exports/list.html",

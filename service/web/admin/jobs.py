@@ -25,7 +25,13 @@ from service import jobs, results, review, tasks_client
 from service.errors import BadInput, HerpscoreError
 from service.models import JobStatus, Role
 from service.web import MAX_DB_ID
-from service.web.admin import bp, flash_enqueued, role_required, safe_next_url
+from service.web.admin import (
+    bp,
+    describe_problems,
+    flash_enqueued,
+    role_required,
+    safe_next_url,
+)
 from service.web.api.inputs import validation_details
 from service.web.api.jobs import PredictionQuery
 from service.web.context import current_settings, db_read, db_session
@@ -123,20 +129,23 @@ def new_job() -> ResponseReturnValue:
 # ---------------------------------------------------------------- one job
 
 
-def _result_query() -> PredictionQuery:
-    """The contact sheet's filters from the query string (empty form fields mean "any")."""
+def _result_query() -> tuple[PredictionQuery, bool]:
+    """The contact sheet's filters from the query string (empty form fields mean "any"), and
+    whether they were valid (if not: no filters, and a message saying what was wrong)."""
     args: dict[str, Any] = {k: v for k, v in request.args.items() if v.strip()}
     args["limit"] = IMAGES_PER_PAGE
     try:
-        return PredictionQuery.model_validate(args)
+        return PredictionQuery.model_validate(args), True
     except ValidationError as exc:
-        raise BadInput("invalid filters", validation_details(exc)) from None
+        # The page still shows, unfiltered, with what was wrong beside the filters.
+        flash(f"Filters not applied: {describe_problems(validation_details(exc))}", "error")
+        return PredictionQuery.model_validate({"limit": IMAGES_PER_PAGE}), False
 
 
 @bp.get("/jobs/<id:job_id>")
 @role_required(Role.VIEWER)
 def job_page(job_id: int) -> ResponseReturnValue:
-    query = _result_query()
+    query, valid = _result_query()
     with db_read() as session:
         job = jobs.get_job(session, job_id)
         rows, total = results.query_results(
@@ -157,7 +166,7 @@ def job_page(job_id: int) -> ResponseReturnValue:
         limit=query.limit,
         labels=labels,
         filters=filters,
-    )
+    ), (200 if valid else 400)
 
 
 @bp.get("/jobs/<id:job_id>/progress.json")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Response, abort, current_app, request, send_file
 from flask.typing import ResponseReturnValue
 
-from service import thumbnails
+from service import display, thumbnails
 from service.imaging import ImageError
 from service.models import Image, Role
 from service.paths import is_inside
@@ -98,20 +99,32 @@ def image_file(image_id: int) -> ResponseReturnValue:
 @role_required(Role.VIEWER)
 def image_thumbnail(image_id: int) -> ResponseReturnValue:
     """A small JPEG made once per content; a placeholder when the photo cannot be decoded."""
+    return _rendered_copy(image_id, thumbnails.THUMBNAIL_SIDE, thumbnails.ensure_thumbnail)
+
+
+@bp.get("/images/<id:image_id>/display.jpg")
+@role_required(Role.VIEWER)
+def image_display(image_id: int) -> ResponseReturnValue:
+    """A screen-sized JPEG (the review page's photo) made once per content."""
+    return _rendered_copy(image_id, display.DISPLAY_SIDE, display.ensure_display_copy)
+
+
+def _rendered_copy(
+    image_id: int, side: int, ensure: Callable[[Settings, Path, str], Path]
+) -> ResponseReturnValue:
     settings = current_settings()
     image = servable_image(settings, image_id)
     if image.sha256 is None:
         return _placeholder()
-    etag = f"{image.sha256}-{thumbnails.THUMBNAIL_SIDE}"
+    etag = f"{image.sha256}-{side}"
     if cached := _not_modified(etag):
         return cached
     try:
-        path = thumbnails.ensure_thumbnail(settings, image.path, image.sha256)
-        body = path.read_bytes()
+        body = ensure(settings, image.path, image.sha256).read_bytes()
     except (ImageError, OSError) as exc:  # a corrupt photo or an unwritable cache folder
-        log.info("no thumbnail for image %s: %s", image_id, exc)
+        log.info("no %s px copy of image %s: %s", side, image_id, exc)
         return _placeholder()
-    # A few kilobytes: read whole, so no file handle outlives the request.
+    # At most a few hundred kilobytes: read whole, so no file handle outlives the request.
     response = Response(body, mimetype="image/jpeg")
     return _cache_privately(response, etag, THUMBNAIL_MAX_AGE)
 

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
-from flask import render_template, url_for
+from flask import render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from service import review
-from service.models import Decision, Role
+from service import jobs, review, review_queue
+from service.errors import BadInput, NotFound
+from service.models import Annotation, Decision, Image, Role
 from service.web import MAX_DB_ID
 from service.web.admin import bp, role_required
 from service.web.api.inputs import Body, Query, parse_body, parse_query
 from service.web.context import db_session
 
-RECENT = 20
+RECENT = 12
 
 
 class QueueQuery(Query):
@@ -30,18 +32,25 @@ class DecisionBody(QueueQuery, Body):
 
 
 class UndoBody(QueueQuery, Body):
-    pass
+    # The decision shown on the reviewer's screen; none: their latest in this queue.
+    annotation_id: int | None = Field(default=None, ge=1, le=MAX_DB_ID)
 
 
 def _image_url(image_id: int) -> str:
     return url_for("admin.image_file", image_id=image_id)
 
 
+def _display_url(image_id: int) -> str:
+    return url_for("admin.image_display", image_id=image_id)
+
+
 def _thumbnail_url(image_id: int) -> str:
     return url_for("admin.image_thumbnail", image_id=image_id)
 
 
-def _context(session: Session, item: Any, job_id: int | None) -> dict[str, Any]:
+def _context(
+    session: Session, item: Any, job_id: int | None, with_stats: bool = True
+) -> dict[str, Any]:
     context = review.item_context(
         session,
         item,
@@ -49,31 +58,65 @@ def _context(session: Session, item: Any, job_id: int | None) -> dict[str, Any]:
         job_id=job_id,
         image_url=_image_url,
         thumbnail_url=_thumbnail_url,
+        with_stats=with_stats,
     )
     context["thumbnail_url"] = _thumbnail_url(context["image"]["id"])
+    context["image"]["display_url"] = _display_url(context["image"]["id"])
     return context
 
 
+def _recent(session: Session, annotation: Annotation) -> dict[str, Any]:
+    image = session.get(Image, annotation.image_id)
+    return {
+        "id": annotation.id,
+        "decision": annotation.decision.value,
+        "label": annotation.label,
+        "name": posixpath.basename(image.path) if image is not None else None,
+        "thumbnail_url": _thumbnail_url(annotation.image_id),
+    }
+
+
 def _queue_state(session: Session, job_id: int | None) -> dict[str, Any]:
-    """The reviewer's current item (claimed now if needed), counts and recent decisions."""
+    """The reviewer's current item (claimed now if needed), the items held next (the page
+    shows one the moment a decision is keyed), counts, recent decisions, and the display
+    photos of the items likely to come next (for the page to preload)."""
     reviewer = current_user.username
     item = review.next_item(session, reviewer, job_id=job_id)
+    ahead = review_queue.claim_ahead(session, reviewer, item, job_id) if item else []
+    upcoming = review_queue.upcoming_images(session, reviewer, item.id if item else None, job_id)
     return {
         "item": _context(session, item, job_id) if item else None,
+        "ahead": [_context(session, a, job_id, with_stats=False) for a in ahead],
         "stats": review.queue_stats(session, reviewer, job_id),
         "recent": [
-            {"id": a.id, "decision": a.decision.value, "label": a.label}
-            for a in review.recent_annotations(session, reviewer, RECENT)
+            _recent(session, a)
+            for a in review.recent_annotations(session, reviewer, RECENT, job_id=job_id)
         ],
+        "upcoming": [_display_url(image_id) for image_id in upcoming],
     }
+
+
+def _page_job(session: Session) -> dict[str, Any] | None:
+    """The job named by ?job_id=, checked with a message a person can act on."""
+    raw = request.args.get("job_id", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_DB_ID:
+        raise BadInput(f"“{raw[:40]}” is not a job number; open a job's queue from its page.")
+    try:
+        job = jobs.get_job(session, int(raw))
+    except NotFound:
+        raise NotFound(f"There is no job #{raw}; it may have been deleted.") from None
+    return {"id": job.id, "folder": job.folder}
 
 
 @bp.get("/review")
 @role_required(Role.REVIEWER)
 def review_page() -> ResponseReturnValue:
     """The page shell; its script claims and shows items through the endpoints below."""
-    query = parse_query(QueueQuery)
-    return render_template("review.html", job_id=query.job_id)
+    with db_session() as session:
+        job = _page_job(session)
+    return render_template("review.html", job=job, job_id=job["id"] if job else None)
 
 
 @bp.post("/review/next.json")
@@ -91,7 +134,7 @@ def review_decide(item_id: int) -> ResponseReturnValue:
     """Record a decision and answer with the next item, so the page needs one round trip."""
     body = parse_body(DecisionBody)
     with db_session() as session:
-        annotation = review.decide(
+        annotation = review_queue.decide_known(
             session, item_id, current_user.username, body.decision, body.label
         )
         decided = review.annotation_to_dict(annotation)
@@ -99,13 +142,29 @@ def review_decide(item_id: int) -> ResponseReturnValue:
         return {"annotation": decided, **_queue_state(session, body.job_id)}
 
 
+@bp.post("/review/annotations/<id:annotation_id>/change.json")
+@role_required(Role.REVIEWER)
+def review_change(annotation_id: int) -> ResponseReturnValue:
+    """Change a past decision: it is undone and a new annotation records the new one."""
+    body = parse_body(DecisionBody)
+    with db_session() as session:
+        annotation = review_queue.change_decision(
+            session, annotation_id, current_user.username, body.decision, body.label
+        )
+        changed = review.annotation_to_dict(annotation)
+    with db_session() as session:
+        return {"annotation": changed, **_queue_state(session, body.job_id)}
+
+
 @bp.post("/review/undo.json")
 @role_required(Role.REVIEWER)
 def review_undo() -> ResponseReturnValue:
-    """Undo the reviewer's latest decision; the undone item becomes the current one."""
+    """Undo the decision on screen (else the latest in this queue); its item becomes current."""
     body = parse_body(UndoBody)
     with db_session() as session:
-        annotation = review.undo_last(session, current_user.username)
+        annotation = review.undo_last(
+            session, current_user.username, job_id=body.job_id, annotation_id=body.annotation_id
+        )
         undone = review.annotation_to_dict(annotation) if annotation else None
         return {"annotation": undone, **_queue_state(session, body.job_id)}
 
@@ -113,7 +172,7 @@ def review_undo() -> ResponseReturnValue:
 @bp.get("/review/annotations/<id:annotation_id>.json")
 @role_required(Role.REVIEWER)
 def review_annotation(annotation_id: int) -> ResponseReturnValue:
-    """A past decision with its item, shown read-only when the reviewer steps back."""
+    """A past decision with its item, shown when the reviewer steps back to change it."""
     job_id = parse_query(QueueQuery).job_id
     with db_session() as session:
         annotation = review.get_annotation(session, annotation_id)

@@ -10,7 +10,7 @@ from flask import abort, flash, redirect, render_template, send_file, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
-from service import promotion, registry, retraining, tasks_client
+from service import promotion, registry, retraining, tasks_client, training_stack
 from service.models import Role
 from service.web.admin import bp, flash_enqueued, role_required
 from service.web.context import current_settings, db_read, db_session
@@ -69,6 +69,7 @@ def training_plot(run_id: int, name: str) -> ResponseReturnValue:
 @role_required(Role.ADMIN)
 def retrain_now() -> ResponseReturnValue:
     settings = current_settings()
+    training_stack.require_training(settings)
     with db_session() as session:
         result = retraining.retrain_check(session, settings, force=True, trigger="manual")
     if result.run_id is None:

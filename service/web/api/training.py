@@ -7,7 +7,7 @@ from typing import Any
 
 from flask.typing import ResponseReturnValue
 
-from service import promotion, registry, retraining, tasks_client
+from service import promotion, registry, retraining, tasks_client, training_stack
 from service.models import Role, RunStatus
 from service.web.api import bp
 from service.web.api.inputs import Body, PageQuery, page
@@ -95,6 +95,7 @@ def retrain_now(body: RetrainRequest) -> ResponseReturnValue:
     queued, 200 when there is nothing to do (`reason` says why).
     """
     settings = current_settings()
+    training_stack.require_training(settings)
     with db_session() as session:
         result = retraining.retrain_check(session, settings, force=body.force, trigger="manual")
     status = 202 if result.started else 200

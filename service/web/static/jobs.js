@@ -42,6 +42,7 @@
         })
         .then(function (job) {
           render(block, job);
+          refreshSheet(job.progress.scored + job.progress.failed);
           if (FINISHED.indexOf(job.status) !== -1) {
             var note = document.querySelector("[data-refresh]");
             if (note) note.hidden = false;
@@ -54,6 +55,30 @@
     }
     timer = setTimeout(poll, POLL_MS);
     window.addEventListener("pagehide", function () { clearTimeout(timer); });
+  }
+
+  // A running job's contact sheet fills in as images are scored: the page's own sheet is
+  // fetched again when the count moved (never while the user has images selected).
+  var sheetBusy = false, sheetAt = 0, SHEET_MIN_MS = 4000;
+  function refreshSheet(count) {
+    var sheet = document.getElementById("sheet");
+    if (!sheet || !sheet.hasAttribute("data-live-sheet") || sheetBusy) return;
+    if (count <= Number(sheet.getAttribute("data-count") || 0)) return;
+    if (Date.now() - sheetAt < SHEET_MIN_MS) return;
+    if (sheet.querySelector('input[name="image_ids"]:checked')) return;
+    sheetBusy = true;
+    sheetAt = Date.now();
+    fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.text(); })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("sheet");
+        if (!fresh) return;
+        sheet.innerHTML = fresh.innerHTML;
+        sheet.setAttribute("data-count", count);
+        sheet.querySelectorAll("form[data-bulk]").forEach(bulk);
+      })
+      .catch(function () {})
+      .finally(function () { sheetBusy = false; });
   }
 
   function bulk(form) {

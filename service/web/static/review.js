@@ -1,11 +1,13 @@
-// The review queue from the keyboard: decide, undo, step through recent items, zoom and pan.
+// The review queue from the keyboard: decide, undo, change recent decisions, zoom; photos read ahead.
 (function () {
   "use strict";
   var root = document.getElementById("review");
   if (!root) return;
   var PLACEHOLDER_ID = "2147483647";
-  var COMMAND_KEYS = { u: "unknown", x: "unusable", s: "skip" };
+  // Commands sit on keys that cannot start a name: every letter types into the label search.
+  var COMMAND_KEYS = { ".": "unknown", Delete: "unusable", " ": "skip" };
   var MAX_OPTIONS = 12;
+  var TOAST_MS = 2500, ERROR_TOAST_MS = 6000;
   var csrf = document.querySelector('meta[name="csrf-token"]').getAttribute("content");
   var jobId = root.getAttribute("data-job-id");
   var $ = function (id) { return document.getElementById(id); };
@@ -14,46 +16,34 @@
   var state = {
     current: null,   // the item the reviewer is deciding (claimed)
     shown: null,     // what is on screen: the current item or a past one
-    readonly: null,  // the annotation shown when stepping back, else null
-    recent: [],      // the reviewer's recent annotations, newest first
+    past: null,      // the annotation on screen when stepping back, else null
+    recent: [],      // the reviewer's recent annotations in this queue, newest first
     history: -1,     // index into recent; -1 is the current item
+    undoneNote: null,  // what had been chosen for the current item before an undo
+    ahead: [],       // the items held for the reviewer after the current one, in order
+    inFlight: 0,     // decisions posted and not answered yet
+    decidedIds: {},  // items decided since the last full answer (never shown again)
+    chain: Promise.resolve(),
     busy: false,
-    zoom: 1, x: 0, y: 0,
-    choices: [], active: 0,
+    choices: [], active: -1,
+    preloaded: [],
   };
 
   // ------------------------------------------------------------------ requests
 
-  function request(method, url, body) {
-    var init = {
-      method: method,
-      credentials: "same-origin",
-      headers: { Accept: "application/json", "X-CSRFToken": csrf },
-    };
-    if (method !== "GET") {
-      init.headers["Content-Type"] = "application/json";
-      var payload = body || {};
-      if (jobId) payload.job_id = Number(jobId);
-      init.body = JSON.stringify(payload);
-    }
-    return fetch(url, init).then(function (r) {
-      if (r.status === 401) { window.location.reload(); throw new Error("logged out"); }
-      return r.json().then(function (data) {
-        if (!r.ok) { var e = new Error(data.message || ("HTTP " + r.status)); e.status = r.status; throw e; }
-        return data;
-      });
-    });
-  }
+  var request = window.HerpscoreRequest(csrf, jobId);
 
-  function run(promise) {
+  // Every request runs after the ones before it, in the order the keys were pressed.
+  function run(makeRequest) {
     state.busy = true;
     root.setAttribute("aria-busy", "true");
-    return promise.then(function (data) { showError(""); return data; })
-      .catch(function (err) {
-        showError(err.message);
-        if (err.status === 409 || err.status === 404) return load();  // someone else decided it
-      })
-      .finally(function () { state.busy = false; root.removeAttribute("aria-busy"); });
+    state.chain = state.chain.then(makeRequest).catch(function (err) {
+      toast(err.message, "error");
+      if (err.status === 409 || err.status === 404) return load();
+    }).finally(function () {
+      state.busy = false;
+      if (!state.inFlight) root.removeAttribute("aria-busy");
+    }).catch(function () {});  // a failed reload was shown already; the chain goes on
   }
 
   function load() {
@@ -61,55 +51,131 @@
   }
 
   function accept(data) {
+    state.decidedIds = {};  // the server's answer is the whole truth again
+    var already = !state.past && state.shown && data.item && state.shown.id === data.item.id;
     state.current = data.item;
+    state.ahead = data.ahead || [];
     state.recent = data.recent || [];
     state.history = -1;
-    state.readonly = null;
+    state.past = null;
     renderStats(data.stats);
-    show(data.item);
+    renderRecent();
+    // Shown already (ahead of the answer): keep the screen, and whatever is being typed.
+    if (already) state.shown = data.item; else show(data.item);
+    preload(data.upcoming || []);
     return data;
   }
 
+  // The next items' photos are fetched and decoded while the reviewer looks at this one.
+  function preload(urls) {
+    state.preloaded = urls.map(function (url) {
+      var img = new Image();
+      img.src = url;
+      if (img.decode) img.decode().catch(function () {});
+      return img;
+    });
+  }
+
   function decide(decision, label) {
-    if (state.busy || state.readonly || !state.current) return;
-    var url = root.getAttribute("data-decide-url").replace(PLACEHOLDER_ID, state.current.id);
+    if (!state.shown || state.busy) return;
     var body = { decision: decision };
     if (label !== undefined) body.label = label;
-    run(request("POST", url, body).then(function (data) {
-      var a = data.annotation;
-      announce("Saved: " + (a.decision === "label" ? a.label : a.decision) + ".");
-      accept(data);
-    }));
+    var name = state.shown.image.rel_path.split("/").pop();
+    var past = state.past;
+    if (past) {
+      if (state.inFlight) return;
+      var changeUrl = root.getAttribute("data-change-url").replace(PLACEHOLDER_ID, past.id);
+      run(function () {
+        return request("POST", changeUrl, body).then(function (data) {
+          toast("Changed to " + describe(data.annotation) + " for " + name + ".", "ok");
+          state.undoneNote = null;
+          accept(data);
+        });
+      });
+      return;
+    }
+    if (!state.current) return;
+    var next = state.ahead.shift();
+    if (state.inFlight && !next) return;  // nothing held to show yet: the answer brings more
+    var decided = state.current;
+    var url = root.getAttribute("data-decide-url").replace(PLACEHOLDER_ID, decided.id);
+    // The next item is already the reviewer's (held under their lease) and its photo is
+    // loaded: show it now, and let the decision travel behind it.
+    state.decidedIds[decided.id] = true;
+    state.inFlight++;
+    root.setAttribute("aria-busy", "true");
+    if (next) { state.undoneNote = null; state.current = next; show(next); }
+    state.chain = state.chain.then(function () {
+      return request("POST", url, body);
+    }).then(function (data) {
+      state.inFlight--;
+      var what = describe(data.annotation);
+      toast(decision === "skip" ? "Skipped " + name + "." : "Saved: " + what + " for " + name + ".", "ok");
+      if (state.inFlight) refill(data); else { state.undoneNote = null; accept(data); }
+    }).catch(function (err) {
+      state.inFlight--;
+      toast(err.message, "error");
+      state.ahead = [];
+      // Not saved: the server still holds that photo for the reviewer and shows it again.
+      if (!state.inFlight) return load();
+    }).finally(function () {
+      if (!state.inFlight && !state.busy) root.removeAttribute("aria-busy");
+    }).catch(function (err) { toast(err.message, "error"); });
+  }
+
+  // An answer while later decisions are still on their way: counts, strip, and more held items.
+  function refill(data) {
+    renderStats(data.stats);
+    state.recent = data.recent || [];
+    renderRecent();
+    preload(data.upcoming || []);
+    var have = {};
+    if (state.current) have[state.current.id] = true;
+    state.ahead.forEach(function (a) { have[a.id] = true; });
+    [data.item].concat(data.ahead || []).forEach(function (x) {
+      if (x && !have[x.id] && !state.decidedIds[x.id]) { state.ahead.push(x); have[x.id] = true; }
+    });
   }
 
   function undo() {
-    if (state.busy) return;
-    run(request("POST", root.getAttribute("data-undo-url")).then(function (data) {
-      announce(data.annotation ? "Undone: " + describe(data.annotation) + "." : "Nothing to undo.");
-      accept(data);
-    }));
+    var body = state.past ? { annotation_id: state.past.id } : {};
+    run(function () {
+      return request("POST", root.getAttribute("data-undo-url"), body).then(function (data) {
+        var a = data.annotation;
+        state.undoneNote = a && a.decision !== "skip" ? describe(a) : null;
+        toast(a ? "Undone: " + describe(a) + ". The photo is back for you to decide." : "Nothing to undo here.", a ? "ok" : "info");
+        accept(data);
+      });
+    });
   }
 
   function step(delta) {  // delta +1: back in time, -1: forward
     if (state.busy) return;
-    var target = state.history + delta;
+    goTo(state.history + delta);
+  }
+
+  function goTo(target) {
     if (target < -1 || target >= state.recent.length) return;
     state.history = target;
-    if (target === -1) { state.readonly = null; show(state.current); return; }
+    if (target === -1) { state.past = null; show(state.current); renderRecent(); return; }
     var a = state.recent[target];
     var url = root.getAttribute("data-annotation-url").replace(PLACEHOLDER_ID, a.id);
     if (jobId) url += "?job_id=" + encodeURIComponent(jobId);
-    run(request("GET", url).then(function (data) {
+    // A read: not serialised behind `busy`, so quick arrow presses all count.
+    request("GET", url).then(function (data) {
       if (state.history !== target) return;
-      state.readonly = data.annotation;
+      state.past = data.annotation;
       show(data.item);
-    }));
+      renderRecent();
+    }).catch(function (err) { toast(err.message, "error"); });
   }
 
   // ------------------------------------------------------------------ rendering
 
+  function pretty(label) { return (label || "").replace(/_/g, " "); }
+
   function describe(a) {
-    return a.decision === "label" ? a.label : { unknown: "unknown species", unusable: "not usable", skip: "skipped" }[a.decision];
+    return a.decision === "label" ? pretty(a.label) : { unknown: "unknown species", unusable: "not usable", skip: "skipped" }[a.decision];
   }
 
   function text(id, value) { $(id).textContent = value === null || value === undefined ? "–" : value; }
@@ -124,32 +190,38 @@
 
   function show(item) {
     state.shown = item;
-    closeTypeahead();
+    clearSearch();
     resetZoom();
     $("empty").hidden = !!item;
     photo.hidden = !item;
+    $("panel").classList.toggle("is-empty", !item);
+    $("original").hidden = !item;
     var banner = $("readonly");
-    if (state.readonly) {
+    if (state.past) {
       banner.hidden = false;
-      banner.textContent = "Decided " + (state.history + 1) + " back: " + describe(state.readonly) +
-        " (read-only). Press → to return.";
+      banner.textContent = "You chose " + describe(state.past) + " for this photo. Pick another answer to change it, " +
+        "⌫ to undo it, → to go back to the queue.";
+    } else if (item && state.undoneNote) {
+      banner.hidden = false;
+      banner.textContent = "You had chosen " + state.undoneNote + " for this photo (undone).";
     } else {
       banner.hidden = true;
     }
-    root.classList.toggle("is-readonly", !!state.readonly);
+    root.classList.toggle("is-past", !!state.past);
     root.setAttribute("data-item-id", item ? item.id : "");
+    root.setAttribute("data-shown-annotation", state.past ? state.past.id : "");
+    renderButtons();
     if (!item) {
       ["rel-path", "captured", "reason", "model-name", "full-path"].forEach(function (id) { $(id).textContent = ""; });
       $("topk").replaceChildren();
       $("siblings").replaceChildren();
       return;
     }
-    if (photo.getAttribute("data-src") !== item.image.url) {
-      photo.setAttribute("data-src", item.image.url);
-      photo.onerror = function () {  // formats a browser cannot show (TIFF): the thumbnail
-        if (photo.src.indexOf(item.thumbnail_url) === -1) photo.src = item.thumbnail_url;
-      };
-      photo.src = item.image.url;
+    var src = item.image.display_url || item.image.url;
+    if (photo.getAttribute("data-src") !== src) {
+      photo.setAttribute("data-src", src);
+      photo.setAttribute("data-original", "");
+      photo.src = src;
     }
     photo.alt = "Photo " + item.image.rel_path;
     text("rel-path", item.image.rel_path);
@@ -163,13 +235,35 @@
     viewer.focus({ preventScroll: true });
   }
 
+  function renderButtons() {
+    var canDecide = !!state.shown;
+    root.querySelectorAll("[data-command]").forEach(function (b) {
+      var c = b.getAttribute("data-command");
+      b.hidden = c === "undo" ? !(state.past || state.recent.length) : !canDecide;
+    });
+  }
+
+  function loadOriginal() {
+    var item = state.shown;
+    if (!item || photo.getAttribute("data-original")) return;
+    photo.setAttribute("data-original", "1");
+    photo.src = item.image.url;
+    $("original").hidden = true;
+  }
+
+  photo.addEventListener("error", function () {
+    // A format the browser cannot show (TIFF) as the original: back to the display copy.
+    var item = state.shown;
+    if (item && photo.getAttribute("data-original") && item.image.display_url) photo.src = item.image.display_url;
+  });
+
   function formatTime(iso) {
     var d = new Date(iso);
     return isNaN(d) ? iso : d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
   }
 
   function renderTopk(topk) {
-    var chosen = state.readonly && state.readonly.decision === "label" ? state.readonly.label : null;
+    var chosen = state.past && state.past.decision === "label" ? state.past.label : null;
     $("topk").replaceChildren.apply($("topk"), topk.slice(0, 9).map(function (t) {
       var li = document.createElement("li");
       if (t.label === chosen) li.className = "chosen";
@@ -177,8 +271,8 @@
       li.innerHTML = '<kbd></kbd><span class="name"></span><span class="pct"></span>' +
         '<span class="confbar" aria-hidden="true"><span></span></span>';
       li.children[0].textContent = String(t.rank);
-      li.children[1].textContent = t.label.replace(/_/g, " ");
-      li.children[1].title = t.label;
+      li.children[1].textContent = pretty(t.label);
+      li.title = t.label;
       li.children[2].textContent = pct.toFixed(1) + " %";
       li.children[3].firstChild.style.width = Math.max(pct, 0.5) + "%";
       li.setAttribute("aria-label", "Press " + t.rank + ": " + t.label + ", " + pct.toFixed(1) + " percent");
@@ -198,7 +292,7 @@
       var cap = document.createElement("span");
       cap.className = "cap";
       var human = s.human_decision === "label" ? s.human_label : s.human_decision;
-      cap.textContent = human ? "✓ " + human.replace(/_/g, " ") : (s.machine_label || "").replace(/_/g, " ");
+      cap.textContent = human ? "✓ " + pretty(human) : pretty(s.machine_label);
       if (human) cap.classList.add("human");
       li.title = s.rel_path + (human ? " — reviewed: " + human : " — model: " + (s.machine_label || "none"));
       li.append(img, cap);
@@ -206,163 +300,172 @@
     }));
   }
 
-  function announce(message) { $("announce").textContent = message; }
+  function renderRecent() {
+    $("recent").replaceChildren.apply($("recent"), state.recent.map(function (a, i) {
+      var li = document.createElement("li");
+      var b = document.createElement("button");
+      b.type = "button";
+      b.className = "recent-item" + (i === state.history ? " shown" : "");
+      b.setAttribute("data-annotation-id", a.id);
+      b.title = (a.name || "photo") + ": " + describe(a) + " — click to change";
+      var img = document.createElement("img");
+      img.src = a.thumbnail_url;
+      img.alt = "";
+      var cap = document.createElement("span");
+      cap.textContent = describe(a);
+      b.append(img, cap);
+      b.addEventListener("click", function () { goTo(i); });
+      li.append(b);
+      return li;
+    }));
+    renderButtons();
+  }
 
-  function showError(message) {
-    var el = $("error");
-    el.hidden = !message;
+  var toastTimer = null;
+  function toast(message, kind) {
+    var el = $("toast");
     el.textContent = message;
+    el.className = "toast toast-" + (kind || "info");
+    el.hidden = false;
+    $("announce").textContent = message;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(function () { el.hidden = true; }, kind === "error" ? ERROR_TOAST_MS : TOAST_MS);
   }
 
-  // ------------------------------------------------------------------ type-ahead
+  // ------------------------------------------------------------------ label search
 
-  function openTypeahead(prefix) {
-    if (!state.current || state.readonly) return;
-    $("typeahead").hidden = false;
-    input.value = prefix || "";
-    input.setAttribute("aria-expanded", "true");
-    input.focus();
-    filterOptions();
-  }
-
-  function closeTypeahead() {
-    $("typeahead").hidden = true;
-    input.setAttribute("aria-expanded", "false");
-    input.removeAttribute("aria-activedescendant");
-    input.value = "";
-    if (document.activeElement === input) viewer.focus({ preventScroll: true });
-  }
-
-  function norm(s) { return s.toLowerCase().replace(/[_\s]+/g, " ").trim(); }
+  var labelKey = window.HerpscoreLabels.key, matches = window.HerpscoreLabels.matches;
 
   function filterOptions() {
-    var typed = input.value.trim(), q = norm(typed);
-    var labels = (state.current && state.current.labels) || [];
-    var starts = [], contains = [], exact = false;
-    labels.forEach(function (label) {
-      var n = norm(label);
-      if (n === q) exact = true;
-      if (!q || n.indexOf(q) === 0) starts.push(label);
-      else if (n.indexOf(q) > 0) contains.push(label);
-    });
-    state.choices = starts.concat(contains).slice(0, MAX_OPTIONS).map(function (l) { return { label: l, isNew: false }; });
-    if (typed && !exact) state.choices.push({ label: typed, isNew: true });
-    state.active = 0;
+    var typed = input.value.trim(), q = labelKey(typed);
+    var labels = (state.shown && state.shown.labels) || [];
+    var first = [], rest = [], exact = false;
+    if (q) {
+      labels.forEach(function (label) {
+        var k = labelKey(label), m = matches(k, q);
+        if (k === q) exact = true;
+        if (m === 2) first.push(label); else if (m === 1) rest.push(label);
+      });
+    }
+    state.choices = first.concat(rest).slice(0, MAX_OPTIONS);
+    state.active = state.choices.length ? 0 : -1;
+    input.setAttribute("aria-expanded", state.choices.length ? "true" : "false");
+    var newLabel = $("new-label");
+    // Creating a label is its own button, offered only when nothing known has the same name.
+    newLabel.hidden = !typed || exact;
+    newLabel.textContent = "+ Create new label “" + typed + "”";
+    var hint = $("search-hint");
+    hint.hidden = !typed || state.choices.length > 0;
+    hint.textContent = "No known label matches. Check the spelling, or create a new label below.";
     renderOptions();
   }
 
   function renderOptions() {
-    options.replaceChildren.apply(options, state.choices.map(function (c, i) {
+    options.replaceChildren.apply(options, state.choices.map(function (label, i) {
       var li = document.createElement("li");
       li.id = "label-option-" + i;
       li.setAttribute("role", "option");
       li.setAttribute("aria-selected", i === state.active ? "true" : "false");
-      li.textContent = c.isNew ? "+ New label “" + c.label + "”" : c.label.replace(/_/g, " ");
-      if (c.isNew) li.className = "new";
-      li.addEventListener("mousedown", function (e) { e.preventDefault(); pick(i); });
+      li.textContent = pretty(label);
+      li.title = label;
+      li.addEventListener("mousedown", function (e) { e.preventDefault(); pick(label); });
       return li;
     }));
-    if (state.choices.length) input.setAttribute("aria-activedescendant", "label-option-" + state.active);
+    if (state.active >= 0) input.setAttribute("aria-activedescendant", "label-option-" + state.active);
     else input.removeAttribute("aria-activedescendant");
   }
 
-  function pick(index) {
-    var choice = state.choices[index];
-    if (!choice) return;
-    closeTypeahead();
-    decide("label", choice.label);
+  function pick(label) {
+    if (!label) return;
+    clearSearch();
+    decide("label", label);
+  }
+
+  function clearSearch() {
+    input.value = "";
+    state.choices = [];
+    state.active = -1;
+    input.setAttribute("aria-expanded", "false");
+    input.removeAttribute("aria-activedescendant");
+    options.replaceChildren();
+    $("new-label").hidden = true;
+    $("search-hint").hidden = true;
+    if (document.activeElement === input) viewer.focus({ preventScroll: true });
   }
 
   input.addEventListener("input", filterOptions);
   input.addEventListener("keydown", function (e) {
+    e.stopPropagation();  // every other key types into the search
     if (e.key === "ArrowDown" || e.key === "ArrowUp") {
       e.preventDefault();
       var n = state.choices.length;
       if (n) { state.active = (state.active + (e.key === "ArrowDown" ? 1 : n - 1)) % n; renderOptions(); }
     } else if (e.key === "Enter") {
       e.preventDefault();
-      pick(state.active);
+      if (state.active >= 0) pick(state.choices[state.active]);
+      else if (input.value.trim()) toast("No known label matches “" + input.value.trim() + "”. To add it, use “Create new label”.", "info");
     } else if (e.key === "Escape") {
       e.preventDefault();
-      closeTypeahead();
+      clearSearch();
     }
-    e.stopPropagation();  // every other key types into the input
   });
-  input.addEventListener("blur", function () {
-    setTimeout(function () { if (document.activeElement !== input) closeTypeahead(); }, 0);
-  });
+  $("new-label").addEventListener("click", function () { pick(input.value.trim()); });
+  $("new-label").addEventListener("keydown", function (e) { e.stopPropagation(); });
 
   // ------------------------------------------------------------------ zoom and pan
 
-  function applyZoom() {
-    photo.style.transform = "translate(" + state.x + "px," + state.y + "px) scale(" + state.zoom + ")";
-    $("zoom-level").textContent = state.zoom === 1 ? "" : Math.round(state.zoom * 100) + " %";
+  var zoom = window.HerpscoreZoom(viewer, photo, $("zoom-level"), function () { loadOriginal(); });
+  var zoomBy = zoom.zoomBy, resetZoom = zoom.reset;
+  $("original").addEventListener("click", function () { loadOriginal(); viewer.focus({ preventScroll: true }); });
+
+  // ------------------------------------------------------------------ help
+
+  function toggleHelp(open) {
+    var help = $("help");
+    help.hidden = !open;
+    $("help-button").setAttribute("aria-expanded", open ? "true" : "false");
+    if (open) $("help-close").focus(); else viewer.focus({ preventScroll: true });
   }
-
-  function zoomBy(factor, cx, cy) {
-    var rect = viewer.getBoundingClientRect();
-    if (cx === undefined) { cx = rect.width / 2; cy = rect.height / 2; }
-    var z = Math.min(16, Math.max(1, state.zoom * factor));
-    var k = z / state.zoom;
-    state.x = cx - (cx - state.x) * k;
-    state.y = cy - (cy - state.y) * k;
-    state.zoom = z;
-    if (z === 1) { state.x = 0; state.y = 0; }
-    applyZoom();
-  }
-
-  function resetZoom() { state.zoom = 1; state.x = 0; state.y = 0; applyZoom(); }
-
-  viewer.addEventListener("wheel", function (e) {
-    e.preventDefault();
-    var rect = viewer.getBoundingClientRect();
-    zoomBy(e.deltaY < 0 ? 1.2 : 1 / 1.2, e.clientX - rect.left, e.clientY - rect.top);
-  }, { passive: false });
-
-  var drag = null;
-  viewer.addEventListener("pointerdown", function (e) {
-    if (e.button !== 0) return;
-    drag = { x: e.clientX - state.x, y: e.clientY - state.y };
-    viewer.setPointerCapture(e.pointerId);
-    viewer.classList.add("dragging");
-  });
-  viewer.addEventListener("pointermove", function (e) {
-    if (!drag) return;
-    state.x = e.clientX - drag.x;
-    state.y = e.clientY - drag.y;
-    applyZoom();
-  });
-  ["pointerup", "pointercancel"].forEach(function (type) {
-    viewer.addEventListener(type, function () { drag = null; viewer.classList.remove("dragging"); });
-  });
-  viewer.addEventListener("dblclick", resetZoom);
+  $("help-button").addEventListener("click", function () { toggleHelp(true); });
+  $("help-close").addEventListener("click", function () { toggleHelp(false); });
 
   // ------------------------------------------------------------------ keys
 
   function onKey(e) {
-    var target = e.target;
-    if (target === input) return;
-    if (e.altKey || e.metaKey) return;
     var key = e.key;
+    if (!$("help").hidden) {
+      if (key === "Escape" || key === "?") { e.preventDefault(); toggleHelp(false); }
+      return;
+    }
+    if (e.altKey || e.metaKey) return;
     if (e.ctrlKey) {
       if (key.toLowerCase() === "z") { e.preventDefault(); undo(); }
       return;  // leave the browser's own shortcuts alone
     }
+    var target = e.target;
     // A focused button or link keeps its own Enter and Space.
     var native = target.closest && target.closest("button, a, input, select, textarea");
     if (native && (key === "Enter" || key === " ")) return;
     if (native && native.tagName !== "BUTTON" && native.tagName !== "A") return;
 
+    if (key.length === 1 && /\p{L}/u.test(key)) {
+      // Letters only ever type: into the search, which takes the focus from here on.
+      if (!state.shown) return;
+      e.preventDefault();
+      input.focus();
+      input.value += key;
+      filterOptions();
+      return;
+    }
     var handled = true;
-    var lower = key.length === 1 ? key.toLowerCase() : key;
     if (/^[1-9]$/.test(key)) {
-      var t = state.current && !state.readonly && state.current.prediction.topk[Number(key) - 1];
+      var t = state.shown && state.shown.prediction.topk[Number(key) - 1];
       if (t) decide("label", t.label);
     } else if (key === "Enter") {
-      if (state.current && !state.readonly) decide("label", state.current.prediction.topk[0].label);
-    } else if (COMMAND_KEYS[lower]) {
-      decide(COMMAND_KEYS[lower]);
-    } else if (lower === "z") {
+      if (state.shown) decide("label", state.shown.prediction.topk[0].label);
+    } else if (COMMAND_KEYS[key]) {
+      if (!(state.past && key === " ")) decide(COMMAND_KEYS[key]);
+    } else if (key === "Backspace") {
       undo();
     } else if (key === "ArrowLeft") {
       step(1);
@@ -374,12 +477,10 @@
       zoomBy(1 / 1.25);
     } else if (key === "0") {
       resetZoom();
-    } else if (key === "/" || lower === "l") {
-      openTypeahead("");
-    } else if (/^\p{L}$/u.test(key)) {
-      openTypeahead(key);
+    } else if (key === "?") {
+      toggleHelp(true);
     } else if (key === "Escape") {
-      if (state.readonly) step(-state.history - 1);
+      if (state.past) goTo(-1);
     } else {
       handled = false;
     }
@@ -387,13 +488,13 @@
   }
 
   document.addEventListener("keydown", onKey);
-  root.querySelectorAll("[data-key]").forEach(function (button) {
+  root.querySelectorAll("[data-command]").forEach(function (button) {
     button.addEventListener("click", function () {
-      var k = button.getAttribute("data-key");
-      if (k === "z") undo(); else decide(COMMAND_KEYS[k]);
+      var c = button.getAttribute("data-command");
+      if (c === "undo") undo(); else decide(c);
       viewer.focus({ preventScroll: true });
     });
   });
 
-  run(load());
+  run(load);
 })();
