@@ -43,7 +43,7 @@ from training.data import (  # noqa: E402
     scan_split,
     stratified_split,
 )
-from training.fit import tune_malloc  # noqa: E402
+from training.runtime import tune_malloc  # noqa: E402
 
 log = logging.getLogger("bench")
 RESULTS = ROOT / "benchmarks" / "results"
@@ -191,11 +191,13 @@ def linear_probe(view: Path, classes: list[str], size: int = SIZE) -> dict[str, 
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from training.backbones import _lite0_package_file, _load_by_position, _read_state_dict
+    from training.backbones import _load_by_position, _read_state_dict, lite_package_file
 
     started = time.monotonic()
     model = timm.create_model("efficientnet_lite0", num_classes=1000)
-    _load_by_position(model, _read_state_dict(_lite0_package_file()), skip_prefix="\0")
+    _load_by_position(
+        model, _read_state_dict(lite_package_file("efficientnet_lite0")), skip_prefix="\0"
+    )
     model.reset_classifier(0)
     model.eval()
     features, labels = {}, {}

@@ -85,13 +85,14 @@ def fit_argv(params: dict[str, Any], data: Path, out: Path, resume: bool) -> lis
     argv = [
         "--data", str(data), "--out", str(out),
         "--backbone", str(params["backbone"]), "--weights", str(params["weights"]),
-        "--size", str(params["size"]),
         "--epochs-stage1", str(params["epochs_stage1"]),
         "--epochs-stage2", str(params["epochs_stage2"]),
         "--batch-size", str(params["batch_size"]),
         "--min-per-class", str(params["min_per_class"]),
         "--int8" if params["int8"] else "--no-int8",
     ]  # fmt: skip
+    if params.get("size"):
+        argv += ["--size", str(params["size"])]
     argv += shlex.split(params.get("extra_args") or "")
     if resume:
         argv.append("--resume")

@@ -81,7 +81,9 @@ class Settings(BaseSettings):
     promotion_recall_margin: float = Field(default=0.05, ge=0.0, le=1.0)
     training_backbone: str = "efficientnet_lite0"
     training_weights: str = "default"
-    training_size: int = Field(default=224, ge=32, le=1024)
+    training_size: int | None = Field(
+        default=None, ge=32, le=1024, description="Input side; unset: the backbone's native size."
+    )
     training_epochs_stage1: int = Field(default=6, ge=0)
     training_epochs_stage2: int = Field(default=10, ge=0)
     training_batch_size: int = Field(default=32, ge=1)

@@ -28,7 +28,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
     model.add_argument("--weights", default="default", help="'default', 'none' or a file PATH")
-    model.add_argument("--size", type=int, default=224, help="input side in pixels")
+    model.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="input side in pixels (default: the backbone's native size: 240 for "
+        "efficientnet_lite1, 260 for efficientnet_lite2, 224 for the others)",
+    )
     model.add_argument("--resize", choices=["shorter_side", "squash"], default="shorter_side")
     model.add_argument("--dropout", type=float, default=0.2)
     optim = parser.add_argument_group("optimisation")
