@@ -42,7 +42,9 @@ def export_model_folder(
     parity = export.check_parity(folder / "model.onnx", model, val_inputs[: args.parity_images])
     log.info("ONNX parity: %s", parity)
     int8: dict[str, Any] = {"requested": bool(args.int8)}
-    if args.int8 and args.refit:  # checked on images it was trained on, the rule would pass
+    if args.int8 and report.get(
+        "refit"
+    ):  # checked on images it was trained on, the rule would pass
         int8 |= {"kept": False, "reason": "not built: a refit leaves no held-out images"}
     elif args.int8:
         int8.update(build_int8(args, folder, data, backbone, val_inputs, val_labels))
@@ -68,6 +70,7 @@ def export_model_folder(
         },
         "metrics": summarise(report),
         "refit": report.get("refit"),
+        "selection": report.get("selection"),
         "parity": parity,
         "int8": int8,
         "files_sha256": {n: sha256_file(folder / n) for n in files if (folder / n).is_file()},

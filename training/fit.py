@@ -26,6 +26,7 @@ from training.data import (
 from training.options import get_args_parser
 from training.reports import evaluate_and_calibrate
 from training.runtime import build_device, build_run_dir, run_log, seed_everything, tune_malloc
+from training.selection import PROBE, choose, fit_baseline
 from training.trainer import Trainer, kept_epochs
 
 __all__ = ["build_datasets", "build_model", "get_args_parser", "main", "refit"]
@@ -46,9 +47,19 @@ def main(args: argparse.Namespace) -> Path:
         backbone = build_model(args, data)
         datasets = build_datasets(data, backbone, args.min_scale, args.jitter, args.augment)
         trainer = Trainer(args, backbone, datasets, device, run_dir)
+        baseline = None
+        if args.baseline == "probe":
+            baseline, trainer.probe_fit = fit_baseline(
+                args, backbone, datasets, run_dir, trainer.class_weights()
+            )
         trainer.fit()
-        report = evaluate_and_calibrate(backbone, datasets, data.classes, args.out)
-        if args.refit:
+        extra = {}
+        if baseline is not None:
+            extra["selection"] = choose(backbone, baseline, datasets["val"], args.batch_size)
+        report = evaluate_and_calibrate(backbone, datasets, data.classes, args.out, extra=extra)
+        if args.refit and report.get("selection", {}).get("published") == PROBE:
+            log.info("no refit: the probe baseline beat the fine-tune on validation")
+        elif args.refit:
             backbone, datasets, trainer, report = refit(
                 args, data, device, run_dir, trainer, report
             )
@@ -100,8 +111,15 @@ def refit(
     )
     trainer.fit()
     temperature = selection_report["calibration"]["temperature"]
+    kept = {"selection": selection_report["selection"]} if "selection" in selection_report else {}
     report = evaluate_and_calibrate(
-        backbone, datasets, data.classes, args.out, temperature=temperature, splits=("test",)
+        backbone,
+        datasets,
+        data.classes,
+        args.out,
+        temperature=temperature,
+        splits=("test",),
+        extra=kept,
     )
     report["val"] = selection_report["val"]
     report["refit"] = {

@@ -110,6 +110,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="continue from CHECKPOINT (default OUT/run/last.pth)",
     )
     out = parser.add_argument_group("export and publish")
+    out.add_argument(
+        "--baseline",
+        choices=["none", "probe"],
+        default="none",
+        help="probe: also fit a linear probe on the frozen pretrained trunk (seconds) and "
+        "export whichever of it and the fine-tune is better on validation, recording both",
+    )
     out.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True)
     out.add_argument("--parity-images", type=int, default=32)
     out.add_argument("--calibration-images", type=int, default=128, help="for INT8")

@@ -23,6 +23,7 @@ def evaluate_and_calibrate(
     out: Path,
     temperature: float | None = None,
     splits: tuple[str, ...] = ("val", "test"),
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """metrics.json: val/test metrics, confusion PNGs, temperature, ECE and reliability PNG.
 
@@ -66,6 +67,7 @@ def evaluate_and_calibrate(
                 f"val ECE {ece_before:.3f} -> {ece_after:.3f} (T = {temperature:.2f})",
             )
     report["calibration"] = calibration
+    report.update(extra or {})
     log.info("temperature %.3f; %s", temperature, calibration)
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -100,6 +100,7 @@ class Trainer:
         )
         self.micro_batch = args.batch_size
         self.history: list[dict[str, Any]] = []
+        self.probe_fit: head.HeadFit | None = None  # stage 1 `probe` uses it if already fitted
 
     def fit(self) -> None:
         resume = self._resume_state()
@@ -122,13 +123,12 @@ class Trainer:
         with the L2 strength that gives the lowest validation loss (training/head.py)."""
         configure_stage(self.backbone, 1, self.args.unfreeze)
         started = time.monotonic()
-        weight = self.criterion.weight
-        fit = head.fit_probe(
+        fit = self.probe_fit or head.fit_probe(
             self.backbone,
             self.datasets,
             self.args.batch_size,
             self.args.workers,
-            None if weight is None else weight.cpu(),
+            self.class_weights(),
             self.args.label_smoothing,
         )
         head.install(self.backbone.head, fit)
@@ -373,6 +373,11 @@ class Trainer:
         return float(-evaluate.log_softmax(logits)[np.arange(len(labels)), labels].mean()), float(
             (logits.argmax(1) == labels).mean()
         )
+
+    def class_weights(self) -> torch.Tensor | None:
+        """The loss's class weights on the CPU (None: unweighted)."""
+        weight = self.criterion.weight
+        return None if weight is None else weight.cpu()
 
     def _checkpoint(self, **state: Any) -> None:
         """OUT/run/last.pth: the given state plus the args and the metrics history."""
