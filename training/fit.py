@@ -1,5 +1,4 @@
-"""`training fit`, the recipe: scan data, two-stage fine-tune, evaluate, calibrate, export,
-publish. The pieces live in options, runtime, trainer, schedules, reports and artifacts."""
+"""`training fit`'s recipe: scan, fine-tune in two stages, choose, report, export, publish."""
 
 from __future__ import annotations
 

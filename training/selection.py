@@ -1,5 +1,4 @@
-"""The cheap baseline (a linear probe on the frozen pretrained trunk) and the choice, on
-validation, between it and the fine-tune: a run never exports a model worse than its probe."""
+"""The linear-probe baseline and the choice, on validation, between it and the fine-tune."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The day-one starter model: ImageNet EfficientNet-Lite0, its reptile and amphibian classes
-kept (with their taxonomy) and its other 956 classes folded into one `not a herp`."""
+"""The day-one starter model: ImageNet Lite0's reptiles and amphibians, plus `not a herp`."""
 
 from __future__ import annotations
 
@@ -18,13 +17,7 @@ from service.imaging import sha256_file
 from service.modelspec import MODEL_FORMAT, load_artifact
 from service.settings import Settings
 from training import export
-from training.backbones import (
-    WeightsUnavailable,
-    _load_by_position,
-    _read_state_dict,
-    default_spec,
-    lite_package_file,
-)
+from training.backbones import WeightsUnavailable, default_spec, imagenet_lite
 
 log = logging.getLogger("training")
 
@@ -184,12 +177,8 @@ def build_starter_model(
     weights: str = "default", flip: bool = False, not_a_herp: str = "best"
 ) -> tuple[nn.Module, str]:
     """ImageNet EfficientNet-Lite0 (offline weights) under the grouping; returns its source."""
-    import timm
-
-    model: Any = timm.create_model(BACKBONE, num_classes=1000)
-    path = Path(weights) if weights != "default" else lite_package_file(BACKBONE)
-    _load_by_position(model, _read_state_dict(path), skip_prefix="\0")  # keep ImageNet's head
-    return GroupHerps(model, flip, not_a_herp).eval(), str(path)
+    model, source = imagenet_lite(BACKBONE, weights)
+    return GroupHerps(model, flip, not_a_herp).eval(), source
 
 
 def build_starter(
