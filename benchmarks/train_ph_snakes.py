@@ -43,7 +43,7 @@ from training.data import (  # noqa: E402
     scan_split,
     stratified_split,
 )
-from training.fit import tune_malloc  # noqa: E402
+from training.runtime import tune_malloc  # noqa: E402
 
 log = logging.getLogger("bench")
 RESULTS = ROOT / "benchmarks" / "results"
@@ -185,17 +185,16 @@ def build_view(source: Path, view: Path, folds: int = 0, fold: int = 0) -> dict[
 def linear_probe(view: Path, classes: list[str], size: int = SIZE) -> dict[str, Any]:
     """Logistic regression on frozen ImageNet EfficientNet-Lite0 features (squash, 0.5)."""
     spec = probe_spec(size)
-    import timm
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from training.backbones import _lite0_package_file, _load_by_position, _read_state_dict
+    from training.backbones import imagenet_lite
 
     started = time.monotonic()
-    model = timm.create_model("efficientnet_lite0", num_classes=1000)
-    _load_by_position(model, _read_state_dict(_lite0_package_file()), skip_prefix="\0")
+    model: Any
+    model, _ = imagenet_lite("efficientnet_lite0")
     model.reset_classifier(0)
     model.eval()
     features, labels = {}, {}

@@ -74,6 +74,9 @@ def training_params(settings: Settings) -> dict[str, Any]:
         "batch_size": settings.training_batch_size,
         "min_per_class": settings.training_min_per_class,
         "int8": settings.training_int8,
+        # Never publish a fine-tune worse than the linear probe (seconds to fit); extra_args
+        # may say --baseline none.
+        "baseline": "probe",
         "extra_args": settings.training_extra_args,
     }
 
@@ -83,13 +86,16 @@ def fit_argv(params: dict[str, Any], data: Path, out: Path, resume: bool) -> lis
     argv = [
         "--data", str(data), "--out", str(out),
         "--backbone", str(params["backbone"]), "--weights", str(params["weights"]),
-        "--size", str(params["size"]),
         "--epochs-stage1", str(params["epochs_stage1"]),
         "--epochs-stage2", str(params["epochs_stage2"]),
         "--batch-size", str(params["batch_size"]),
         "--min-per-class", str(params["min_per_class"]),
         "--int8" if params["int8"] else "--no-int8",
     ]  # fmt: skip
+    if params.get("size"):
+        argv += ["--size", str(params["size"])]
+    if params.get("baseline"):  # runs queued before it existed have none
+        argv += ["--baseline", str(params["baseline"])]
     argv += shlex.split(params.get("extra_args") or "")
     if resume:
         argv.append("--resume")

@@ -180,8 +180,8 @@ class Settings(BaseSettings):
     training_weights: str = Field(
         default="default", description="Start weights: default (offline ImageNet), none or a path."
     )
-    training_size: int = Field(
-        default=224, ge=32, le=1024, description="Input size of scheduled retraining."
+    training_size: int | None = Field(
+        default=None, ge=32, le=1024, description="Input side; unset: the backbone's native size."
     )
     training_epochs_stage1: int = Field(
         default=6, ge=0, description="Epochs of the frozen-backbone stage."

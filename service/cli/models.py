@@ -9,6 +9,7 @@ import click
 
 from service.cli.common import _settings
 from service.db import session_scope
+from service.errors import HerpscoreError
 
 
 @click.group("models")
@@ -71,6 +72,24 @@ def models_activate(ctx: click.Context, model_id: int) -> None:
     with session_scope(_settings(ctx).db_url) as session:
         model = activate_model(session, model_id, reason="manual (cli)", actor="cli")
         click.echo(f"model version {model.id} ({model.name}) is now active")
+
+
+@models_group.command("starter")
+@click.option("--out", type=click.Path(path_type=Path), help="Folder (default DATA_DIR/starter).")
+@click.option("--activate", is_flag=True, help="Make it the active model for new jobs.")
+@click.option("--flip", is_flag=True, help="Average with the mirrored photo (twice the compute).")
+@click.pass_context
+def models_starter(ctx: click.Context, out: Path | None, activate: bool, flip: bool) -> None:
+    """Build, offline, a day-one model from ImageNet weights (reptiles, amphibians, 'not a
+    herp'; see docs/training.md for what it can tell) and register it."""
+    try:
+        from training.starter import add_starter
+    except ImportError as exc:
+        raise HerpscoreError(
+            f"the starter model needs the [train] extra ({exc.name} is missing): "
+            "pip install -e '.[train]'"
+        ) from None
+    click.echo(add_starter(_settings(ctx), out, activate=activate, flip=flip)[1])
 
 
 @models_group.command("rollback")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from service.cli.common import _settings
+from service.cli.common import _hint_if_no_model, _settings
 from service.embedded import embedded_worker
 
 
@@ -20,6 +20,7 @@ def up_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
     settings = _settings(ctx)
     settings.ensure_dirs()
     upgrade(settings.db_url)
+    _hint_if_no_model(settings)
     app = create_app(settings)
     with embedded_worker(settings, beat=True) as workers:
         pids = ", ".join(str(w.pid) for w in workers)

@@ -174,6 +174,11 @@ def test_scheduled_run_trains_publishes_and_records(
     assert run is not None and run.status == RunStatus.DONE, run and run.error
     assert run.run_dir and (Path(run.run_dir) / "run" / "metrics.csv").is_file()
     assert run.metrics and run.metrics["val"]["n"] > 0 and "calibration" in run.metrics
+    # The linear probe was trained too, and the better of the two on validation published.
+    selection = run.metrics["selection"]
+    assert set(selection["val"]) == {"probe", "fine-tune"}
+    published = selection["val"][selection["published"]]
+    assert run.metrics["val"]["top1"] == published["top1"]
     decision = run.promotion
     assert decision and decision["candidate"] and decision["active"]
     assert decision["promoted"] is False  # auto_promote is off by default
@@ -183,6 +188,7 @@ def test_scheduled_run_trains_publishes_and_records(
         assert model.source == f"training:{run.id}" and sorted(model.labels) == sorted(GOOD)
         assert session.scalar(select(func.count()).select_from(TrainingRun)) == 1
         assert model.meta["training"]["data"]["export_id"] == str(result.export_id)
+        assert model.meta["selection"]["published"] == selection["published"]
 
 
 # --- the HTTP API ---

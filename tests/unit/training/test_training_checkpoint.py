@@ -11,7 +11,8 @@ import torch
 from training.backbones import build_backbone
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data import scan_dataset
-from training.fit import Trainer, build_datasets, get_args_parser
+from training.fit import build_datasets, get_args_parser
+from training.trainer import Trainer
 
 pytestmark = pytest.mark.torch
 
@@ -125,7 +126,7 @@ def test_stage2_with_mixing_trains_on_mixed_label_distributions(
 
 
 def test_ema_update_is_a_bias_corrected_average() -> None:
-    from training.fit import ema_update
+    from training.schedules import ema_update
 
     update = ema_update(0.9)
     averaged = [torch.tensor([1.0])]  # AveragedModel copies the first sample itself
@@ -141,7 +142,7 @@ def test_ema_update_is_a_bias_corrected_average() -> None:
 
 
 def test_kept_epochs_counts_up_to_the_kept_epoch_with_the_same_improvement_rule() -> None:
-    from training.fit import kept_epochs
+    from training.trainer import kept_epochs
 
     history = [
         {"stage": 1, "val_loss": 1.0},

@@ -11,7 +11,8 @@ from torch import nn
 from training import head
 from training.backbones import Backbone
 from training.data import scan_dataset
-from training.fit import Trainer, build_datasets, get_args_parser
+from training.fit import build_datasets, get_args_parser
+from training.trainer import Trainer
 
 pytestmark = pytest.mark.torch
 
