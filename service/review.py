@@ -32,8 +32,9 @@ from service.models import (
 
 DEFAULT_LEASE_SECONDS = 300
 MAX_LABEL_LENGTH = 200
-# A skip sinks the item below every item that was never skipped (priorities lie in [0, 1]).
-SKIP_PENALTY = 1.0
+# A skip sinks the item below every item that was never skipped (priorities lie in [0, 2]:
+# venom risk adds 1, see service/routing.py).
+SKIP_PENALTY = 2.0
 SIBLINGS_EACH_SIDE = 4
 # Claim attempts before giving up; a miss means another reviewer won that row just now.
 CLAIM_ATTEMPTS = 20

@@ -30,6 +30,7 @@ from service.models import (
 from service.review import images_with_human_decision
 from service.routing import ReviewRules, route_for_review
 from service.settings import Settings
+from service.species import routing_rules
 
 log = logging.getLogger(__name__)
 MAX_CHUNK_ATTEMPTS = 5
@@ -113,7 +114,10 @@ def claim_chunk(session: Session, settings: Settings, chunk_id: int) -> ChunkWor
         .where(JobImage.chunk_id == chunk_id, JobImage.status == ItemStatus.PENDING)
         .order_by(JobImage.id)
     ).all()
-    rules = ReviewRules(threshold=job.threshold, always_review=frozenset(settings.review_labels))
+    rules = routing_rules(
+        session, job.threshold, settings.review_labels, settings.venom_alert,
+        settings.lookalike_margin,
+    )  # fmt: skip
     return ChunkWork(
         job_id=job.id,
         model=job.model_version,
@@ -156,6 +160,13 @@ def store_results(
 ) -> ChunkResult:
     """Write predictions (upsert), review items and image outcomes; idempotent per chunk."""
     model_id = work.model.id
+    routes = {
+        image_id: route_for_review(
+            out.label or "", out.confidence or 0.0, out.topk or [], work.rules
+        )
+        for image_id, out in zip(work.image_ids, outcomes, strict=True)
+        if out.failure_reason is None and out.confidence is not None
+    }
     ok = [
         (image_id, out)
         for image_id, out in zip(work.image_ids, outcomes, strict=True)
@@ -170,6 +181,7 @@ def store_results(
             "label_index": out.label_index,
             "confidence": float(out.confidence or 0.0),
             "topk": [[label, round(float(p), 6)] for label, p in out.topk or []],
+            "rolled_up_label": routes[image_id].rolled_up_label,
             "created_at": utcnow(),
         }
         for image_id, out in ok
@@ -201,15 +213,17 @@ def store_results(
     human_decided = images_with_human_decision(session, [p[0] for p in predictions])
     review_rows = []
     for image_id, prediction_id, label, confidence, topk in predictions:
-        reason = route_for_review(label, confidence, topk, work.rules)
-        if reason is not None and image_id not in human_decided:
+        routing = route_for_review(label, confidence, topk, work.rules)
+        if routing.needs_review and image_id not in human_decided:
             review_rows.append(
                 {
                     "prediction_id": prediction_id,
                     "image_id": image_id,
                     "job_id": work.job_id,
-                    "reason": reason,
-                    "priority": 1.0 - confidence,
+                    "reason": routing.reason,
+                    "reasons": list(routing.reasons),
+                    "venom_risk": routing.venom_risk,
+                    "priority": routing.priority,
                     "created_at": utcnow(),
                 }
             )

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from service.errors import BadInput, NotFound
 from service.field_models import Species
 from service.models import utcnow
+from service.routing import ReviewRules, SpeciesRule
 
 CSV_FIELDS = [
     "label",
@@ -199,4 +200,23 @@ def venomous_labels(session: Session) -> frozenset[str]:
     """Labels marked medically significant."""
     return frozenset(
         session.scalars(select(Species.label).where(Species.medically_significant.is_(True)))
+    )
+
+
+def routing_rules(
+    session: Session, threshold: float, always_review: Iterable[str], venom_alert: float,
+    lookalike_margin: float,
+) -> ReviewRules:  # fmt: skip
+    """The review rules of a job: its threshold, the settings and the whole species table."""
+    return ReviewRules(
+        threshold=threshold,
+        always_review=frozenset(always_review),
+        species={
+            s.label: SpeciesRule(
+                s.genus, s.medically_significant, s.lookalike_group, s.review_threshold
+            )
+            for s in session.scalars(select(Species))
+        },
+        venom_alert=venom_alert,
+        lookalike_margin=lookalike_margin,
     )

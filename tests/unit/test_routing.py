@@ -20,15 +20,18 @@ TOPK = [("Naja_samarensis", 0.5), ("Ptyas_carinata", 0.3)]
     ],
 )
 def test_below_threshold_is_routed(confidence: float, threshold: float, routed: bool) -> None:
-    reason = route_for_review("Ptyas_carinata", confidence, TOPK, ReviewRules(threshold))
-    assert (reason is not None) == routed
+    routing = route_for_review("Ptyas_carinata", confidence, TOPK, ReviewRules(threshold))
+    assert routing.needs_review == routed
     if routed:
-        assert reason == f"low_confidence<{threshold:g}"
+        assert routing.reasons == (f"low_confidence<{threshold:g}",)
 
 
 def test_risky_labels_are_always_routed() -> None:
     rules = ReviewRules(0.5, always_review=frozenset({"Naja_samarensis"}))
-    assert route_for_review("Naja_samarensis", 0.99, TOPK, rules) == "risky_label"
-    assert route_for_review("Ptyas_carinata", 0.99, TOPK, rules) is None
-    # Low confidence is reported first: it is the more specific reason to look.
-    assert route_for_review("Naja_samarensis", 0.1, TOPK, rules) == "low_confidence<0.5"
+    assert route_for_review("Naja_samarensis", 0.99, TOPK, rules).reasons == ("risky_label",)
+    assert not route_for_review("Ptyas_carinata", 0.99, TOPK, rules).needs_review
+    # Every reason that holds is recorded.
+    assert route_for_review("Naja_samarensis", 0.1, TOPK, rules).reasons == (
+        "low_confidence<0.5",
+        "risky_label",
+    )
