@@ -36,6 +36,9 @@ class JobListQuery(PageQuery):
 
 class PredictionQuery(PageQuery):
     label: str | None = Field(default=None, min_length=1, max_length=200)
+    final_label: str | None = Field(default=None, min_length=1, max_length=200)
+    reviewed: bool | None = None
+    site: str | None = Field(default=None, min_length=1, max_length=200)
     min_confidence: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     max_confidence: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     needs_review: bool | None = None
@@ -51,6 +54,9 @@ class PredictionQuery(PageQuery):
     def filters(self) -> results.ResultFilters:
         return results.ResultFilters(
             label=self.label,
+            final_label=self.final_label,
+            reviewed=self.reviewed,
+            site=self.site,
             min_confidence=self.min_confidence,
             max_confidence=self.max_confidence,
             needs_review=self.needs_review,

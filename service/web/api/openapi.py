@@ -895,4 +895,8 @@ SPEC: dict[str, Any] = {
 
 def openapi_spec() -> dict[str, Any]:
     """A copy of the description, safe for the caller to change."""
-    return copy.deepcopy(SPEC)
+    from service.web.api.field_openapi import add_field_paths
+
+    spec = copy.deepcopy(SPEC)
+    add_field_paths(spec)
+    return spec
