@@ -813,5 +813,8 @@ def up_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
         )
 
 
+# The field commands (species, sites) attach to `main` when imported.
+from service import cli_field  # noqa: E402, F401
+
 if __name__ == "__main__":
     main()
