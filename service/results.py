@@ -172,6 +172,18 @@ def query_results(
     return [_row(tuple(r), ctx) for r in page], total
 
 
+def job_sites(session: Session, job_id: int) -> list[str]:
+    """The sites a job's images come from, by name."""
+    return list(
+        session.scalars(
+            select(JobImage.site)
+            .where(JobImage.job_id == job_id, JobImage.site.is_not(None))
+            .distinct()
+            .order_by(JobImage.site)
+        )
+    )
+
+
 def iter_results(
     session: Session, job_id: int, filters: ResultFilters | None = None, batch: int = 1000
 ) -> Iterator[dict[str, Any]]:

@@ -18,6 +18,7 @@ from service.decisions import (
     decided_images,
 )
 from service.errors import BadInput, InvalidState, NotFound
+from service.field_facts import image_facts, species_marks
 from service.models import (
     Annotation,
     Decision,
@@ -29,6 +30,7 @@ from service.models import (
     ReviewStatus,
     utcnow,
 )
+from service.routing import describe_reasons
 
 DEFAULT_LEASE_SECONDS = 300
 MAX_LABEL_LENGTH = 200
@@ -400,12 +402,8 @@ def known_labels(session: Session, model_version_id: int | None = None) -> list[
 
 
 def describe_reason(reason: str) -> str:
-    """The routing reason in words (see service.routing)."""
-    if reason.startswith("low_confidence<"):
-        return f"confidence below {reason.split('<', 1)[1]}"
-    if reason == "risky_label":
-        return "this species is always reviewed"
-    return reason.replace("_", " ")
+    """The routing reasons in words (see service.routing)."""
+    return describe_reasons(reason)
 
 
 def _siblings(
@@ -513,11 +511,14 @@ def item_context(
     rel_path = job_image.rel_path if job_image else posixpath.basename(image.path)
     model = session.get(ModelVersion, prediction.model_version_id)
     decision = current_label(session, image.id)
+    marks = species_marks(session, [str(entry[0]) for entry in prediction.topk])
     return {
         "id": item.id,
         "status": item.status.value,
         "reason": item.reason,
         "reason_text": describe_reason(item.reason),
+        "reasons": item.reasons or [item.reason],
+        "venom_risk": item.venom_risk,
         "priority": item.priority,
         "job_id": item.job_id,
         "claimed_by": item.claimed_by,
@@ -527,7 +528,7 @@ def item_context(
             "id": image.id,
             "path": image.path,
             "rel_path": rel_path,
-            "captured_at": _iso(image.captured_at),
+            **image_facts(session, image, job_image),
             "width": image.width,
             "height": image.height,
             "url": image_url(image.id) if image_url else None,
@@ -538,7 +539,12 @@ def item_context(
             "model_version_id": prediction.model_version_id,
             "model_name": model.name if model else None,
             "topk": [
-                {"rank": rank, "label": str(entry[0]), "confidence": float(entry[1])}
+                {
+                    "rank": rank,
+                    "label": str(entry[0]),
+                    "confidence": float(entry[1]),
+                    **marks.get(str(entry[0]), {"venomous": False, "common_name": ""}),
+                }
                 for rank, entry in enumerate(prediction.topk, start=1)
             ],
         },

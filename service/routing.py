@@ -109,3 +109,22 @@ def _rollup(topk: Sequence[tuple[str, float]], rules: ReviewRules) -> str | None
         return None
     genus, total = max(sums.items(), key=lambda kv: kv[1])
     return genus if total >= rules.threshold else None
+
+
+def describe_reasons(reason: str) -> str:
+    """The routing reasons (`; `-joined, as stored) in words."""
+    words = []
+    for part in filter(None, (p.strip() for p in reason.split(";"))):
+        if part.startswith("low_confidence<"):
+            words.append(f"confidence below {part.split('<', 1)[1]}")
+        elif part == "risky_label":
+            words.append("this species is always reviewed")
+        elif part.startswith("venomous_in_top_k:"):
+            label, _, p = part.split(":", 1)[1].rpartition("@")
+            words.append(f"VENOMOUS {label.replace('_', ' ')} suggested at {p}")
+        elif part.startswith("lookalike:"):
+            group, _, margin = part.split(":", 1)[1].rpartition("<")
+            words.append(f"look-alikes ({group}) closer than {margin}")
+        else:
+            words.append(part.replace("_", " "))
+    return "; ".join(words)

@@ -153,6 +153,7 @@ def job_page(job_id: int) -> ResponseReturnValue:
             session, job_id, query.filters(), limit=query.limit, offset=query.offset
         )
         labels = job.model_version.labels
+        sites = results.job_sites(session, job_id)
         model_name = job.model_version.name
         job_dict = jobs.job_to_dict(job)
     filters = query.model_dump(exclude={"limit", "offset"}, exclude_none=True)
@@ -166,6 +167,7 @@ def job_page(job_id: int) -> ResponseReturnValue:
         offset=query.offset,
         limit=query.limit,
         labels=labels,
+        sites=sites,
         filters=filters,
     )
 
