@@ -28,6 +28,13 @@ EXPECTED_ACCESS: dict[str, Role | None] = {
     "admin.new_job": Role.REVIEWER,
     "admin.cancel_job": Role.REVIEWER,
     "admin.confirm_selected": Role.REVIEWER,
+    "admin.sites_page": Role.VIEWER,
+    "admin.save_site": Role.ADMIN,
+    "admin.delete_site": Role.ADMIN,
+    "admin.species_page": Role.VIEWER,
+    "admin.save_species": Role.ADMIN,
+    "admin.import_species": Role.ADMIN,
+    "admin.export_species": Role.VIEWER,
 }
 
 
