@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import and_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from service.db import in_values, insert_ignoring_conflicts, session_scope
 from service.jobs import FINISHED, maybe_finish
@@ -118,6 +118,12 @@ def claim_chunk(session: Session, settings: Settings, chunk_id: int) -> ChunkWor
         session, job.threshold, settings.review_labels, settings.venom_alert,
         settings.lookalike_margin,
     )  # fmt: skip
+    known = {
+        r[1]: _Known(r[3], r[4], r[5], [(str(t[0]), float(t[1])) for t in r[6]])
+        for r in rows
+        if r[5] is not None
+    }
+    known.update(_byte_twins(session, [r[1] for r in rows if r[5] is None], job.model_version_id))
     return ChunkWork(
         job_id=job.id,
         model=job.model_version,
@@ -125,12 +131,35 @@ def claim_chunk(session: Session, settings: Settings, chunk_id: int) -> ChunkWor
         job_image_ids=[r[0] for r in rows],
         image_ids=[r[1] for r in rows],
         paths=[r[2] for r in rows],
-        known={
-            r[1]: _Known(r[3], r[4], r[5], [(str(t[0]), float(t[1])) for t in r[6]])
-            for r in rows
-            if r[5] is not None
-        },
+        known=known,
     )
+
+
+def _byte_twins(session: Session, image_ids: list[int], model_version_id: int) -> dict[int, _Known]:
+    """For images this model version never scored, the prediction it made on another image
+    with the same bytes (sha256): a copy at another path is not scored again."""
+    if not image_ids:
+        return {}
+    mine, twin = aliased(Image), aliased(Image)
+    rows = session.execute(
+        select(
+            mine.id, Prediction.label_index, Prediction.label, Prediction.confidence,
+            Prediction.topk,
+        )
+        .join(twin, and_(twin.sha256 == mine.sha256, twin.id != mine.id))
+        .join(
+            Prediction,
+            and_(Prediction.image_id == twin.id, Prediction.model_version_id == model_version_id),
+        )
+        .where(in_values(session, mine.id, image_ids), mine.sha256.is_not(None))
+        .order_by(mine.id, Prediction.id)
+    ).all()  # fmt: skip
+    known: dict[int, _Known] = {}
+    for image_id, index, label, confidence, topk in rows:
+        known.setdefault(
+            image_id, _Known(index, label, confidence, [(str(t[0]), float(t[1])) for t in topk])
+        )
+    return known
 
 
 def give_up_chunk(session: Session, chunk_id: int, job_id: int, attempts: int) -> None:
