@@ -534,7 +534,10 @@ def jobs_cancel(ctx: click.Context, job_id: int) -> None:
 
 @main.command("results")
 @click.argument("job_id", type=int)
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json", "megadetector", "camtrap-dp"]),
+    default="csv", help="camtrap-dp is a zip package.",
+)  # fmt: skip
 @click.option(
     "--output",
     "-o",
@@ -543,19 +546,20 @@ def jobs_cancel(ctx: click.Context, job_id: int) -> None:
 )
 @click.pass_context
 def results_cmd(ctx: click.Context, job_id: int, fmt: str, output: Path | None) -> None:
-    """Every image of a job with its prediction or failure reason."""
-    from service.results import write_results
+    """Every image of a job with its final label, prediction or failure reason."""
+    from service.formats import write_format
 
     with (
         session_scope(_settings(ctx).db_url) as session,
-        output.open("w", newline="", encoding="utf-8") if output else _stdout() as fh,
+        output.open("wb") if output else _stdout() as fh,
     ):
-        write_results(session, job_id, fmt, fh)
+        write_format(session, job_id, fmt, fh)
 
 
 @contextmanager
 def _stdout() -> Iterator[Any]:
-    yield sys.stdout
+    sys.stdout.flush()
+    yield sys.stdout.buffer
 
 
 # ---------------------------------------------------------------- users

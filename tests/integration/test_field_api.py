@@ -111,3 +111,29 @@ def test_cli_species_and_sites(api_settings: Settings, tmp_path: Path, monkeypat
     source.write_text("label,venom\nX,yes\n", encoding="utf-8")
     result = runner.invoke(main, ["species", "import", str(source)])
     assert result.exit_code == 2 and "unknown species CSV columns: venom" in result.stderr
+
+
+def test_exchange_formats_download(
+    api_client: FlaskClient, auth: Auth, active_model: int, api_settings: Settings, photos_root
+) -> None:
+    from tests.integration.test_admin_ui import score_folder
+    from tests.support.photos import make_photo_folder
+
+    make_photo_folder(photos_root / "survey", count=4)
+    job_id = score_folder(api_settings, "survey")
+    url = f"/api/v1/jobs/{job_id}/results.csv"
+    md = api_client.get(f"{url}?format=megadetector", headers=auth(Role.VIEWER))
+    assert md.status_code == 200 and md.get_json()["info"]["format_version"] == "1.4"
+    assert "results.megadetector.json" in md.headers["Content-Disposition"]
+    refused = api_client.get(f"{url}?format=camtrap-dp", headers=auth(Role.VIEWER))
+    assert refused.status_code == 400 and refused.get_json()["error"] == "bad_input"
+    rows = api_client.get(f"/api/v1/jobs/{job_id}/predictions", headers=auth(Role.VIEWER))
+    for name in {r["site"] for r in rows.get_json()["items"]}:
+        body = {"latitude": 14.6, "longitude": 121.0, "utc_offset": "+08:00"}
+        api_client.put(f"/api/v1/sites/{name}", json=body, headers=auth(Role.ADMIN))
+    package = api_client.get(f"{url}?format=camtrap-dp", headers=auth(Role.VIEWER))
+    assert package.status_code == 200 and package.mimetype == "application/zip"
+    import zipfile
+
+    names = zipfile.ZipFile(io.BytesIO(package.get_data())).namelist()
+    assert sorted(names) == ["datapackage.json", "deployments.csv", "media.csv", "observations.csv"]

@@ -181,7 +181,7 @@ def job_progress(job_id: int) -> ResponseReturnValue:
     return body, 200, {"Cache-Control": "no-store"}
 
 
-@bp.get("/jobs/<id:job_id>/results.<any(csv, json):fmt>")
+@bp.get("/jobs/<id:job_id>/results.<any(csv, json, megadetector, 'camtrap-dp'):fmt>")
 @role_required(Role.VIEWER)
 def download_results(job_id: int, fmt: str) -> ResponseReturnValue:
     """Every row of the job, as the API exports it."""

@@ -160,3 +160,14 @@ def add_field_paths(spec: dict[str, Any]) -> None:
     spec["components"]["schemas"]["ResultRow"]["properties"].update(RESULT_ROW_FIELDS)
     params = spec["paths"]["/jobs/{job_id}/predictions"]["get"]["parameters"]
     params[-2:-2] = RESULT_FILTERS
+    export = spec["paths"]["/jobs/{job_id}/results.csv"]["get"]
+    for param in export["parameters"]:
+        if param["name"] == "format":
+            param["schema"]["enum"] = ["csv", "json", "megadetector", "camtrap-dp"]
+            param["description"] = (
+                "Export format: CSV, a JSON array of ResultRow, MegaDetector batch output 1.4 "
+                "(JSON), or a Camtrap DP 1.0.2 package (zip)."
+            )
+    export["responses"]["200"]["content"]["application/zip"] = {
+        "schema": {"type": "string", "contentMediaType": "application/zip"}
+    }

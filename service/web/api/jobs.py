@@ -65,7 +65,7 @@ class PredictionQuery(PageQuery):
 
 
 class ExportQuery(Query):
-    format: Literal["csv", "json"] = "csv"
+    format: Literal["csv", "json", "megadetector", "camtrap-dp"] = "csv"
 
 
 @bp.post("/jobs")
