@@ -29,15 +29,17 @@ class FinalSource(enum.StrEnum):
     MACHINE = "machine"
 
 
-def current_decisions(image_ids: Sequence[int] | None = None) -> Select[Any]:
+def current_decisions(image_ids: Sequence[int] | Select[Any] | None = None) -> Select[Any]:
     """Each image's current human decision: its latest annotation not undone and not a skip.
 
     Columns: annotation_id, image_id, decision, label, reviewer, created_at. Every reader of
     human decisions builds on this select (as a subquery, or through the helpers below).
+    `image_ids` (a list, or a select of ids) limits the ranking to those images.
     """
     live = and_(Annotation.undone_at.is_(None), Annotation.decision.in_(SETTLING))
     if image_ids is not None:
-        live = and_(live, Annotation.image_id.in_(list(image_ids)))
+        ids = image_ids if isinstance(image_ids, Select) else list(image_ids)
+        live = and_(live, Annotation.image_id.in_(ids))
     ranked = (
         select(
             Annotation.id.label("annotation_id"),

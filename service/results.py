@@ -62,7 +62,10 @@ Row = tuple[JobImage, Image, Prediction | None, ReviewItem | None, Any, Any, Any
 
 
 def _query(job_id: int, model_version_id: int, filters: ResultFilters) -> Select[Any]:
-    decided = current_decisions().subquery()
+    # Ranked over this job's images only, not every annotation ever made.
+    decided = current_decisions(
+        select(JobImage.image_id).where(JobImage.job_id == job_id)
+    ).subquery()
     query = (
         select(
             JobImage, Image, Prediction, ReviewItem, decided.c.decision, decided.c.label,
