@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from service.field_models import Site, Species
 from service.models import Image, JobImage
-from service.sites import SiteTime, corrected_capture
+from service.sites import SiteTime, image_capture
 
 
 def image_facts(session: Session, image: Image, job_image: JobImage | None) -> dict[str, Any]:
@@ -19,9 +19,7 @@ def image_facts(session: Session, image: Image, job_image: JobImage | None) -> d
     clock = SiteTime(site.utc_offset_minutes, site.clock_correction_seconds) if site else None
     return {
         "site": site_name,
-        "captured_at": corrected_capture(
-            image.captured_local, image.captured_offset_minutes, clock
-        ),
+        "captured_at": image_capture(image, clock),
         "captured_exif": image.exif_datetime_raw,
         "gps_lat": image.gps_lat,
         "gps_lon": image.gps_lon,

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from service.decisions import current_decisions, final_label, final_label_sql
 from service.jobs import get_job
 from service.models import Image, ItemStatus, JobImage, Prediction, ReviewItem, ReviewStatus
-from service.sites import SiteTime, corrected_capture, site_times
+from service.sites import SiteTime, image_capture, site_times
 from service.species import venomous_labels
 
 CSV_COLUMNS = [
@@ -154,7 +154,7 @@ def _row(row: Row, ctx: RowContext) -> dict[str, Any]:
         "review_reason": review.reason if review else None,
         "venom_risk": bool(review and review.venom_risk),
         "model_version_id": ctx.model_version_id,
-        "captured_at": corrected_capture(image.captured_local, image.captured_offset_minutes, site),
+        "captured_at": image_capture(image, site),
         "captured_exif": image.exif_datetime_raw,
         "gps_lat": image.gps_lat,
         "gps_lon": image.gps_lon,

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from service.errors import BadInput, NotFound
 from service.field_models import Site
 from service.imaging import MAX_OFFSET_MINUTES, parse_offset
-from service.models import utcnow
+from service.models import Image, utcnow
 
 MAX_CORRECTION_SECONDS = 366 * 24 * 3600
 
@@ -54,6 +54,14 @@ def corrected_capture(
     if offset is None:
         return when.isoformat()
     return when.replace(tzinfo=timezone(timedelta(minutes=offset))).isoformat()
+
+
+def image_capture(image: Image, site: SiteTime | None) -> str | None:
+    """An image's corrected capture time (see `corrected_capture`); an image that only has
+    a UTC instant (no camera-local time recorded) reports that instant."""
+    if image.captured_local is None and image.captured_at is not None:
+        return image.captured_at.isoformat()
+    return corrected_capture(image.captured_local, image.captured_offset_minutes, site)
 
 
 def site_times(session: Session) -> dict[str, SiteTime]:
