@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,10 @@ _EXIF_IFD = 0x8769
 _GPS_IFD = 0x8825
 _DATETIME_ORIGINAL = 36867
 _DATETIME = 306
+_OFFSET_TIME_ORIGINAL = 0x9011
+_OFFSET_TIME = 0x9010
+MAX_OFFSET_MINUTES = 14 * 60
+_OFFSET = re.compile(r"^\s*([+-])(\d{1,2}):?(\d{2})\s*$")
 
 
 class ImageError(Exception):
@@ -111,7 +116,9 @@ class ImageInfo:
     width: int
     height: int
     format: str
-    captured_at: datetime | None = None
+    captured_at: datetime | None = None  # camera-local (EXIF DateTimeOriginal), no zone
+    captured_offset_minutes: int | None = None  # from OffsetTimeOriginal, when present
+    exif_datetime_raw: str | None = None
     gps_lat: float | None = None
     gps_lon: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -169,7 +176,7 @@ def probe(path: str | os.PathLike[str], max_pixels: int, max_bytes: int) -> Imag
             return info
         if exif.get(0x0112) in (5, 6, 7, 8):
             info.width, info.height = height, width
-        info.captured_at = _capture_time(exif)
+        info.exif_datetime_raw, info.captured_at, info.captured_offset_minutes = _capture_time(exif)
         info.gps_lat, info.gps_lon = _gps(exif)
         return info
 
@@ -400,14 +407,36 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def _capture_time(exif: Image.Exif) -> datetime | None:
-    raw = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
+def _capture_time(exif: Image.Exif) -> tuple[str | None, datetime | None, int | None]:
+    """(raw EXIF text, camera-local time, UTC offset in minutes when the file gives one)."""
+    ifd = exif.get_ifd(_EXIF_IFD)
+    original = ifd.get(_DATETIME_ORIGINAL)
+    raw = original or exif.get(_DATETIME)
     if not isinstance(raw, str):
-        return None
+        return None, None, None
+    raw = raw.strip("\x00 ").strip()[:64]
     try:
-        return datetime.strptime(raw.strip("\x00 ").strip(), "%Y:%m:%d %H:%M:%S")
+        local = datetime.strptime(raw, "%Y:%m:%d %H:%M:%S")
     except ValueError:
+        return raw, None, None
+    offset = parse_offset(ifd.get(_OFFSET_TIME_ORIGINAL if original else _OFFSET_TIME))
+    return raw, local, offset
+
+
+def parse_offset(text: Any) -> int | None:
+    """An EXIF/ISO UTC offset (`+08:00`, `-0530`, `Z`) in minutes; None when absent or bad."""
+    if not isinstance(text, str):
         return None
+    text = text.strip("\x00 ").strip()
+    if text.upper() == "Z":
+        return 0
+    match = _OFFSET.match(text)
+    if not match:
+        return None
+    minutes = int(match[2]) * 60 + int(match[3])
+    if minutes > MAX_OFFSET_MINUTES or int(match[3]) >= 60:
+        return None
+    return -minutes if match[1] == "-" else minutes
 
 
 def _gps(exif: Image.Exif) -> tuple[float | None, float | None]:

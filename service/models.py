@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -227,7 +228,11 @@ class Image(Base):
     width: Mapped[int | None] = mapped_column(Integer, nullable=True)
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)
     format: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    # The UTC instant, only when the file gave an offset; camera-local time is captured_local.
     captured_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    captured_local: Mapped[datetime | None] = mapped_column(DateTime(timezone=False), nullable=True)
+    captured_offset_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exif_datetime_raw: Mapped[str | None] = mapped_column(String(64), nullable=True)
     gps_lat: Mapped[float | None] = mapped_column(Float, nullable=True)
     gps_lon: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[created]
@@ -241,6 +246,7 @@ class JobImage(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "image_id"),
         Index("ix_job_images_job_status", "job_id", "status"),
+        Index("ix_job_images_job_site", "job_id", "site"),
     )
 
     id: Mapped[intpk]
@@ -254,6 +260,7 @@ class JobImage(Base):
         ForeignKey("chunks.id", ondelete="SET NULL"), nullable=True, index=True
     )
     rel_path: Mapped[str] = mapped_column(String(4096), nullable=False)
+    site: Mapped[str | None] = mapped_column(String(200), nullable=True)
     status: Mapped[ItemStatus] = mapped_column(
         str_enum(ItemStatus), default=ItemStatus.PENDING, nullable=False
     )
@@ -283,6 +290,8 @@ class Prediction(Base):
     label_index: Mapped[int] = mapped_column(Integer, nullable=False)
     confidence: Mapped[float] = mapped_column(Float, nullable=False)
     topk: Mapped[list[Any]] = mapped_column(JSON, nullable=False)
+    # The genus when no species reached its threshold but the genus's summed top-k did.
+    rolled_up_label: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[created]
 
 
@@ -302,6 +311,8 @@ class ReviewItem(Base):
         ForeignKey("scan_jobs.id", ondelete="SET NULL"), nullable=True, index=True
     )
     reason: Mapped[str] = mapped_column(String(200), nullable=False)
+    reasons: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    venom_risk: Mapped[bool] = mapped_column(default=False, server_default=false(), nullable=False)
     status: Mapped[ReviewStatus] = mapped_column(
         str_enum(ReviewStatus), default=ReviewStatus.PENDING, nullable=False, index=True
     )
@@ -481,3 +492,7 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(200), nullable=False, default="")
     details: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     created_at: Mapped[created]
+
+
+# Field knowledge (sites, species) lives in its own module; imported so Base knows its tables.
+from service.field_models import Site, Species  # noqa: E402, F401

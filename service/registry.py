@@ -16,6 +16,7 @@ from service.errors import InvalidModel, InvalidState, NotFound
 from service.models import ModelActivation, ModelStatus, ModelVersion, utcnow
 from service.modelspec import load_artifact
 from service.settings import Settings
+from service.species import add_labels
 
 
 def add_model(
@@ -57,6 +58,7 @@ def add_model(
     )
     session.add(version)
     session.flush()
+    add_labels(session, artifact.labels)  # the species table knows every label served
     if activate:
         activate_model(session, version.id)
     return version

@@ -11,23 +11,34 @@ from typing import Any, TextIO
 from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session
 
+from service.decisions import current_decisions, final_label, final_label_sql
 from service.jobs import get_job
 from service.models import Image, ItemStatus, JobImage, Prediction, ReviewItem, ReviewStatus
+from service.sites import SiteTime, image_capture, site_times
+from service.species import venomous_labels
 
 CSV_COLUMNS = [
     "image_id",
     "rel_path",
     "path",
     "sha256",
+    "site",
     "status",
     "failure_reason",
-    "label",
-    "confidence",
+    "final_label",
+    "final_source",
+    "human_decision",
+    "reviewed_by",
+    "reviewed_at",
+    "machine_label",
+    "machine_confidence",
     "top_k",
+    "venomous_in_top_k",
     "needs_review",
     "review_reason",
     "model_version_id",
     "captured_at",
+    "captured_exif",
     "gps_lat",
     "gps_lon",
 ]
@@ -37,18 +48,29 @@ CSV_COLUMNS = [
 class ResultFilters:
     """Filters on a job's rows; None means "any"."""
 
-    label: str | None = None
+    label: str | None = None  # the machine's top-1
+    final_label: str | None = None
+    reviewed: bool | None = None  # a current human decision exists
+    site: str | None = None
     min_confidence: float | None = None
     max_confidence: float | None = None
     needs_review: bool | None = None
     failed: bool | None = None
 
 
-def _query(
-    job_id: int, model_version_id: int, filters: ResultFilters
-) -> Select[JobImage, Image, Prediction, ReviewItem]:
+Row = tuple[JobImage, Image, Prediction | None, ReviewItem | None, Any, Any, Any, Any]
+
+
+def _query(job_id: int, model_version_id: int, filters: ResultFilters) -> Select[Any]:
+    # Ranked over this job's images only, not every annotation ever made.
+    decided = current_decisions(
+        select(JobImage.image_id).where(JobImage.job_id == job_id)
+    ).subquery()
     query = (
-        select(JobImage, Image, Prediction, ReviewItem)
+        select(
+            JobImage, Image, Prediction, ReviewItem, decided.c.decision, decided.c.label,
+            decided.c.reviewer, decided.c.created_at,
+        )
         .join(Image, Image.id == JobImage.image_id)
         .outerjoin(
             Prediction,
@@ -58,10 +80,19 @@ def _query(
             ),
         )
         .outerjoin(ReviewItem, ReviewItem.prediction_id == Prediction.id)
+        .outerjoin(decided, decided.c.image_id == JobImage.image_id)
         .where(JobImage.job_id == job_id)
-    )
+    )  # fmt: skip
     if filters.label is not None:
         query = query.where(Prediction.label == filters.label)
+    if filters.final_label is not None:
+        query = query.where(final_label_sql(decided) == filters.final_label)
+    if filters.reviewed is True:
+        query = query.where(decided.c.image_id.is_not(None))
+    elif filters.reviewed is False:
+        query = query.where(decided.c.image_id.is_(None))
+    if filters.site is not None:
+        query = query.where(JobImage.site == filters.site)
     if filters.min_confidence is not None:
         query = query.where(Prediction.confidence >= filters.min_confidence)
     if filters.max_confidence is not None:
@@ -77,28 +108,54 @@ def _query(
     return query
 
 
-def _row(
-    ji: JobImage,
-    image: Image,
-    pred: Prediction | None,
-    review: ReviewItem | None,
-    model_version_id: int,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RowContext:
+    """What every row of one job needs besides its own columns (read once per export)."""
+
+    model_version_id: int
+    sites: dict[str, SiteTime]
+    venomous: frozenset[str]
+
+
+def _context(session: Session, model_version_id: int) -> RowContext:
+    return RowContext(model_version_id, site_times(session), venomous_labels(session))
+
+
+def _row(row: Row, ctx: RowContext) -> dict[str, Any]:
+    ji, image, pred, review, decision, human_label, reviewer, decided_at = row
+    final = final_label(
+        decision, human_label, reviewer, decided_at,
+        pred.label if pred else None, pred.rolled_up_label if pred else None,
+    )  # fmt: skip
+    top_k = [{"label": t[0], "confidence": t[1]} for t in pred.topk] if pred else []
+    site = ctx.sites.get(ji.site or "")
     return {
         "image_id": image.id,
         "rel_path": ji.rel_path,
         "path": image.path,
         "sha256": image.sha256,
+        "site": ji.site,
         "status": ji.status.value,
         "failure_reason": ji.failure_reason,
         "failure_detail": ji.failure_detail,
+        "final_label": final.label,
+        "final_source": final.source.value if final.source else None,
+        "human_decision": final.decision,
+        "reviewed_by": final.reviewed_by,
+        "reviewed_at": final.reviewed_at.isoformat() if final.reviewed_at else None,
+        "machine_label": pred.label if pred else None,
+        "machine_confidence": round(pred.confidence, 6) if pred else None,
+        # The machine's label under its old names, kept for API clients.
         "label": pred.label if pred else None,
         "confidence": round(pred.confidence, 6) if pred else None,
-        "top_k": [{"label": t[0], "confidence": t[1]} for t in pred.topk] if pred else [],
+        "top_k": top_k,
+        "venomous_in_top_k": [t["label"] for t in top_k if t["label"] in ctx.venomous],
         "needs_review": review is not None and review.status == ReviewStatus.PENDING,
         "review_reason": review.reason if review else None,
-        "model_version_id": model_version_id,
-        "captured_at": image.captured_at.isoformat() if image.captured_at else None,
+        "venom_risk": bool(review and review.venom_risk),
+        "model_version_id": ctx.model_version_id,
+        "captured_at": image_capture(image, site),
+        "captured_exif": image.exif_datetime_raw,
         "gps_lat": image.gps_lat,
         "gps_lon": image.gps_lon,
     }
@@ -113,8 +170,21 @@ def query_results(
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     page = session.execute(
         query.order_by(JobImage.rel_path, JobImage.id).limit(limit).offset(offset)
+    ).all()
+    ctx = _context(session, job.model_version_id)
+    return [_row(tuple(r), ctx) for r in page], total
+
+
+def job_sites(session: Session, job_id: int) -> list[str]:
+    """The sites a job's images come from, by name."""
+    return list(
+        session.scalars(
+            select(JobImage.site)
+            .where(JobImage.job_id == job_id, JobImage.site.is_not(None))
+            .distinct()
+            .order_by(JobImage.site)
+        )
     )
-    return [_row(ji, im, p, r, job.model_version_id) for ji, im, p, r in page], total
 
 
 def iter_results(
@@ -123,14 +193,15 @@ def iter_results(
     """Every row of a job, streamed in keyset-paginated batches (flat memory for big jobs)."""
     job = get_job(session, job_id)
     query = _query(job_id, job.model_version_id, filters or ResultFilters())
+    ctx = _context(session, job.model_version_id)
     last_id = 0
     while True:
         page = query.where(JobImage.id > last_id).order_by(JobImage.id).limit(batch)
         rows = session.execute(page).all()
         if not rows:
             return
-        for ji, im, p, r in rows:
-            yield _row(ji, im, p, r, job.model_version_id)
+        for r in rows:
+            yield _row(tuple(r), ctx)
         last_id = rows[-1][0].id
 
 
@@ -159,6 +230,7 @@ def to_csv_row(row: dict[str, Any]) -> list[Any]:
     cells = dict(row)
     cells["top_k"] = ";".join(f"{t['label']}:{t['confidence']:.4f}" for t in row["top_k"])
     cells["needs_review"] = "yes" if row["needs_review"] else "no"
+    cells["venomous_in_top_k"] = ";".join(row["venomous_in_top_k"])
     return [safe_cell(cells[c]) for c in CSV_COLUMNS]
 
 

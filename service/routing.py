@@ -1,25 +1,138 @@
-"""Review routing: the one place that decides which predictions a human must look at."""
+"""Review routing: the one place that decides which predictions a human must look at, and
+the genus rollup of a prediction no species is sure enough of."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+# A venom-risk item outranks every other (priorities of the rest lie in [0, 1]).
+VENOM_PRIORITY = 1.0
+
+
+@dataclass(frozen=True)
+class SpeciesRule:
+    """What routing knows of one label from the species table."""
+
+    genus: str = ""
+    venomous: bool = False
+    lookalike_group: str | None = None
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)
 class ReviewRules:
-    """What sends a prediction to review; extend here (per-species rules, look-alike pairs)."""
+    """What sends a prediction to review: the job threshold, the species table, settings."""
 
     threshold: float
     always_review: frozenset[str] = field(default_factory=frozenset)
+    species: Mapping[str, SpeciesRule] = field(default_factory=dict)
+    venom_alert: float = 0.05
+    lookalike_margin: float = 0.0
+
+    def threshold_of(self, label: str) -> float:
+        rule = self.species.get(label)
+        return rule.threshold if rule and rule.threshold is not None else self.threshold
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Every reason that held (empty: no review), and what the queue and results need."""
+
+    reasons: tuple[str, ...] = ()
+    venom_risk: bool = False
+    rolled_up_label: str | None = None
+    priority: float = 0.0
+
+    @property
+    def needs_review(self) -> bool:
+        return bool(self.reasons)
+
+    @property
+    def reason(self) -> str:
+        """The reasons as one short text (the review item's `reason` column)."""
+        return "; ".join(self.reasons)[:200]
 
 
 def route_for_review(
     label: str, confidence: float, topk: Sequence[tuple[str, float]], rules: ReviewRules
-) -> str | None:
-    """Return why this prediction needs a human (a short reason), or None when it does not."""
-    if confidence < rules.threshold:
-        return f"low_confidence<{rules.threshold:g}"
+) -> Routing:
+    """Why this prediction needs a human (every reason that holds), and its genus rollup.
+
+    - top-1 below its species threshold, else the job's;
+    - a medically significant species anywhere in the top-k at or above `venom_alert`;
+    - top-1 and top-2 in one look-alike group closer than `lookalike_margin`;
+    - the top-1 is a label always sent to review (HERPSCORE_REVIEW_LABELS).
+    """
+    reasons: list[str] = []
+    threshold = rules.threshold_of(label)
+    below = confidence < threshold
+    if below:
+        reasons.append(f"low_confidence<{threshold:g}")
+    venomous = [
+        (other, p)
+        for other, p in topk
+        if p >= rules.venom_alert and (rule := rules.species.get(other)) and rule.venomous
+    ]
+    if venomous:
+        reasons += [f"venomous_in_top_k:{other}@{p:.2f}" for other, p in venomous]
+    if len(topk) >= 2:
+        (first, p1), (second, p2) = topk[0], topk[1]
+        g1, g2 = rules.species.get(first), rules.species.get(second)
+        group = g1.lookalike_group if g1 else None
+        if group and g2 and g2.lookalike_group == group and p1 - p2 < rules.lookalike_margin:
+            reasons.append(f"lookalike:{group}<{rules.lookalike_margin:g}")
     if label in rules.always_review:
-        return "risky_label"
-    return None
+        reasons.append("risky_label")
+    rolled_up = _rollup(topk, rules) if below else None
+    uncertainty = min(max(1.0 - confidence, 0.0), 1.0)
+    return Routing(
+        tuple(reasons),
+        bool(venomous),
+        rolled_up,
+        uncertainty + (VENOM_PRIORITY if venomous else 0.0),
+    )
+
+
+def _rollup(topk: Sequence[tuple[str, float]], rules: ReviewRules) -> str | None:
+    """The genus whose summed top-k probability reaches the job threshold, when no species
+    reaches its own threshold (iNaturalist's and SpeciesNet's rule); None otherwise."""
+    if any(p >= rules.threshold_of(label) for label, p in topk):
+        return None
+    sums: dict[str, float] = defaultdict(float)
+    for label, p in topk:
+        rule = rules.species.get(label)
+        if rule and rule.genus:
+            sums[rule.genus] += p
+    if not sums:
+        return None
+    genus, total = max(sums.items(), key=lambda kv: kv[1])
+    return genus if total >= rules.threshold else None
+
+
+def _percent(value: str) -> str:
+    """A stored probability in the unit the review page shows confidences in."""
+    try:
+        return f"{float(value) * 100:g} %"
+    except ValueError:
+        return value
+
+
+def describe_reasons(reason: str) -> str:
+    """The routing reasons (`; `-joined, as stored) in words."""
+    words = []
+    for part in filter(None, (p.strip() for p in reason.split(";"))):
+        if part.startswith("low_confidence<"):
+            words.append(f"confidence below {_percent(part.split('<', 1)[1])}")
+        elif part == "risky_label":
+            words.append("this species is always reviewed")
+        elif part.startswith("venomous_in_top_k:"):
+            label, _, p = part.split(":", 1)[1].rpartition("@")
+            words.append(f"VENOMOUS {label.replace('_', ' ')} suggested at {_percent(p)}")
+        elif part.startswith("lookalike:"):
+            group, _, margin = part.split(":", 1)[1].rpartition("<")
+            words.append(f"look-alikes ({group}) closer than {_percent(margin)}")
+        else:
+            words.append(part.replace("_", " "))
+    return "; ".join(words)

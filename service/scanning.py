@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from itertools import chain, islice
 from pathlib import Path
 from stat import S_ISREG
@@ -30,6 +30,7 @@ from service.models import (
 )
 from service.paths import is_inside, is_utf8, printable
 from service.settings import Settings
+from service.sites import site_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,7 +55,9 @@ class FileRecord:
     width: int | None = None
     height: int | None = None
     format: str | None = None
-    captured_at: datetime | None = None
+    captured_at: datetime | None = None  # camera-local
+    captured_offset_minutes: int | None = None
+    exif_datetime_raw: str | None = None
     gps_lat: float | None = None
     gps_lon: float | None = None
     failure_reason: str | None = None
@@ -135,6 +138,8 @@ def inspect_file(path: Path, folder: Path, settings: Settings) -> FileRecord:
         info.gps_lat,
         info.gps_lon,
     )
+    record.captured_offset_minutes = info.captured_offset_minutes
+    record.exif_datetime_raw = info.exif_datetime_raw
     return record
 
 
@@ -151,6 +156,13 @@ def unlisted_folder(error: OSError, folder: Path) -> FileRecord:
     record.failure_reason = "unreadable_folder"
     record.failure_detail = f"cannot list this folder, its files were skipped: {error.strerror}"
     return record
+
+
+def utc_instant(local: datetime | None, offset_minutes: int | None) -> datetime | None:
+    """The UTC instant of a camera-local time, known only when its offset is."""
+    if local is None or offset_minutes is None:
+        return None
+    return (local - timedelta(minutes=offset_minutes)).replace(tzinfo=UTC)
 
 
 def record_images(session: Session, records: Sequence[FileRecord]) -> list[int]:
@@ -177,7 +189,11 @@ def record_images(session: Session, records: Sequence[FileRecord]) -> list[int]:
                 {
                     "path": r.path, "sha256": r.sha256, "size_bytes": r.size_bytes,
                     "mtime": r.mtime, "width": r.width, "height": r.height, "format": r.format,
-                    "captured_at": r.captured_at, "gps_lat": r.gps_lat, "gps_lon": r.gps_lon,
+                    "captured_at": utc_instant(r.captured_at, r.captured_offset_minutes),
+                    "captured_local": r.captured_at,
+                    "captured_offset_minutes": r.captured_offset_minutes,
+                    "exif_datetime_raw": r.exif_datetime_raw,
+                    "gps_lat": r.gps_lat, "gps_lon": r.gps_lon,
                     "created_at": now, "updated_at": now,
                 }
                 for r in fresh.values()
@@ -246,6 +262,7 @@ def record_job_files(
             "image_id": image_id,
             "chunk_id": chunk_id,
             "rel_path": r.rel_path,
+            "site": site_of(r.rel_path, job.folder, settings.site_depth)[:200],
             "status": ItemStatus.FAILED if r.failure_reason else ItemStatus.PENDING,
             "failure_reason": r.failure_reason,
             "failure_detail": r.failure_detail,

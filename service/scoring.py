@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import and_, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from service import display
 from service.db import in_values, insert_ignoring_conflicts, session_scope
@@ -30,6 +30,7 @@ from service.models import (
 from service.review import images_with_human_decision
 from service.routing import ReviewRules, route_for_review
 from service.settings import Settings
+from service.species import routing_rules
 
 log = logging.getLogger(__name__)
 # A chunk claimed again before any attempt finished was interrupted (its worker process
@@ -119,7 +120,16 @@ def claim_chunk(session: Session, settings: Settings, chunk_id: int) -> ChunkWor
         .where(JobImage.chunk_id == chunk_id, JobImage.status == ItemStatus.PENDING)
         .order_by(JobImage.id)
     ).all()
-    rules = ReviewRules(threshold=job.threshold, always_review=frozenset(settings.review_labels))
+    rules = routing_rules(
+        session, job.threshold, settings.review_labels, settings.venom_alert,
+        settings.lookalike_margin,
+    )  # fmt: skip
+    known = {
+        r[1]: _Known(r[3], r[4], r[5], [(str(t[0]), float(t[1])) for t in r[6]])
+        for r in rows
+        if r[5] is not None
+    }
+    known.update(_byte_twins(session, [r[1] for r in rows if r[5] is None], job.model_version_id))
     return ChunkWork(
         job_id=job.id,
         model=job.model_version,
@@ -127,12 +137,35 @@ def claim_chunk(session: Session, settings: Settings, chunk_id: int) -> ChunkWor
         job_image_ids=[r[0] for r in rows],
         image_ids=[r[1] for r in rows],
         paths=[r[2] for r in rows],
-        known={
-            r[1]: _Known(r[3], r[4], r[5], [(str(t[0]), float(t[1])) for t in r[6]])
-            for r in rows
-            if r[5] is not None
-        },
+        known=known,
     )
+
+
+def _byte_twins(session: Session, image_ids: list[int], model_version_id: int) -> dict[int, _Known]:
+    """For images this model version never scored, the prediction it made on another image
+    with the same bytes (sha256): a copy at another path is not scored again."""
+    if not image_ids:
+        return {}
+    mine, twin = aliased(Image), aliased(Image)
+    rows = session.execute(
+        select(
+            mine.id, Prediction.label_index, Prediction.label, Prediction.confidence,
+            Prediction.topk,
+        )
+        .join(twin, and_(twin.sha256 == mine.sha256, twin.id != mine.id))
+        .join(
+            Prediction,
+            and_(Prediction.image_id == twin.id, Prediction.model_version_id == model_version_id),
+        )
+        .where(in_values(session, mine.id, image_ids), mine.sha256.is_not(None))
+        .order_by(mine.id, Prediction.id)
+    ).all()  # fmt: skip
+    known: dict[int, _Known] = {}
+    for image_id, index, label, confidence, topk in rows:
+        known.setdefault(
+            image_id, _Known(index, label, confidence, [(str(t[0]), float(t[1])) for t in topk])
+        )
+    return known
 
 
 def fail_killer(session: Session, chunk_id: int, job_id: int, attempts: int) -> None:
@@ -231,6 +264,9 @@ def _store_predictions(
             "label_index": out.label_index,
             "confidence": float(out.confidence or 0.0),
             "topk": [[label, round(float(p), 6)] for label, p in out.topk or []],
+            "rolled_up_label": route_for_review(
+                out.label or "", out.confidence or 0.0, out.topk or [], work.rules
+            ).rolled_up_label,
             "created_at": utcnow(),
         }
         for image_id, out in ok
@@ -268,15 +304,17 @@ def _route_predictions(
     human_decided = images_with_human_decision(session, [p[0] for p in predictions])
     review_rows: list[dict[str, Any]] = []
     for image_id, prediction_id, label, confidence, topk in predictions:
-        reason = route_for_review(label, confidence, topk, work.rules)
-        if reason is not None and image_id not in human_decided:
+        routing = route_for_review(label, confidence, topk, work.rules)
+        if routing.needs_review and image_id not in human_decided:
             review_rows.append(
                 {
                     "prediction_id": prediction_id,
                     "image_id": image_id,
                     "job_id": work.job_id,
-                    "reason": reason,
-                    "priority": 1.0 - confidence,
+                    "reason": routing.reason,
+                    "reasons": list(routing.reasons),
+                    "venom_risk": routing.venom_risk,
+                    "priority": routing.priority,
                     "created_at": utcnow(),
                 }
             )

@@ -62,6 +62,22 @@ class Settings(BaseSettings):
     review_labels: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Labels always sent to review (venomous species)."
     )
+    venom_alert: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="A medically significant species at or above this anywhere in the top-k "
+        "sends the photo to review, whatever the top-1 says.",
+    )
+    lookalike_margin: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description="Top-1 and top-2 in one look-alike group closer than this go to review.",
+    )
+    site_depth: int = Field(
+        default=1, ge=1, le=10, description="Which folder level under a job's folder is the site."
+    )
     top_k: int = Field(default=5, ge=1, le=50, description="Suggestions kept per prediction.")
     chunk_size: int = Field(
         default=256,

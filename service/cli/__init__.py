@@ -7,7 +7,18 @@ import importlib
 import click
 from pydantic import ValidationError
 
-from service.cli import database, exports, jobs, keys, models, scoring, stack, training, users
+from service.cli import (
+    database,
+    exports,
+    field,
+    jobs,
+    keys,
+    models,
+    scoring,
+    stack,
+    training,
+    users,
+)
 from service.cli.common import HerpscoreGroup
 from service.cli.scoring import wait_for_job
 from service.embedded import EMBEDDED_WORKERS, embedded_worker, settings_env
@@ -58,5 +69,7 @@ for command in (
     training.retrain_cmd,
     training.training_group,
     stack.up_cmd,
+    field.species_group,
+    field.sites_group,
 ):
     main.add_command(command)

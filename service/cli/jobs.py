@@ -63,7 +63,10 @@ def jobs_cancel(ctx: click.Context, job_id: int) -> None:
 
 @click.command("results")
 @click.argument("job_id", type=int)
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json", "megadetector", "camtrap-dp"]),
+    default="csv", help="camtrap-dp is a zip package.",
+)  # fmt: skip
 @click.option(
     "--output",
     "-o",
@@ -72,13 +75,13 @@ def jobs_cancel(ctx: click.Context, job_id: int) -> None:
 )
 @click.pass_context
 def results_cmd(ctx: click.Context, job_id: int, fmt: str, output: Path | None) -> None:
-    """Every image of a job with its prediction or failure reason."""
+    """Every image of a job with its final label, prediction or failure reason."""
+    from service.formats import write_format
     from service.jobs import FINISHED, get_job
-    from service.results import write_results
 
     with (
         session_scope(_settings(ctx).db_url) as session,
-        output.open("w", newline="", encoding="utf-8") if output else _stdout() as fh,
+        output.open("wb") if output else _stdout() as fh,
     ):
         status = get_job(session, job_id).status
         if status not in FINISHED:
@@ -87,9 +90,10 @@ def results_cmd(ctx: click.Context, job_id: int, fmt: str, output: Path | None) 
                 f"so far (follow it with `herpscore jobs show {job_id}`)",
                 err=True,
             )
-        write_results(session, job_id, fmt, fh)
+        write_format(session, job_id, fmt, fh)
 
 
 @contextmanager
 def _stdout() -> Iterator[Any]:
-    yield sys.stdout
+    sys.stdout.flush()
+    yield sys.stdout.buffer

@@ -6,14 +6,16 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from service import sites
+from service.decisions import current_decisions
 from service.exports.options import ExportOptions
-from service.models import Annotation, Decision, Image, JobImage, Prediction, ScanJob
+from service.models import Decision, Image, JobImage, Prediction, ScanJob
 
 HUMAN, MACHINE = "human", "prediction"
 
@@ -34,34 +36,6 @@ class Candidate:
     confidence: float | None = None
 
 
-def current_decisions() -> Select[Any]:
-    """Each image's current human decision: its latest annotation not undone and not a skip.
-
-    A skip says "no decision", so it does not erase an earlier label.
-    """
-    ranked = (
-        select(
-            Annotation.image_id,
-            Annotation.decision,
-            Annotation.label,
-            Annotation.reviewer,
-            Annotation.created_at,
-            func.row_number()
-            .over(
-                partition_by=Annotation.image_id,
-                order_by=(Annotation.created_at.desc(), Annotation.id.desc()),
-            )
-            .label("rank"),
-        )
-        .where(Annotation.undone_at.is_(None), Annotation.decision != Decision.SKIP)
-        .subquery()
-    )
-    return select(
-        ranked.c.image_id, ranked.c.decision, ranked.c.label, ranked.c.reviewer,
-        ranked.c.created_at,
-    ).where(ranked.c.rank == 1)  # fmt: skip
-
-
 def _first_sighting() -> Any:
     """Per image, the job image row that first saw it (its rel_path gives the site)."""
     return (
@@ -73,8 +47,7 @@ def _first_sighting() -> Any:
 
 def site_of(rel_path: str, job_folder: str) -> str:
     """The top-level folder of rel_path; the job folder's name for photos at its top level."""
-    parts = PurePath(rel_path).parts
-    return parts[0] if len(parts) > 1 else PurePath(job_folder).name
+    return sites.site_of(rel_path, job_folder)
 
 
 def collect_candidates(

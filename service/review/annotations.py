@@ -10,16 +10,15 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from service.db import in_values
+from service.decisions import SETTLING, current_annotation, decided_images
 from service.errors import BadInput, InvalidState, NotFound
 from service.models import Annotation, Decision, Prediction, ReviewItem, ReviewStatus, utcnow
 from service.review.claims import CLAIM_ATTEMPTS, DEFAULT_LEASE_SECONDS, _claimable
 
 MAX_LABEL_LENGTH = 200
-# Decisions that settle what an image shows; a skip settles nothing.
-SETTLING = (Decision.LABEL, Decision.UNKNOWN, Decision.UNUSABLE)
-# A skip sinks the item below every item that was never skipped (priorities lie in [0, 1]).
-SKIP_PENALTY = 1.0
+# A skip sinks the item below every item that was never skipped (priorities lie in [0, 2]:
+# venom risk adds 1, see service/routing.py).
+SKIP_PENALTY = 2.0
 
 
 def normalise_label(label: str | None) -> str:
@@ -188,33 +187,12 @@ def _reopen(session: Session, annotation: Annotation, reviewer: str, lease: Any)
 
 def current_label(session: Session, image_id: int) -> Annotation | None:
     """The image's current human decision: its latest live label/unknown/unusable annotation."""
-    return session.scalar(
-        select(Annotation)
-        .where(
-            Annotation.image_id == image_id,
-            Annotation.undone_at.is_(None),
-            Annotation.decision.in_(SETTLING),
-        )
-        .order_by(Annotation.created_at.desc(), Annotation.id.desc())
-        .limit(1)
-    )
+    return current_annotation(session, image_id)
 
 
 def images_with_human_decision(session: Session, image_ids: Sequence[int]) -> set[int]:
     """Which of these images have a current human decision (which no machine may override)."""
-    if not image_ids:
-        return set()
-    return set(
-        session.scalars(
-            select(Annotation.image_id)
-            .where(
-                in_values(session, Annotation.image_id, image_ids),
-                Annotation.undone_at.is_(None),
-                Annotation.decision.in_(SETTLING),
-            )
-            .distinct()
-        )
-    )
+    return decided_images(session, image_ids)
 
 
 def confirm_many(session: Session, image_ids: list[int], reviewer: str) -> int:

@@ -10,6 +10,8 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
+from service.decisions import current_annotations
+from service.field_facts import image_facts, species_marks
 from service.models import (
     Annotation,
     Decision,
@@ -23,6 +25,7 @@ from service.models import (
 )
 from service.review.annotations import SETTLING, _iso, annotation_to_dict, current_label
 from service.review.claims import _claimable
+from service.routing import describe_reasons
 
 SIBLINGS_EACH_SIDE = 4
 ImageUrl = Callable[[int], str]
@@ -91,16 +94,8 @@ def known_labels(session: Session, model_version_id: int | None = None) -> list[
 
 
 def describe_reason(reason: str) -> str:
-    """The routing reason in words (see service.routing)."""
-    if reason.startswith("low_confidence<"):
-        threshold = reason.split("<", 1)[1]
-        try:  # the same unit as the suggestions' confidences
-            return f"confidence below {float(threshold) * 100:g} %"
-        except ValueError:
-            return f"confidence below {threshold}"
-    if reason == "risky_label":
-        return "this species is always reviewed"
-    return reason.replace("_", " ")
+    """The routing reasons in words (see service.routing)."""
+    return describe_reasons(reason)
 
 
 def _siblings(
@@ -158,18 +153,7 @@ def _siblings(
 
 def _current_decisions(session: Session, image_ids: Sequence[int]) -> list[Annotation]:
     """The current human decision of each of these images that has one."""
-    latest: dict[int, Annotation] = {}
-    for annotation in session.scalars(
-        select(Annotation)
-        .where(
-            Annotation.image_id.in_(list(image_ids)),
-            Annotation.undone_at.is_(None),
-            Annotation.decision.in_(SETTLING),
-        )
-        .order_by(Annotation.created_at, Annotation.id)
-    ):
-        latest[annotation.image_id] = annotation
-    return list(latest.values())
+    return list(current_annotations(session, image_ids).values())
 
 
 def item_context(
@@ -200,11 +184,14 @@ def item_context(
     rel_path = job_image.rel_path if job_image else posixpath.basename(image.path)
     model = session.get(ModelVersion, prediction.model_version_id)
     decision = current_label(session, image.id)
+    marks = species_marks(session, [str(entry[0]) for entry in prediction.topk])
     return {
         "id": item.id,
         "status": item.status.value,
         "reason": item.reason,
         "reason_text": describe_reason(item.reason),
+        "reasons": item.reasons or [item.reason],
+        "venom_risk": item.venom_risk,
         "priority": item.priority,
         "job_id": item.job_id,
         "claimed_by": item.claimed_by,
@@ -214,7 +201,7 @@ def item_context(
             "id": image.id,
             "path": image.path,
             "rel_path": rel_path,
-            "captured_at": _iso(image.captured_at),
+            **image_facts(session, image, job_image),
             "width": image.width,
             "height": image.height,
             "url": image_url(image.id) if image_url else None,
@@ -225,7 +212,12 @@ def item_context(
             "model_version_id": prediction.model_version_id,
             "model_name": model.name if model else None,
             "topk": [
-                {"rank": rank, "label": str(entry[0]), "confidence": float(entry[1])}
+                {
+                    "rank": rank,
+                    "label": str(entry[0]),
+                    "confidence": float(entry[1]),
+                    **marks.get(str(entry[0]), {"venomous": False, "common_name": ""}),
+                }
                 for rank, entry in enumerate(prediction.topk, start=1)
             ],
         },

@@ -43,6 +43,13 @@ EXPECTED_ACCESS: dict[str, Role | None] = {
     "admin.retrain_now": Role.ADMIN,
     "admin.promote_training_run": Role.ADMIN,
     "admin.rollback_model": Role.ADMIN,
+    "admin.sites_page": Role.VIEWER,
+    "admin.save_site": Role.ADMIN,
+    "admin.delete_site": Role.ADMIN,
+    "admin.species_page": Role.VIEWER,
+    "admin.save_species": Role.ADMIN,
+    "admin.import_species": Role.ADMIN,
+    "admin.export_species": Role.VIEWER,
 }
 
 

@@ -300,7 +300,12 @@ def test_progress_endpoint_and_downloads(
     assert as_csv.mimetype == "text/csv"
     assert "attachment" in as_csv.headers["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(as_csv.get_data(as_text=True))))
-    assert len(rows) == 7 and {"label", "confidence", "failure_reason"} <= set(rows[0])
+    assert len(rows) == 7 and {
+        "machine_label",
+        "machine_confidence",
+        "final_label",
+        "failure_reason",
+    } <= set(rows[0])
     as_json = client.get(f"/jobs/{scored_job}/results.json")
     assert len(json.loads(as_json.get_data(as_text=True))) == 7
     assert client.get(f"/jobs/{scored_job}/results.xml").status_code == 404

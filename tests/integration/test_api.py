@@ -356,7 +356,7 @@ def test_results_csv_export(api_client: FlaskClient, auth: Auth, scored_job: int
     rows = [dict(zip(table[0], line, strict=True)) for line in table[1:]]
     assert sorted(r["rel_path"] for r in rows) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
     b = next(r for r in rows if r["rel_path"] == "b.jpg")
-    assert (b["label"], b["needs_review"]) == ("Ptyas_carinata", "yes")
+    assert (b["machine_label"], b["needs_review"]) == ("Ptyas_carinata", "yes")
 
 
 def test_results_json_export(api_client: FlaskClient, auth: Auth, scored_job: int) -> None:

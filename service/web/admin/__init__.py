@@ -178,4 +178,15 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
 
 
 # View modules attach their routes to `bp` when imported: add yours to this import.
-from service.web.admin import auth, dashboard, exports, jobs, media, models, review, training, users  # noqa: E402, F401
+from service.web.admin import (  # noqa: E402, F401
+    auth,
+    dashboard,
+    exports,
+    field,
+    jobs,
+    media,
+    models,
+    review,
+    training,
+    users,
+)

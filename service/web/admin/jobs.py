@@ -152,6 +152,7 @@ def job_page(job_id: int) -> ResponseReturnValue:
             session, job_id, query.filters(), limit=query.limit, offset=query.offset
         )
         labels = job.model_version.labels
+        sites = results.job_sites(session, job_id)
         model_name = job.model_version.name
         job_dict = jobs.job_to_dict(job)
     filters = query.model_dump(exclude={"limit", "offset"}, exclude_none=True)
@@ -165,6 +166,7 @@ def job_page(job_id: int) -> ResponseReturnValue:
         offset=query.offset,
         limit=query.limit,
         labels=labels,
+        sites=sites,
         filters=filters,
     ), (200 if valid else 400)
 
@@ -178,7 +180,7 @@ def job_progress(job_id: int) -> ResponseReturnValue:
     return body, 200, {"Cache-Control": "no-store"}
 
 
-@bp.get("/jobs/<id:job_id>/results.<any(csv, json):fmt>")
+@bp.get("/jobs/<id:job_id>/results.<any(csv, json, megadetector, 'camtrap-dp'):fmt>")
 @role_required(Role.VIEWER)
 def download_results(job_id: int, fmt: str) -> ResponseReturnValue:
     """Every row of the job, as the API exports it."""

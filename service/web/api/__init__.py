@@ -26,4 +26,14 @@ def _check_access() -> None:
 
 
 # The view modules attach their routes to `bp` when imported.
-from service.web.api import exports, jobs, keys, models, review, system, training, users  # noqa: E402, F401
+from service.web.api import (  # noqa: E402, F401
+    exports,
+    field,
+    jobs,
+    keys,
+    models,
+    review,
+    system,
+    training,
+    users,
+)

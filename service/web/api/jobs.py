@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from flask import url_for
 from flask.typing import ResponseReturnValue
@@ -43,6 +43,12 @@ class JobListQuery(PageQuery):
 class PredictionQuery(PageQuery):
     label: str | None = Field(default=None, min_length=1, max_length=200)
     """Only this predicted label."""
+    final_label: str | None = Field(default=None, min_length=1, max_length=200)
+    """Only this final label (a human's decision, else the machine's, possibly a genus)."""
+    reviewed: bool | None = None
+    """Only images a human has (true) or has not (false) decided."""
+    site: str | None = Field(default=None, min_length=1, max_length=200)
+    """Only this site (a folder level under the job's folder)."""
     min_confidence: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     max_confidence: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     needs_review: bool | None = None
@@ -60,6 +66,9 @@ class PredictionQuery(PageQuery):
     def filters(self) -> results.ResultFilters:
         return results.ResultFilters(
             label=self.label,
+            final_label=self.final_label,
+            reviewed=self.reviewed,
+            site=self.site,
             min_confidence=self.min_confidence,
             max_confidence=self.max_confidence,
             needs_review=self.needs_review,
@@ -68,7 +77,7 @@ class PredictionQuery(PageQuery):
 
 
 class ExportQuery(Query):
-    format: Literal["csv", "json"] = "csv"
+    format: Literal["csv", "json", "megadetector", "camtrap-dp"] = "csv"
 
 
 class JobProgress(Output):
@@ -119,22 +128,38 @@ class TopK(Output):
 
 
 class ResultRow(Output):
-    """One image of a job: its prediction, or why it failed."""
+    """One image of a job: its final label, the machine's prediction, or why it failed."""
 
     image_id: int
     rel_path: str
     path: str
     sha256: str | None
+    site: str | None
+    """The folder level under the job's folder that names the site."""
     status: Literal["pending", "scored", "failed"]
     failure_reason: str | None
     failure_detail: str | None
+    final_label: str | None
+    """The latest human decision not undone, else the machine's (possibly a genus)."""
+    final_source: Literal["human", "machine", "rolled_up"] | None
+    human_decision: Literal["label", "unknown", "unusable"] | None
+    reviewed_by: str | None
+    reviewed_at: str | None
+    machine_label: str | None
+    machine_confidence: float | None
     label: str | None
+    """The machine's label (the old name of machine_label)."""
     confidence: float | None
     top_k: list[TopK]
+    venomous_in_top_k: list[str]
     needs_review: bool
     review_reason: str | None
+    venom_risk: bool
     model_version_id: int
-    captured_at: datetime | None
+    captured_at: str | None
+    """Corrected capture time, ISO 8601 with the UTC offset where known, none where not."""
+    captured_exif: str | None
+    """The raw EXIF date-time."""
     gps_lat: float | None
     gps_lon: float | None
 
@@ -229,12 +254,23 @@ def list_predictions(job_id: int, query: PredictionQuery) -> ResponseReturnValue
 @bp.get("/jobs/<id:job_id>/results.csv")
 @requires(Role.VIEWER)
 @operation(
-    {200: Content("Every row, as CSV or a JSON array.", {"text/csv": str, JSON: list[ResultRow]})},
+    {
+        200: Content(
+            "Every row: CSV, a JSON array, MegaDetector batch output (a JSON object) or a "
+            "Camtrap DP package (zip).",
+            {
+                "text/csv": str,
+                JSON: list[ResultRow] | dict[str, Any],
+                "application/zip": bytes,
+            },
+        )
+    },
     query=ExportQuery,
 )
 def export_results(job_id: int, query: ExportQuery) -> ResponseReturnValue:
     """Export every result row.
 
-    As CSV (default) or a JSON array of ResultRow (`?format=json`), streamed.
+    As CSV (default), a JSON array of ResultRow (`?format=json`), MegaDetector batch output
+    1.4 (`?format=megadetector`) or a Camtrap DP 1.0.2 zip (`?format=camtrap-dp`), streamed.
     """
     return results_response(job_id, query.format)

@@ -215,6 +215,12 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
             "required": True,
             "content": {JSON: {"schema": schemas.request(op.body)}},
         }
+    elif op.raw_body is not None:
+        result["requestBody"] = {
+            "required": True,
+            "description": op.raw_body.description,
+            "content": {m: {"schema": schemas.answer(t)} for m, t in op.raw_body.media.items()},
+        }
     result["responses"] = _responses(route, schemas)
     return result
 
@@ -240,9 +246,9 @@ def _responses(route: Route, schemas: _Schemas) -> dict[str, Any]:
                 "content": {JSON: {"schema": schemas.answer(answer)}},
             }
     errors = set(op.errors) | {500, 503}
-    if op.query is not None or op.body is not None:
+    if op.query is not None or op.body is not None or op.raw_body is not None:
         errors.add(400)
-    if op.body is not None:
+    if op.body is not None or op.raw_body is not None:
         errors |= {413, 415}
     if route.role is not None:
         errors |= {401, 403, 429}

@@ -87,6 +87,7 @@ class Operation:
     query: type[Query] | None = None
     body: type[Body] | None = None
     errors: tuple[int, ...] = ()
+    raw_body: Content | None = None  # a body that is not JSON (the view reads it itself)
 
 
 _OPERATIONS: dict[Callable[..., Any], Operation] = {}
@@ -98,6 +99,7 @@ def operation(
     query: type[Query] | None = None,
     body: type[Body] | None = None,
     errors: tuple[int, ...] = (),
+    raw_body: Content | None = None,
 ) -> Callable[[View], View]:
     """Declare a route's answers (a model for a 200, or {status: model or Content}) and the
     models that parse its query and body. Write it under `@requires(...)`.
@@ -110,6 +112,7 @@ def operation(
         query=query,
         body=body,
         errors=errors,
+        raw_body=raw_body,
     )
 
     def declare(view: View) -> View:

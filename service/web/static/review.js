@@ -227,7 +227,7 @@
     text("rel-path", item.image.rel_path);
     $("rel-path").title = item.image.path;
     text("full-path", item.image.path);
-    text("captured", item.image.captured_at ? formatTime(item.image.captured_at) : "no capture time");
+    text("captured", placeAndTime(item.image));
     text("reason", item.reason_text);
     text("model-name", item.prediction.model_name ? "· " + item.prediction.model_name : "");
     renderTopk(item.prediction.topk);
@@ -257,9 +257,20 @@
     if (item && photo.getAttribute("data-original") && item.image.display_url) photo.src = item.image.display_url;
   });
 
+  // Camera time as the camera (corrected for the site's clock) gave it: never re-zoned to
+  // the browser's time zone. The offset is shown only when it is known.
   function formatTime(iso) {
-    var d = new Date(iso);
-    return isNaN(d) ? iso : d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+    var m = /^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(.*)$/.exec(iso);
+    return m ? m[1] + " " + m[2] + (m[3] ? " (UTC" + m[3] + ")" : " (camera time, offset unknown)") : iso;
+  }
+
+  function placeAndTime(image) {
+    var parts = [image.captured_at ? formatTime(image.captured_at) : "no capture time"];
+    if (image.site) parts.unshift("site " + image.site);
+    if (image.gps_lat !== null && image.gps_lat !== undefined) {
+      parts.push("GPS " + image.gps_lat.toFixed(5) + ", " + image.gps_lon.toFixed(5));
+    }
+    return parts.join(" · ");
   }
 
   function renderTopk(topk) {
@@ -267,15 +278,16 @@
     $("topk").replaceChildren.apply($("topk"), topk.slice(0, 9).map(function (t) {
       var li = document.createElement("li");
       if (t.label === chosen) li.className = "chosen";
+      if (t.venomous) li.classList.add("venomous");
       var pct = Math.round(t.confidence * 1000) / 10;
       li.innerHTML = '<kbd></kbd><span class="name"></span><span class="pct"></span>' +
         '<span class="confbar" aria-hidden="true"><span></span></span>';
       li.children[0].textContent = String(t.rank);
-      li.children[1].textContent = pretty(t.label);
+      li.children[1].textContent = pretty(t.label) + (t.venomous ? " \u26A0 VENOMOUS" : "");
       li.title = t.label;
       li.children[2].textContent = pct.toFixed(1) + " %";
       li.children[3].firstChild.style.width = Math.max(pct, 0.5) + "%";
-      li.setAttribute("aria-label", "Press " + t.rank + ": " + t.label + ", " + pct.toFixed(1) + " percent");
+      li.setAttribute("aria-label", "Press " + t.rank + ": " + t.label + (t.venomous ? ", venomous" : "") + ", " + pct.toFixed(1) + " percent");
       li.addEventListener("click", function () { decide("label", t.label); });
       return li;
     }));
