@@ -99,11 +99,8 @@ def in_values(
 ) -> ColumnElement[bool]:
     """`column IN (values)`; on PostgreSQL `column = ANY(:values)`, with one array parameter.
 
-    SQLAlchemy expands IN into one placeholder per value, so the statement's text differs
-    with every count of values, and each text is rendered by SQLAlchemy and then parsed
-    again by psycopg (a 512-value text is too long for psycopg's cache: 1.2 ms to parse).
-    An array keeps the text the same for every count. SQLite has no arrays, and no round
-    trips to save.
+    An array keeps one statement text for every count of values, so psycopg parses it once
+    (docs/performance.md). SQLite has no arrays, and no round trips to save.
     """
     values = list(values)
     if session.get_bind().dialect.name == "postgresql":
@@ -151,15 +148,10 @@ def _insert_recordset(
 ) -> list[tuple[Any, ...]]:
     """PostgreSQL: one INSERT ... SELECT FROM json_populate_recordset(rows as one JSON text).
 
-    One statement, one round trip and one parameter, serialised by the json module's C
-    encoder and parsed by PostgreSQL's. Measured on 128-row chunks of predictions, the
-    client spent 1.0 ms per chunk, against 3.7 ms for one array per column (psycopg dumps
-    arrays element by element in Python); over the four bulk inserts a photo gets (image,
-    job image, prediction, review item) an executemany cost 0.15 ms of client CPU per
-    photo, because SQLAlchemy processes and psycopg pipelines every row one by one.
-    Rows are keyed by mapped attribute; Python-side defaults fill the columns they leave
-    out (a callable once per row, as an executemany calls it), and every value goes through
-    its type's bind processor.
+    One statement, one round trip and one parameter, cheaper in client CPU than an
+    executemany or one array per column (docs/performance.md). Rows are keyed by mapped
+    attribute; Python-side defaults fill the columns they leave out (a callable once per
+    row, as an executemany calls it), and every value goes through its type's bind processor.
     """
     mapper = sa_inspect(model)
     given = set(rows[0])

@@ -65,8 +65,8 @@ def run_model(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome
 
 
 def warm_database() -> None:
-    """Connect in a fresh worker process, so that its first task does not pay for the
-    connection and the dialect's first-connect queries (about 0.1 s: a job's scan waited)."""
+    """Connect in a fresh worker process, so that its first task (often a job's scan) does
+    not wait for the connection and the dialect's first-connect queries."""
     try:
         with read_scope(worker_settings().db_url) as session:
             session.execute(text("SELECT 1"))
