@@ -8,23 +8,28 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
     ColumnElement,
     Dialect,
     Engine,
+    Select,
     any_,
     bindparam,
     create_engine,
     event,
+    func,
+    select,
     text,
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
+
+from service.errors import NotFound
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -92,6 +97,28 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+
+
+Row = TypeVar("Row")
+
+
+def get_or_not_found(
+    session: Session, model: type[Row], ident: int, what: str, **get_options: Any
+) -> Row:
+    """The row with this primary key, or NotFound ("<what> <ident> does not exist")."""
+    row = session.get(model, ident, **get_options)
+    if row is None:
+        raise NotFound(f"{what} {ident} does not exist")
+    return row
+
+
+def newest_first(
+    session: Session, query: Select[tuple[Row]], id_column: Any, limit: int, offset: int
+) -> tuple[list[Row], int]:
+    """One page of the query's rows, newest (highest id) first, and the count of them all."""
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(id_column.desc()).limit(limit).offset(offset))
+    return list(rows), total
 
 
 def in_values(

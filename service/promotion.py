@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from service import registry
-from service.errors import InvalidState, NotFound
+from service.db import get_or_not_found
+from service.errors import InvalidState
 from service.exports import TestSet, frozen_test_set
 from service.imaging import sha256_file
 from service.models import ModelStatus, ModelVersion, TrainingRun, utcnow
@@ -193,9 +194,7 @@ def apply_decision(
 
 def promote_run(session: Session, run_id: int, actor: str, force: bool = False) -> ModelVersion:
     """An admin promotes a run's candidate; refused if the gate failed, unless forced."""
-    run = session.get(TrainingRun, run_id)
-    if run is None:
-        raise NotFound(f"training run {run_id} does not exist")
+    run = get_or_not_found(session, TrainingRun, run_id, "training run")
     if run.model_version_id is None:
         raise InvalidState(f"training run {run_id} has no candidate model")
     decision = run.promotion or {}
