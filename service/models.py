@@ -91,7 +91,7 @@ class ChunkStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-class ItemStatus(enum.StrEnum):
+class JobImageStatus(enum.StrEnum):
     PENDING = "pending"
     SCORED = "scored"
     FAILED = "failed"
@@ -106,7 +106,6 @@ class ModelStatus(enum.StrEnum):
 class ReviewStatus(enum.StrEnum):
     PENDING = "pending"
     DONE = "done"
-    SKIPPED = "skipped"
 
 
 class Role(enum.StrEnum):
@@ -254,8 +253,8 @@ class JobImage(Base):
         ForeignKey("chunks.id", ondelete="SET NULL"), nullable=True, index=True
     )
     rel_path: Mapped[str] = mapped_column(String(4096), nullable=False)
-    status: Mapped[ItemStatus] = mapped_column(
-        str_enum(ItemStatus), default=ItemStatus.PENDING, nullable=False
+    status: Mapped[JobImageStatus] = mapped_column(
+        str_enum(JobImageStatus), default=JobImageStatus.PENDING, nullable=False
     )
     failure_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     failure_detail: Mapped[str | None] = mapped_column(Text, nullable=True)

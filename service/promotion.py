@@ -106,7 +106,7 @@ def score_model(
 
 
 @dataclass(frozen=True)
-class Evaluation:
+class EvaluationPlan:
     """What a promotion decision compares: read in a short transaction, scored outside it."""
 
     candidate_id: int
@@ -117,11 +117,11 @@ class Evaluation:
     margin: float
 
 
-def plan_evaluation(session: Session, settings: Settings, candidate_id: int) -> Evaluation:
+def plan_evaluation(session: Session, settings: Settings, candidate_id: int) -> EvaluationPlan:
     """Look up the candidate, the active model and the frozen test set."""
     candidate = registry.get_model(session, candidate_id)
     active = registry.active_model(session)
-    return Evaluation(
+    return EvaluationPlan(
         candidate.id,
         candidate.path,
         active.id if active else None,
@@ -131,7 +131,7 @@ def plan_evaluation(session: Session, settings: Settings, candidate_id: int) -> 
     )
 
 
-def evaluate(plan: Evaluation, predict: Predictor) -> dict[str, Any]:
+def evaluate(plan: EvaluationPlan, predict: Predictor) -> dict[str, Any]:
     """Score both models on the frozen test set and decide; touches no database."""
     record: dict[str, Any] = {
         "candidate_id": plan.candidate_id,
@@ -162,13 +162,6 @@ def evaluate(plan: Evaluation, predict: Predictor) -> dict[str, Any]:
         record["candidate"], record["active"], plan.margin
     )
     return record
-
-
-def evaluate_candidate(
-    session: Session, settings: Settings, candidate_id: int, predict: Predictor
-) -> dict[str, Any]:
-    """plan_evaluation + evaluate in one call (holds the session while scoring)."""
-    return evaluate(plan_evaluation(session, settings, candidate_id), predict)
 
 
 def apply_decision(

@@ -12,7 +12,7 @@ from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session
 
 from service.jobs import get_job
-from service.models import Image, ItemStatus, JobImage, Prediction, ReviewItem, ReviewStatus
+from service.models import Image, JobImage, JobImageStatus, Prediction, ReviewItem, ReviewStatus
 
 CSV_COLUMNS = [
     "image_id",
@@ -71,9 +71,9 @@ def _query(
     elif filters.needs_review is False:
         query = query.where((ReviewItem.id.is_(None)) | (ReviewItem.status != ReviewStatus.PENDING))
     if filters.failed is True:
-        query = query.where(JobImage.status == ItemStatus.FAILED)
+        query = query.where(JobImage.status == JobImageStatus.FAILED)
     elif filters.failed is False:
-        query = query.where(JobImage.status != ItemStatus.FAILED)
+        query = query.where(JobImage.status != JobImageStatus.FAILED)
     return query
 
 

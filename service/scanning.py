@@ -22,8 +22,8 @@ from service.models import (
     Chunk,
     ChunkStatus,
     Image,
-    ItemStatus,
     JobImage,
+    JobImageStatus,
     JobStatus,
     ScanJob,
     utcnow,
@@ -246,7 +246,7 @@ def record_job_files(
             "image_id": image_id,
             "chunk_id": chunk_id,
             "rel_path": r.rel_path,
-            "status": ItemStatus.FAILED if r.failure_reason else ItemStatus.PENDING,
+            "status": JobImageStatus.FAILED if r.failure_reason else JobImageStatus.PENDING,
             "failure_reason": r.failure_reason,
             "failure_detail": r.failure_detail,
         }
