@@ -113,7 +113,7 @@ def get_or_not_found(
 
 
 def newest_first(
-    session: Session, query: Select[tuple[Row]], id_column: Any, limit: int, offset: int
+    session: Session, query: Select[Row], id_column: Any, limit: int, offset: int
 ) -> tuple[list[Row], int]:
     """One page of the query's rows, newest (highest id) first, and the count of them all."""
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
