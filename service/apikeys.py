@@ -12,7 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import audit
-from service.errors import BadInput, InvalidState, NotFound, Unauthorized
+from service.db import get_or_not_found
+from service.errors import BadInput, InvalidState, Unauthorized
 from service.models import ApiKey, Role, User, utcnow
 
 KEY_SCHEME = "hs_"
@@ -63,8 +64,8 @@ def create_key(
         raise BadInput("key name must be 1 to 200 printable characters")
     if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
         raise InvalidState(f"an API key named {name!r} already exists")
-    if user_id is not None and session.get(User, user_id) is None:
-        raise NotFound(f"user {user_id} does not exist")
+    if user_id is not None:
+        get_or_not_found(session, User, user_id, "user")
     try:
         role = Role(role)
     except ValueError:
@@ -119,9 +120,7 @@ def note_use(session: Session, key_id: int) -> None:
 
 def revoke_key(session: Session, key_id: int, actor: str = "") -> ApiKey:
     """Revoke a key for good; revoking a revoked key changes nothing."""
-    key = session.get(ApiKey, key_id)
-    if key is None:
-        raise NotFound(f"API key {key_id} does not exist")
+    key = get_or_not_found(session, ApiKey, key_id, "API key")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         audit.record(session, actor, "key.revoke", audit.key_principal(key.id), name=key.name)

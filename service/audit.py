@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.db import newest_first
 from service.models import AuditEntry
 
 # Callers who are not a user or a key.
@@ -30,11 +31,7 @@ def record(
 
 def list_entries(session: Session, limit: int, offset: int) -> tuple[list[AuditEntry], int]:
     """A page of entries, newest first, and the total count."""
-    total = session.scalar(select(func.count()).select_from(AuditEntry)) or 0
-    rows = session.scalars(
-        select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit).offset(offset)
-    )
-    return list(rows), total
+    return newest_first(session, select(AuditEntry), AuditEntry.id, limit, offset)
 
 
 def entry_to_dict(entry: AuditEntry) -> dict[str, Any]:

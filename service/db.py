@@ -8,23 +8,28 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
     ColumnElement,
     Dialect,
     Engine,
+    Select,
     any_,
     bindparam,
     create_engine,
     event,
+    func,
+    select,
     text,
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
+
+from service.errors import NotFound
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -94,16 +99,35 @@ def dispose_engines() -> None:
         _engines.clear()
 
 
+Row = TypeVar("Row")
+
+
+def get_or_not_found(
+    session: Session, model: type[Row], ident: int, what: str, **get_options: Any
+) -> Row:
+    """The row with this primary key, or NotFound ("<what> <ident> does not exist")."""
+    row = session.get(model, ident, **get_options)
+    if row is None:
+        raise NotFound(f"{what} {ident} does not exist")
+    return row
+
+
+def newest_first(
+    session: Session, query: Select[Row], id_column: Any, limit: int, offset: int
+) -> tuple[list[Row], int]:
+    """One page of the query's rows, newest (highest id) first, and the count of them all."""
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(id_column.desc()).limit(limit).offset(offset))
+    return list(rows), total
+
+
 def in_values(
     session: Session, column: QueryableAttribute[Any], values: Iterable[Any]
 ) -> ColumnElement[bool]:
     """`column IN (values)`; on PostgreSQL `column = ANY(:values)`, with one array parameter.
 
-    SQLAlchemy expands IN into one placeholder per value, so the statement's text differs
-    with every count of values, and each text is rendered by SQLAlchemy and then parsed
-    again by psycopg (a 512-value text is too long for psycopg's cache: 1.2 ms to parse).
-    An array keeps the text the same for every count. SQLite has no arrays, and no round
-    trips to save.
+    An array keeps one statement text for every count of values, so psycopg parses it once
+    (docs/performance.md). SQLite has no arrays, and no round trips to save.
     """
     values = list(values)
     if session.get_bind().dialect.name == "postgresql":
@@ -151,15 +175,10 @@ def _insert_recordset(
 ) -> list[tuple[Any, ...]]:
     """PostgreSQL: one INSERT ... SELECT FROM json_populate_recordset(rows as one JSON text).
 
-    One statement, one round trip and one parameter, serialised by the json module's C
-    encoder and parsed by PostgreSQL's. Measured on 128-row chunks of predictions, the
-    client spent 1.0 ms per chunk, against 3.7 ms for one array per column (psycopg dumps
-    arrays element by element in Python); over the four bulk inserts a photo gets (image,
-    job image, prediction, review item) an executemany cost 0.15 ms of client CPU per
-    photo, because SQLAlchemy processes and psycopg pipelines every row one by one.
-    Rows are keyed by mapped attribute; Python-side defaults fill the columns they leave
-    out (a callable once per row, as an executemany calls it), and every value goes through
-    its type's bind processor.
+    One statement, one round trip and one parameter, cheaper in client CPU than an
+    executemany or one array per column (docs/performance.md). Rows are keyed by mapped
+    attribute; Python-side defaults fill the columns they leave out (a callable once per
+    row, as an executemany calls it), and every value goes through its type's bind processor.
     """
     mapper = sa_inspect(model)
     given = set(rows[0])

@@ -294,8 +294,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _grey_from_wide(img: Image.Image) -> Image.Image:
-    """16-bit, 32-bit integer or float grey to 8-bit, a block of rows at a time: converting
-    the whole image at once held four float64 copies (3 GB for a 100 MP 16-bit PNG)."""
+    """16-bit, 32-bit integer or float grey to 8-bit, a block of rows at a time: the whole
+    image at once holds several float64 copies of it in memory."""
     mode, (width, height) = img.mode, img.size
     high = 0.0 if mode.startswith("I;16") else img.getextrema()[1]
     high = max(float(high), 0.0) if isinstance(high, int | float) else 0.0
@@ -334,8 +334,8 @@ def _rgb_or_grey(img: Image.Image) -> Image.Image:
 
 
 def _over_white(img: Image.Image) -> Image.Image:
-    """Composite an image with alpha over white, a block of rows at a time: converting the
-    whole image to RGBA first held three full-size copies (1.6 GB for 81 MP of RGBA)."""
+    """Composite an image with alpha over white, a block of rows at a time: the whole image
+    at once holds several full-size RGBA copies in memory."""
     width, height = img.size
     out = Image.new("RGB", img.size, (255, 255, 255))
     rows = max(1, _BLOCK_PIXELS // max(width, 1))

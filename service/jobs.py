@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from service.db import in_values
-from service.errors import BadInput, InvalidState, NotFound
+from service.db import get_or_not_found, in_values, newest_first
+from service.errors import BadInput, InvalidState
 from service.models import Chunk, ChunkStatus, JobImage, JobStatus, ScanJob, utcnow
 from service.paths import resolve_job_folder
 from service.registry import get_model, require_active_model
@@ -123,10 +123,8 @@ def create_job(
 
 def get_job(session: Session, job_id: int, lock: bool = False) -> ScanJob:
     """The job, or NotFound; `lock` holds its row until the transaction ends."""
-    job = session.get(ScanJob, job_id, with_for_update={"of": ScanJob} if lock else None)
-    if job is None:
-        raise NotFound(f"job {job_id} does not exist")
-    return job
+    lock_row = {"of": ScanJob} if lock else None
+    return get_or_not_found(session, ScanJob, job_id, "job", with_for_update=lock_row)
 
 
 def list_jobs(
@@ -136,9 +134,7 @@ def list_jobs(
     query = select(ScanJob)
     if status is not None:
         query = query.where(ScanJob.status == status)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = session.scalars(query.order_by(ScanJob.id.desc()).limit(limit).offset(offset))
-    return list(page), total
+    return newest_first(session, query, ScanJob.id, limit, offset)
 
 
 def cancel_job(session: Session, job_id: int) -> ScanJob:

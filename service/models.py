@@ -92,7 +92,7 @@ class ChunkStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-class ItemStatus(enum.StrEnum):
+class JobImageStatus(enum.StrEnum):
     PENDING = "pending"
     SCORED = "scored"
     FAILED = "failed"
@@ -107,7 +107,6 @@ class ModelStatus(enum.StrEnum):
 class ReviewStatus(enum.StrEnum):
     PENDING = "pending"
     DONE = "done"
-    SKIPPED = "skipped"
 
 
 class Role(enum.StrEnum):
@@ -261,8 +260,8 @@ class JobImage(Base):
     )
     rel_path: Mapped[str] = mapped_column(String(4096), nullable=False)
     site: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    status: Mapped[ItemStatus] = mapped_column(
-        str_enum(ItemStatus), default=ItemStatus.PENDING, nullable=False
+    status: Mapped[JobImageStatus] = mapped_column(
+        str_enum(JobImageStatus), default=JobImageStatus.PENDING, nullable=False
     )
     failure_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     failure_detail: Mapped[str | None] = mapped_column(Text, nullable=True)

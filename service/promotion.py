@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from service import registry
-from service.errors import InvalidState, NotFound
+from service.db import get_or_not_found
+from service.errors import InvalidState
 from service.exports import TestSet, frozen_test_set
 from service.imaging import sha256_file
 from service.models import ModelStatus, ModelVersion, TrainingRun, utcnow
@@ -105,7 +106,7 @@ def score_model(
 
 
 @dataclass(frozen=True)
-class Evaluation:
+class EvaluationPlan:
     """What a promotion decision compares: read in a short transaction, scored outside it."""
 
     candidate_id: int
@@ -116,11 +117,11 @@ class Evaluation:
     margin: float
 
 
-def plan_evaluation(session: Session, settings: Settings, candidate_id: int) -> Evaluation:
+def plan_evaluation(session: Session, settings: Settings, candidate_id: int) -> EvaluationPlan:
     """Look up the candidate, the active model and the frozen test set."""
     candidate = registry.get_model(session, candidate_id)
     active = registry.active_model(session)
-    return Evaluation(
+    return EvaluationPlan(
         candidate.id,
         candidate.path,
         active.id if active else None,
@@ -130,7 +131,7 @@ def plan_evaluation(session: Session, settings: Settings, candidate_id: int) -> 
     )
 
 
-def evaluate(plan: Evaluation, predict: Predictor) -> dict[str, Any]:
+def evaluate(plan: EvaluationPlan, predict: Predictor) -> dict[str, Any]:
     """Score both models on the frozen test set and decide; touches no database."""
     record: dict[str, Any] = {
         "candidate_id": plan.candidate_id,
@@ -163,13 +164,6 @@ def evaluate(plan: Evaluation, predict: Predictor) -> dict[str, Any]:
     return record
 
 
-def evaluate_candidate(
-    session: Session, settings: Settings, candidate_id: int, predict: Predictor
-) -> dict[str, Any]:
-    """plan_evaluation + evaluate in one call (holds the session while scoring)."""
-    return evaluate(plan_evaluation(session, settings, candidate_id), predict)
-
-
 def apply_decision(
     session: Session, run: TrainingRun, record: dict[str, Any], auto: bool, actor: str
 ) -> dict[str, Any]:
@@ -193,9 +187,7 @@ def apply_decision(
 
 def promote_run(session: Session, run_id: int, actor: str, force: bool = False) -> ModelVersion:
     """An admin promotes a run's candidate; refused if the gate failed, unless forced."""
-    run = session.get(TrainingRun, run_id)
-    if run is None:
-        raise NotFound(f"training run {run_id} does not exist")
+    run = get_or_not_found(session, TrainingRun, run_id, "training run")
     if run.model_version_id is None:
         raise InvalidState(f"training run {run_id} has no candidate model")
     decision = run.promotion or {}

@@ -12,7 +12,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service import audit
-from service.errors import InvalidModel, InvalidState, NotFound
+from service.db import get_or_not_found
+from service.errors import InvalidModel, InvalidState
 from service.models import ModelActivation, ModelStatus, ModelVersion, utcnow
 from service.modelspec import load_artifact
 from service.settings import Settings
@@ -80,9 +81,7 @@ def _copy_immutably(source: Path, target: Path, names: list[str]) -> None:
 
 
 def get_model(session: Session, model_id: int) -> ModelVersion:
-    model = session.get(ModelVersion, model_id)
-    if model is None:
-        raise NotFound(f"model version {model_id} does not exist")
+    model = get_or_not_found(session, ModelVersion, model_id, "model version")
     return model
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from service.decisions import current_decisions, final_label, final_label_sql
 from service.jobs import get_job
-from service.models import Image, ItemStatus, JobImage, Prediction, ReviewItem, ReviewStatus
+from service.models import Image, JobImage, JobImageStatus, Prediction, ReviewItem, ReviewStatus
 from service.sites import SiteTime, image_capture, site_times
 from service.species import venomous_labels
 
@@ -102,9 +102,9 @@ def _query(job_id: int, model_version_id: int, filters: ResultFilters) -> Select
     elif filters.needs_review is False:
         query = query.where((ReviewItem.id.is_(None)) | (ReviewItem.status != ReviewStatus.PENDING))
     if filters.failed is True:
-        query = query.where(JobImage.status == ItemStatus.FAILED)
+        query = query.where(JobImage.status == JobImageStatus.FAILED)
     elif filters.failed is False:
-        query = query.where(JobImage.status != ItemStatus.FAILED)
+        query = query.where(JobImage.status != JobImageStatus.FAILED)
     return query
 
 

@@ -21,8 +21,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service import promotion, registry
-from service.db import session_scope
-from service.errors import HerpscoreError, InvalidState, NotFound
+from service.db import get_or_not_found, newest_first, session_scope
+from service.errors import HerpscoreError, InvalidState
 from service.exports import (
     ExportOptions,
     create_export,
@@ -285,9 +285,7 @@ def _fail(settings: Settings, run_id: int, exc: BaseException) -> None:
 
 
 def _get_run(session: Session, run_id: int) -> TrainingRun:
-    run = session.get(TrainingRun, run_id)
-    if run is None:
-        raise NotFound(f"training run {run_id} does not exist")
+    run = get_or_not_found(session, TrainingRun, run_id, "training run")
     return run
 
 
@@ -295,11 +293,7 @@ def _get_run(session: Session, run_id: int) -> TrainingRun:
 
 
 def list_runs(session: Session, limit: int = 100, offset: int = 0) -> tuple[list[TrainingRun], int]:
-    total = session.scalar(select(func.count()).select_from(TrainingRun)) or 0
-    runs = session.scalars(
-        select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit).offset(offset)
-    )
-    return list(runs), total
+    return newest_first(session, select(TrainingRun), TrainingRun.id, limit, offset)
 
 
 def get_run(session: Session, run_id: int) -> TrainingRun:

@@ -22,8 +22,8 @@ from service.models import (
     Chunk,
     ChunkStatus,
     Image,
-    ItemStatus,
     JobImage,
+    JobImageStatus,
     JobStatus,
     ScanJob,
     utcnow,
@@ -263,7 +263,7 @@ def record_job_files(
             "chunk_id": chunk_id,
             "rel_path": r.rel_path,
             "site": site_of(r.rel_path, job.folder, settings.site_depth)[:200],
-            "status": ItemStatus.FAILED if r.failure_reason else ItemStatus.PENDING,
+            "status": JobImageStatus.FAILED if r.failure_reason else JobImageStatus.PENDING,
             "failure_reason": r.failure_reason,
             "failure_detail": r.failure_detail,
         }
@@ -291,9 +291,8 @@ def plan_chunks(
 ) -> list[int]:
     """How many of the pending files (in order, with their sizes in bytes) go in each new chunk.
 
-    A chunk's fixed cost (a message, two transactions, about 15 statements: 20-40 ms) is
-    2-4 small photos of a fast model, 3 % of a 128-photo chunk, so chunks grow: the job's
-    first FIRST_CHUNKS chunks hold FIRST_CHUNK_FILES each
+    Chunks grow to spread a chunk's fixed cost (a message, two transactions; see
+    docs/performance.md): the job's first FIRST_CHUNKS chunks hold FIRST_CHUNK_FILES each
     and are cut as soon as they are full, so that the scoring processes start while the
     scan has hashed only a few files; each next chunk holds twice as many, up to
     `max_files`. A chunk also closes at `max_bytes`, so chunks of 12-megapixel photos hold

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.models import (
@@ -66,76 +66,60 @@ def requeue_stalled(session: Session, settings: Settings, broker_reset: bool = F
     def older(column: Any) -> ColumnElement[bool]:
         return column < cutoff
 
+    def restamp(query: Select[Any], model: Any, clock: str) -> list[int]:
+        """The ids the query finds, in order, with their send clock restarted."""
+        ids = list(session.scalars(query.order_by(model.id)))
+        if ids:
+            session.execute(update(model).where(model.id.in_(ids)).values({clock: now}))
+        return ids
+
     resend = Resend()
-    resend.chunks = list(
-        session.scalars(
-            select(Chunk.id)
-            .join(ScanJob, ScanJob.id == Chunk.job_id)
-            .where(
-                Chunk.status == ChunkStatus.QUEUED,
-                older(Chunk.enqueued_at),
-                ScanJob.status.in_([JobStatus.SCANNING, JobStatus.SCORING]),
-            )
-            .order_by(Chunk.id)
-        )
+    resend.chunks = restamp(
+        select(Chunk.id)
+        .join(ScanJob, ScanJob.id == Chunk.job_id)
+        .where(
+            Chunk.status == ChunkStatus.QUEUED,
+            older(Chunk.enqueued_at),
+            ScanJob.status.in_([JobStatus.SCANNING, JobStatus.SCORING]),
+        ),
+        Chunk,
+        "enqueued_at",
     )
-    if resend.chunks:
-        session.execute(update(Chunk).where(Chunk.id.in_(resend.chunks)).values(enqueued_at=now))
     # A scan's heartbeat is written when it is sent and by every batch it records; a scan
     # that is silent past the lease died (a broker or database error outlasted its
     # retries): sent again, it resumes and supersedes the stalled one (see run_scan). Not
     # sooner, even after a broker reset: a live scan rides out an outage by itself, and a
     # superseding one would hash every file again to find where the first one was.
     last_sign = func.coalesce(ScanJob.heartbeat_at, ScanJob.started_at, ScanJob.created_at)
-    resend.scans = list(
-        session.scalars(
-            select(ScanJob.id)
-            .where(
-                or_(
-                    and_(ScanJob.status == JobStatus.QUEUED, older(last_sign)),
-                    and_(ScanJob.status == JobStatus.SCANNING, last_sign < lease_cutoff),
-                )
+    resend.scans = restamp(
+        select(ScanJob.id).where(
+            or_(
+                and_(ScanJob.status == JobStatus.QUEUED, older(last_sign)),
+                and_(ScanJob.status == JobStatus.SCANNING, last_sign < lease_cutoff),
             )
-            .order_by(ScanJob.id)
-        )
+        ),
+        ScanJob,
+        "heartbeat_at",
     )
-    if resend.scans:
-        session.execute(
-            update(ScanJob).where(ScanJob.id.in_(resend.scans)).values(heartbeat_at=now)
-        )
     # A training run's export is built by the run's own task, never sent on its own.
     run_exports = select(TrainingRun.export_id).where(TrainingRun.export_id.is_not(None))
-    resend.exports = list(
-        session.scalars(
-            select(DatasetExport.id)
-            .where(
-                DatasetExport.status == ExportStatus.QUEUED,
-                older(func.coalesce(DatasetExport.enqueued_at, DatasetExport.created_at)),
-                DatasetExport.id.not_in(run_exports),
-            )
-            .order_by(DatasetExport.id)
-        )
+    resend.exports = restamp(
+        select(DatasetExport.id).where(
+            DatasetExport.status == ExportStatus.QUEUED,
+            older(func.coalesce(DatasetExport.enqueued_at, DatasetExport.created_at)),
+            DatasetExport.id.not_in(run_exports),
+        ),
+        DatasetExport,
+        "enqueued_at",
     )
-    if resend.exports:
-        session.execute(
-            update(DatasetExport)
-            .where(DatasetExport.id.in_(resend.exports))
-            .values(enqueued_at=now)
-        )
-    resend.runs = list(
-        session.scalars(
-            select(TrainingRun.id)
-            .where(
-                TrainingRun.status == RunStatus.QUEUED,
-                older(func.coalesce(TrainingRun.enqueued_at, TrainingRun.created_at)),
-            )
-            .order_by(TrainingRun.id)
-        )
+    resend.runs = restamp(
+        select(TrainingRun.id).where(
+            TrainingRun.status == RunStatus.QUEUED,
+            older(func.coalesce(TrainingRun.enqueued_at, TrainingRun.created_at)),
+        ),
+        TrainingRun,
+        "enqueued_at",
     )
-    if resend.runs:
-        session.execute(
-            update(TrainingRun).where(TrainingRun.id.in_(resend.runs)).values(enqueued_at=now)
-        )
     return resend
 
 

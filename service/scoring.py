@@ -18,8 +18,8 @@ from service.models import (
     Chunk,
     ChunkStatus,
     Image,
-    ItemStatus,
     JobImage,
+    JobImageStatus,
     JobStatus,
     ModelVersion,
     Prediction,
@@ -117,7 +117,7 @@ def claim_chunk(session: Session, settings: Settings, chunk_id: int) -> ChunkWor
         )
         .join(Image, Image.id == JobImage.image_id)
         .outerjoin(Prediction, earlier)
-        .where(JobImage.chunk_id == chunk_id, JobImage.status == ItemStatus.PENDING)
+        .where(JobImage.chunk_id == chunk_id, JobImage.status == JobImageStatus.PENDING)
         .order_by(JobImage.id)
     ).all()
     rules = routing_rules(
@@ -172,9 +172,9 @@ def fail_killer(session: Session, chunk_id: int, job_id: int, attempts: int) -> 
     """A one-file chunk that killed its worker every time: the file fails, the job goes on."""
     result = session.execute(
         update(JobImage)
-        .where(JobImage.chunk_id == chunk_id, JobImage.status == ItemStatus.PENDING)
+        .where(JobImage.chunk_id == chunk_id, JobImage.status == JobImageStatus.PENDING)
         .values(
-            status=ItemStatus.FAILED,
+            status=JobImageStatus.FAILED,
             failure_reason="killed_worker",
             failure_detail=f"scoring this file stopped its worker process {attempts} times "
             "(a decoder crash or running out of memory)",
@@ -332,8 +332,10 @@ def _mark_scored(
         return 0, 0
     newly = session.scalars(
         update(JobImage)
-        .where(in_values(session, JobImage.id, scored_ids), JobImage.status == ItemStatus.PENDING)
-        .values(status=ItemStatus.SCORED)
+        .where(
+            in_values(session, JobImage.id, scored_ids), JobImage.status == JobImageStatus.PENDING
+        )
+        .values(status=JobImageStatus.SCORED)
         .returning(JobImage.image_id)
     ).all()
     return len(newly), sum(1 for image_id in newly if image_id in routed_images)
@@ -348,9 +350,9 @@ def _mark_failed(session: Session, work: ChunkWork, outcomes: Sequence[FileOutco
             continue
         changed = session.execute(
             update(JobImage)
-            .where(JobImage.id == by_image[image_id], JobImage.status == ItemStatus.PENDING)
+            .where(JobImage.id == by_image[image_id], JobImage.status == JobImageStatus.PENDING)
             .values(
-                status=ItemStatus.FAILED,
+                status=JobImageStatus.FAILED,
                 failure_reason=out.failure_reason[:64],
                 failure_detail=(out.failure_detail or "")[:2000],
             )

@@ -134,11 +134,8 @@ def _predict(
     if ok:
         if ok != list(range(len(ok))):
             buf[: len(ok)] = buf[ok]  # fancy indexing copies first, so overlap is safe
-        # A partial batch runs at its own size rather than padded to batch_size: measured
-        # (bench_scoring.py, "partial batch handling"), a first run at a new shape costs
-        # about what a warm run does on ORT 1.32 CPU, while padding 3 rows to 8 costs
-        # 2.5x (MobileNetV3-Small) to 2.6x (EfficientNet-Lite0). A process sees at most
-        # batch_size shapes, and ORT keeps each one's plan after its first run.
+        # A partial batch runs at its own size, not padded to batch_size: a new shape is
+        # cheap in ORT and padding is not (docs/performance.md).
         began = time.perf_counter()
         probs = engine.probabilities(buf[: len(ok)])
         elapsed = time.perf_counter() - began

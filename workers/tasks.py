@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from celery import shared_task
 from kombu.exceptions import OperationalError as BrokerError
@@ -37,8 +38,12 @@ from workers.pipeline import score_paths
 
 log = logging.getLogger(__name__)
 TRANSIENT = (OperationalError, BrokerError, ConnectionError, TimeoutError)
-# A task that sends messages waits this long for a broker that went away, backing off, and
-# then carries on: a retry through the broker would itself fail while it is down.
+# Late acks, and retries with backoff for the named transient errors only.
+RETRY_TRANSIENT: dict[str, Any] = {
+    "acks_late": True,
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": True,
+}
 
 
 @lru_cache(maxsize=1)
@@ -65,8 +70,8 @@ def run_model(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome
 
 
 def warm_database() -> None:
-    """Connect in a fresh worker process, so that its first task does not pay for the
-    connection and the dialect's first-connect queries (about 0.1 s: a job's scan waited)."""
+    """Connect in a fresh worker process, so that its first task (often a job's scan) does
+    not wait for the connection and the dialect's first-connect queries."""
     try:
         with read_scope(worker_settings().db_url) as session:
             session.execute(text("SELECT 1"))
@@ -93,9 +98,7 @@ def preload_active_model() -> None:
 @shared_task(
     name=SCAN_TASK,
     bind=True,
-    acks_late=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
+    **RETRY_TRANSIENT,
     max_retries=5,
     soft_time_limit=6 * 3600,
 )
@@ -109,9 +112,7 @@ def scan_job(self: object, job_id: int) -> None:
 @shared_task(
     name=SCORE_TASK,
     bind=True,
-    acks_late=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
+    **RETRY_TRANSIENT,
     max_retries=5,
     soft_time_limit=3600,
 )

@@ -22,16 +22,14 @@ from service.settings import Settings
 from service.tasks_client import EXPORT_TASK, RETRAIN_CHECK_TASK, TRAIN_TASK, enqueue
 from workers.engine import InferenceEngine
 from workers.pipeline import score_paths
-from workers.tasks import TRANSIENT, worker_settings
+from workers.tasks import RETRY_TRANSIENT, worker_settings
 
 log = logging.getLogger(__name__)
 
 
 @shared_task(
     name=EXPORT_TASK,
-    acks_late=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
+    **RETRY_TRANSIENT,
     max_retries=3,
     soft_time_limit=6 * 3600,
 )
@@ -42,9 +40,7 @@ def export_task(export_id: int) -> dict[str, Any]:
 
 @shared_task(
     name=RETRAIN_CHECK_TASK,
-    acks_late=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
+    **RETRY_TRANSIENT,
     max_retries=3,
 )
 def retrain_check_task(force: bool = False) -> dict[str, Any]:

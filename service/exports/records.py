@@ -6,10 +6,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.errors import NotFound
+from service.db import get_or_not_found, newest_first
 from service.exports.options import ExportOptions
 from service.models import DatasetExport, ExportStatus
 from service.settings import Settings
@@ -26,20 +26,14 @@ def create_export(session: Session, options: ExportOptions, created_by: str = ""
 
 
 def get_export(session: Session, export_id: int) -> DatasetExport:
-    export = session.get(DatasetExport, export_id)
-    if export is None:
-        raise NotFound(f"export {export_id} does not exist")
+    export = get_or_not_found(session, DatasetExport, export_id, "export")
     return export
 
 
 def list_exports(
     session: Session, limit: int = 100, offset: int = 0
 ) -> tuple[list[DatasetExport], int]:
-    total = session.scalar(select(func.count()).select_from(DatasetExport)) or 0
-    rows = session.scalars(
-        select(DatasetExport).order_by(DatasetExport.id.desc()).limit(limit).offset(offset)
-    )
-    return list(rows), total
+    return newest_first(session, select(DatasetExport), DatasetExport.id, limit, offset)
 
 
 def export_to_dict(export: DatasetExport) -> dict[str, Any]:

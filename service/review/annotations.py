@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from service.db import get_or_not_found
 from service.decisions import SETTLING, current_annotation, decided_images
-from service.errors import BadInput, InvalidState, NotFound
+from service.errors import BadInput, InvalidState
 from service.models import Annotation, Decision, Prediction, ReviewItem, ReviewStatus, utcnow
 from service.review.claims import CLAIM_ATTEMPTS, DEFAULT_LEASE_SECONDS, _claimable
 
@@ -73,9 +74,7 @@ def decide(
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    item = session.get(ReviewItem, item_id, populate_existing=True)
-    if item is None:
-        raise NotFound(f"review item {item_id} does not exist")
+    item = get_or_not_found(session, ReviewItem, item_id, "review item", populate_existing=True)
     if changed.rowcount != 1:  # type: ignore[attr-defined]
         if item.status != ReviewStatus.PENDING:
             raise InvalidState(
@@ -303,7 +302,5 @@ def recent_annotations(
 
 def get_annotation(session: Session, annotation_id: int) -> Annotation:
     """The annotation with this id, or NotFound."""
-    annotation = session.get(Annotation, annotation_id)
-    if annotation is None:
-        raise NotFound(f"annotation {annotation_id} does not exist")
+    annotation = get_or_not_found(session, Annotation, annotation_id, "annotation")
     return annotation

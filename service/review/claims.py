@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from service.errors import NotFound
+from service.db import get_or_not_found
 from service.models import ReviewItem, ReviewStatus, utcnow
 
 DEFAULT_LEASE_SECONDS = 300
@@ -83,7 +83,5 @@ def next_item(
 
 def get_item(session: Session, item_id: int) -> ReviewItem:
     """The review item with this id, or NotFound."""
-    item = session.get(ReviewItem, item_id)
-    if item is None:
-        raise NotFound(f"review item {item_id} does not exist")
+    item = get_or_not_found(session, ReviewItem, item_id, "review item")
     return item

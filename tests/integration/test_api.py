@@ -17,8 +17,8 @@ from service import jobs, registry, results
 from service.db import session_scope
 from service.models import (
     Image,
-    ItemStatus,
     JobImage,
+    JobImageStatus,
     JobStatus,
     Prediction,
     ReviewItem,
@@ -256,10 +256,10 @@ def test_list_get_and_cancel_jobs(
 
 ROWS = [
     # rel_path, status, label, confidence, review status
-    ("a.jpg", ItemStatus.SCORED, "Naja_philippinensis", 0.95, None),
-    ("b.jpg", ItemStatus.SCORED, "Ptyas_carinata", 0.40, ReviewStatus.PENDING),
-    ("c.jpg", ItemStatus.FAILED, None, None, None),
-    ("d.jpg", ItemStatus.SCORED, "Naja_philippinensis", 0.55, ReviewStatus.DONE),
+    ("a.jpg", JobImageStatus.SCORED, "Naja_philippinensis", 0.95, None),
+    ("b.jpg", JobImageStatus.SCORED, "Ptyas_carinata", 0.40, ReviewStatus.PENDING),
+    ("c.jpg", JobImageStatus.FAILED, None, None, None),
+    ("d.jpg", JobImageStatus.SCORED, "Naja_philippinensis", 0.55, ReviewStatus.DONE),
 ]
 
 
@@ -279,7 +279,7 @@ def scored_job(api_settings: Settings, active_model: int, site: Path) -> int:
                     image_id=image.id,
                     rel_path=rel,
                     status=status,
-                    failure_reason="decode_error" if status == ItemStatus.FAILED else None,
+                    failure_reason="decode_error" if status == JobImageStatus.FAILED else None,
                 )
             )
             if label is None or confidence is None:

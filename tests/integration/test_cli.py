@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -113,42 +120,76 @@ def test_ph_snakes_test_split_gets_210_predictions(embedded_env):
     assert (summary["status"], summary["total"], summary["scored"]) == ("done", 210, 210)
 
 
-def test_up_stops_its_workers_when_terminated(embedded_env: dict[str, str], tmp_path: Path) -> None:
-    """SIGTERM (kill, timeout, a service manager) must not leave the workers running."""
-    import re
-    import signal
-    import socket
-    import time
-    import urllib.request
-
+@contextmanager
+def running_up(env: dict[str, str], log: Path) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`herpscore up` on a free port, once its web app answers /api/v1/health."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    log = tmp_path / "up.log"
     with log.open("w") as err, subprocess.Popen(
         [sys.executable, "-m", "service.cli", "up", "--port", str(port)],
-        env=embedded_env, stderr=err, stdout=subprocess.DEVNULL,
+        env=env, stderr=err, stdout=subprocess.DEVNULL,
     ) as up:  # fmt: skip
         try:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:  # the web app answers once it is up
+            deadline = time.monotonic() + 90  # until it is up; not a speed check
+            while time.monotonic() < deadline:
                 try:
                     urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=2)
                     break
                 except OSError:
+                    assert up.poll() is None, log.read_text()
                     time.sleep(0.5)
-            found = re.search(r"worker pids ([\d, ]+);", log.read_text())
-            assert found, log.read_text()
-            pids = [int(p) for p in found.group(1).split(",")]
-            assert len(pids) == 2  # the scoring worker and the scan/maintenance worker
-            up.send_signal(signal.SIGTERM)
-            assert up.wait(timeout=60) != 0
-            for pid in pids:
-                with pytest.raises(ProcessLookupError):
-                    os.kill(pid, 0)
+            yield up, port
         finally:
             if up.poll() is None:
                 up.kill()
+
+
+def test_up_serves_with_waitress_and_says_how_to_create_the_first_admin(
+    embedded_env: dict[str, str], tmp_path: Path
+) -> None:
+    log = tmp_path / "up.log"
+    with running_up(embedded_env, log) as (up, port):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=10) as r:
+            assert r.status == 200
+            assert r.headers["Server"] == "waitress"  # not Werkzeug's development server
+        up.terminate()
+        up.wait(timeout=60)
+    assert "`herpscore users create NAME --role admin`" in log.read_text()
+
+
+def test_no_first_admin_hint_once_a_user_exists(
+    embedded_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli.stack import _hint_if_no_user
+    from service.settings import Settings
+
+    settings = Settings(data_dir=Path(embedded_env["HERPSCORE_DATA_DIR"]), database_url=None)
+    _hint_if_no_user(settings)
+    assert "users create NAME --role admin" in capsys.readouterr().err
+    created = subprocess.run(
+        [sys.executable, "-m", "service.cli", "users", "create", "ada", "--role", "admin",
+         "--password-stdin"],
+        env=embedded_env, input="a long enough password\n", capture_output=True, text=True,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    _hint_if_no_user(settings)
+    assert capsys.readouterr().err == ""
+
+
+def test_up_stops_its_workers_when_terminated(embedded_env: dict[str, str], tmp_path: Path) -> None:
+    """SIGTERM (kill, timeout, a service manager) must not leave the workers running."""
+    log = tmp_path / "up.log"
+    with running_up(embedded_env, log) as (up, _port):
+        found = re.search(r"worker pids ([\d, ]+);", log.read_text())
+        assert found, log.read_text()
+        pids = [int(p) for p in found.group(1).split(",")]
+        assert len(pids) == 2  # the scoring worker and the scan/maintenance worker
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0  # waitress stops cleanly, then the workers stop
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
 
 
 def test_idle_queues_sees_a_live_worker_and_a_broker_that_is_down(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from service.db import insert_ignoring_conflicts, session_scope
 from service.models import (
     Image,
-    ItemStatus,
     JobImage,
+    JobImageStatus,
     JobStatus,
     ModelVersion,
     Prediction,
@@ -77,8 +77,8 @@ def test_rows_round_trip_with_nulls_and_defaults_and_conflicts_are_skipped(db_ur
         insert_ignoring_conflicts(
             session,
             JobImage,
-            [{"job_id": job_id, "image_id": i, "rel_path": f"x{i}", "status": ItemStatus.PENDING}
-             for i in image_ids],
+            [{"job_id": job_id, "image_id": i, "rel_path": f"x{i}",
+              "status": JobImageStatus.PENDING} for i in image_ids],
             ["job_id", "image_id"],
         )  # fmt: skip
         insert_ignoring_conflicts(
@@ -90,7 +90,7 @@ def test_rows_round_trip_with_nulls_and_defaults_and_conflicts_are_skipped(db_ur
         )  # fmt: skip
     with session_scope(db_url) as session:
         statuses = session.scalars(select(JobImage.status)).all()
-        assert statuses == [ItemStatus.PENDING, ItemStatus.PENDING]
+        assert statuses == [JobImageStatus.PENDING, JobImageStatus.PENDING]
         predictions = session.scalars(select(Prediction).order_by(Prediction.id)).all()
         assert [p.topk for p in predictions] == [topk, topk]  # JSON, not a text array
         insert_ignoring_conflicts(

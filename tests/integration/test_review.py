@@ -17,8 +17,8 @@ from service.models import (
     Annotation,
     Decision,
     Image,
-    ItemStatus,
     JobImage,
+    JobImageStatus,
     JobStatus,
     ModelStatus,
     ModelVersion,
@@ -81,7 +81,10 @@ def seed_queue(
             session.flush()
             session.add(
                 JobImage(
-                    job_id=job.id, image_id=image.id, rel_path=rel_path, status=ItemStatus.SCORED
+                    job_id=job.id,
+                    image_id=image.id,
+                    rel_path=rel_path,
+                    status=JobImageStatus.SCORED,
                 )
             )
             confidence = round(0.2 + 0.02 * i, 4)

@@ -12,8 +12,8 @@ from service.errors import Forbidden
 from service.jobs import cancel_job, create_job, get_job, job_to_dict
 from service.models import (
     Chunk,
-    ItemStatus,
     JobImage,
+    JobImageStatus,
     JobStatus,
     Prediction,
     ReviewItem,
@@ -172,7 +172,7 @@ def test_cancel_stops_remaining_chunks(db_url, make_settings, photos_root, tmp_p
         pending = session.scalar(
             select(func.count())
             .select_from(JobImage)
-            .where(JobImage.job_id == job_id, JobImage.status == ItemStatus.PENDING)
+            .where(JobImage.job_id == job_id, JobImage.status == JobImageStatus.PENDING)
         )
         assert pending == 4
 
@@ -316,7 +316,7 @@ def test_the_scan_writes_each_job_image_once_in_its_chunk(
         assert (job.total, job.failed, job.chunks_total) == (46, 1, len(chunks))
         rows = session.execute(select(JobImage.chunk_id, JobImage.status)).all()
         assert sorted(s.value for c, s in rows if c is None) == ["failed"]
-        assert all(s == ItemStatus.PENDING for c, s in rows if c is not None)
+        assert all(s == JobImageStatus.PENDING for c, s in rows if c is not None)
         held = session.execute(
             select(Chunk.id, Chunk.seq, Chunk.size).where(Chunk.job_id == job_id)
         ).all()

@@ -26,12 +26,16 @@ class QueueQuery(Query):
     job_id: int | None = Field(default=None, ge=1, le=MAX_DB_ID)
 
 
-class DecisionBody(QueueQuery, Body):
+class QueueBody(QueueQuery, Body):
+    """Which queue: one job's, or every job's (no job_id)."""
+
+
+class DecisionBody(QueueBody):
     decision: Decision
     label: str | None = Field(default=None, max_length=review.MAX_LABEL_LENGTH * 2)
 
 
-class UndoBody(QueueQuery, Body):
+class UndoBody(QueueBody):
     # The decision shown on the reviewer's screen; none: their latest in this queue.
     annotation_id: int | None = Field(default=None, ge=1, le=MAX_DB_ID)
 
@@ -123,7 +127,7 @@ def review_page() -> ResponseReturnValue:
 @role_required(Role.REVIEWER)
 def review_next() -> ResponseReturnValue:
     """Claim (or keep) the reviewer's item; a POST because it changes who holds what."""
-    body = parse_body(UndoBody)
+    body = parse_body(QueueBody)
     with db_session() as session:
         return _queue_state(session, body.job_id)
 

@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
 from service import audit, users
-from service.errors import NotFound
+from service.db import get_or_not_found
 from service.models import Role, User
 from service.web.api import bp
 from service.web.api.inputs import Body, PageQuery, page
@@ -59,10 +59,7 @@ class AuditPage(Page[AuditEntry]):
 
 def _username(session: Session, user_id: int) -> str:
     """The name of a user by id (the domain functions take names, as the CLI does)."""
-    user = session.get(User, user_id)
-    if user is None:
-        raise NotFound(f"user {user_id} does not exist")
-    return user.username
+    return get_or_not_found(session, User, user_id, "user").username
 
 
 @bp.get("/users")
