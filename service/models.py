@@ -494,4 +494,4 @@ class AuditEntry(Base):
 
 
 # Field knowledge (sites, species) lives in its own module; imported so Base knows its tables.
-from service.field_models import Site, Species  # noqa: E402, F401
+import service.field_models  # noqa: E402, F401  (a module import: either may load first)

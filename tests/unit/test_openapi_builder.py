@@ -84,7 +84,7 @@ def test_builder_renders_declarations_into_valid_openapi() -> None:
         "schema": {"type": "string", "maxLength": 20},
     }
     assert params["size"]["schema"] == {"type": "integer", "minimum": 1, "default": 3}
-    assert set(part["responses"]) == {"200", "400", "401", "403", "404", "500", "503"}
+    assert set(part["responses"]) == {"200", "400", "401", "403", "404", "429", "500", "503"}
     assert "ThingQuery" not in document["components"]["schemas"]  # parameters, not a schema
 
     create = document["paths"]["/things"]["post"]

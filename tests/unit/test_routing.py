@@ -116,4 +116,4 @@ def test_no_rollup_when_a_species_is_sure_or_no_genus_is() -> None:
 
 def test_reasons_read_as_words() -> None:
     text = describe_reasons("low_confidence<0.6; venomous_in_top_k:Naja_philippinensis@0.29")
-    assert text == "confidence below 0.6; VENOMOUS Naja philippinensis suggested at 0.29"
+    assert text == "confidence below 60 %; VENOMOUS Naja philippinensis suggested at 29 %"

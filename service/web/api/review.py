@@ -70,7 +70,13 @@ class ReviewImage(Output):
     id: int
     path: str
     rel_path: str
-    captured_at: datetime | None
+    site: str | None
+    captured_at: str | None
+    """Clock-corrected camera time, ISO 8601 with the UTC offset where known, none where not."""
+    captured_exif: str | None
+    """The raw EXIF date-time."""
+    gps_lat: float | None
+    gps_lon: float | None
     width: int | None
     height: int | None
     url: str | None
@@ -80,6 +86,9 @@ class RankedLabel(Output):
     rank: int
     label: str
     confidence: float
+    venomous: bool
+    """Medically significant, in the species table."""
+    common_name: str
 
 
 class ReviewPrediction(Output):
@@ -109,7 +118,11 @@ class ReviewItem(Output):
     id: int
     status: ReviewStatus
     reason: str
+    """Every routing reason that held, `; `-joined."""
     reason_text: str
+    reasons: list[str]
+    venom_risk: bool
+    """A medically significant species is in the top-k (such items are served first)."""
     priority: float
     job_id: int | None
     claimed_by: str | None
@@ -123,7 +136,8 @@ class ReviewItem(Output):
     """Images of the same job in the same folder, around this one."""
     labels: list[str]
     """The model's classes plus every label reviewers have used."""
-    stats: ReviewStats
+    stats: ReviewStats | None
+    """Queue counts (null on items held ahead: the answer carries them once)."""
 
 
 class ReviewNext(Output):
