@@ -43,6 +43,7 @@ from service.tasks_client import SCAN_TASK, enqueue  # noqa: E402
 from tests.support.brokers import PrivateRedis  # noqa: E402
 from tests.support.models import make_model_folder  # noqa: E402
 from tests.support.photos import make_photo_folder  # noqa: E402
+from tests.support.workers import stop  # noqa: E402
 
 WORK = ROOT / "benchmarks" / "_work" / "crash_drill"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -89,16 +90,6 @@ def start_worker(settings: Settings, log: Path, queues: str) -> subprocess.Popen
         return subprocess.Popen(
             cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def wait(check: Callable[[], bool], timeout: float) -> bool:

@@ -1,14 +1,15 @@
-"""Job results as a download, shared by the API and the admin UI."""
+"""Downloads shared by the API and the admin UI: job results, the species table."""
 
 from __future__ import annotations
 
+import io
 import tempfile
 from collections.abc import Iterator
 from typing import IO
 
 from flask import Response
 
-from service import formats
+from service import formats, species
 from service.web.context import db_read
 
 EXPORT_TYPES = {fmt: mediatype for fmt, (mediatype, _) in formats.FORMATS.items()}
@@ -43,3 +44,15 @@ def _stream(buffer: IO[bytes]) -> Iterator[bytes]:
     with buffer:
         while chunk := buffer.read(STREAM_CHUNK_BYTES):
             yield chunk
+
+
+def species_csv_response() -> Response:
+    """The species table as a CSV attachment."""
+    out = io.StringIO()
+    with db_read() as session:
+        species.export_csv(session, out)
+    return Response(
+        out.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="species.csv"'},
+    )

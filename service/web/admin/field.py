@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from flask import Response, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from service import sites, species
@@ -12,6 +12,7 @@ from service.errors import BadInput
 from service.models import Role
 from service.web.admin import bp, role_required
 from service.web.context import db_read, db_session
+from service.web.downloads import species_csv_response
 
 MAX_CSV_BYTES = 1024 * 1024
 _SITE_FIELDS = ("latitude", "longitude", "utc_offset", "clock_correction_seconds", "notes")
@@ -89,11 +90,4 @@ def import_species() -> ResponseReturnValue:
 @bp.get("/species.csv")
 @role_required(Role.VIEWER)
 def export_species() -> ResponseReturnValue:
-    out = io.StringIO()
-    with db_read() as session:
-        species.export_csv(session, out)
-    return Response(
-        out.getvalue(),
-        mimetype="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="species.csv"'},
-    )
+    return species_csv_response()

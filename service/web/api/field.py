@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from flask import Response, request
+from flask import request
 from flask.typing import ResponseReturnValue
 from pydantic import Field
 
@@ -16,6 +16,7 @@ from service.web.api.inputs import Body
 from service.web.api.operations import Content, ItemList, Output, operation
 from service.web.auth import requires
 from service.web.context import db_read, db_session
+from service.web.downloads import species_csv_response
 
 MAX_CSV_BYTES = 1024 * 1024
 
@@ -146,14 +147,7 @@ def save_species(label: str, body: SpeciesBody) -> ResponseReturnValue:
 @operation({200: CSV})
 def export_species() -> ResponseReturnValue:
     """Download the species table as CSV."""
-    out = io.StringIO()
-    with db_read() as session:
-        species.export_csv(session, out)
-    return Response(
-        out.getvalue(),
-        mimetype="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="species.csv"'},
-    )
+    return species_csv_response()
 
 
 @bp.post("/species/import")
