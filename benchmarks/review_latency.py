@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import secrets
 import statistics
 import tempfile
 import threading
@@ -98,7 +99,7 @@ def build_queue(work: Path, photos: Path) -> Any:
         allowed_roots=[photos.parent],
         broker_url="memory://",
         review_threshold=0.99,
-        secret_key="review-latency",
+        secret_key=secrets.token_hex(32),  # the app refuses a weak key
     )
     model_dir = make_model_folder(work / "model", labels=LABELS, scale=5.0)
     with session_scope(url) as session:
