@@ -1,4 +1,4 @@
-"""Forms marked data-confirm (static/confirm.js) ask first: dismissed posts nothing, accepted posts."""
+"""Forms marked data-confirm (static/confirm.js) ask first: dismissed, nothing is posted."""
 
 from __future__ import annotations
 
