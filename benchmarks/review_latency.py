@@ -130,6 +130,8 @@ def review(
     times in ms."""
     from playwright.sync_api import sync_playwright
 
+    from tests.support.browser import wait_until  # polls: the CSP refuses wait_for_function
+
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
@@ -154,15 +156,15 @@ def review(
         page.fill("input[name=password]", PASSWORD)
         page.click("button[type=submit]")
         page.wait_for_url(f"{url}/review")
-        page.wait_for_function("document.getElementById('photo').naturalWidth > 0")
+        wait_until(page, "document.getElementById('photo').naturalWidth > 0")
         page.evaluate(PROBE)
         for i in range(items):
             page.wait_for_timeout(think_ms)
-            page.wait_for_function("!document.getElementById('review').hasAttribute('aria-busy')")
+            wait_until(page, "!document.getElementById('review').hasAttribute('aria-busy')")
             page.keyboard.press("1")
             if i == items - 1:
                 break  # the last decision leaves an empty queue: no photo to paint
-            page.wait_for_function(f"window.__lat.length > {i}")
+            wait_until(page, f"window.__lat.length > {i}")
         times: list[float] = page.evaluate("window.__lat")
         trips: list[float] = page.evaluate("window.__rtt")
         browser.close()
