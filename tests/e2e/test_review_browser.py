@@ -302,7 +302,9 @@ def test_search_folds_case_spaces_hyphens_and_accents(live_app: Live, page, tmp_
     ]
 
 
-def test_search_finds_a_label_by_its_common_or_scientific_name(live_app: Live, page) -> None:
+def test_search_finds_a_label_by_its_common_or_scientific_name(
+    live_app: Live, page, tmp_path: Path
+) -> None:
     with session_scope(live_app.settings.db_url) as session:
         cobra = session.scalar(select(Species).where(Species.label == "Naja_philippinensis"))
         cobra.common_name = "Philippine Cobra"
@@ -318,6 +320,8 @@ def test_search_finds_a_label_by_its_common_or_scientific_name(live_app: Live, p
         assert page.locator("#new-label").is_hidden(), typed
         page.keyboard.press("Escape")
     page.keyboard.type("philippine cobra")
+    screenshot_dir(tmp_path).mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "review-search-names.png"))
     assert _press_and_wait(page, ["Enter"], "/decision.json") != first
     assert [n[1:3] for n in _notes(live_app.settings)] == [(Decision.LABEL, "Naja_philippinensis")]
 
