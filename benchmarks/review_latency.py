@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import secrets
 import statistics
 import tempfile
 import threading
@@ -98,7 +99,7 @@ def build_queue(work: Path, photos: Path) -> Any:
         allowed_roots=[photos.parent],
         broker_url="memory://",
         review_threshold=0.99,
-        secret_key="review-latency",
+        secret_key=secrets.token_hex(32),  # the app refuses a weak key
     )
     model_dir = make_model_folder(work / "model", labels=LABELS, scale=5.0)
     with session_scope(url) as session:
@@ -129,6 +130,8 @@ def review(
     times in ms."""
     from playwright.sync_api import sync_playwright
 
+    from tests.support.browser import wait_until  # polls: the CSP refuses wait_for_function
+
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
@@ -153,15 +156,15 @@ def review(
         page.fill("input[name=password]", PASSWORD)
         page.click("button[type=submit]")
         page.wait_for_url(f"{url}/review")
-        page.wait_for_function("document.getElementById('photo').naturalWidth > 0")
+        wait_until(page, "document.getElementById('photo').naturalWidth > 0")
         page.evaluate(PROBE)
         for i in range(items):
             page.wait_for_timeout(think_ms)
-            page.wait_for_function("!document.getElementById('review').hasAttribute('aria-busy')")
+            wait_until(page, "!document.getElementById('review').hasAttribute('aria-busy')")
             page.keyboard.press("1")
             if i == items - 1:
                 break  # the last decision leaves an empty queue: no photo to paint
-            page.wait_for_function(f"window.__lat.length > {i}")
+            wait_until(page, f"window.__lat.length > {i}")
         times: list[float] = page.evaluate("window.__lat")
         trips: list[float] = page.evaluate("window.__rtt")
         browser.close()

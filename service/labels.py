@@ -1,6 +1,6 @@
 """Label matching: one normalisation (case, spaces, hyphens, underscores, diacritics) for labels.
 
-The review page's script (static/review.js, `labelKey`) folds text the same way, so what the
+The review page's script (static/review-labels.js, `key`) folds text the same way, so what the
 reviewer sees matched is what the server matches.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 _SEPARATORS = re.compile(r"[\s_\-]+")
 
@@ -20,10 +20,17 @@ def label_key(text: str) -> str:
     return _SEPARATORS.sub(" ", bare.lower()).strip()
 
 
-def canonical_label(typed: str, known: Iterable[str]) -> str:
-    """The known label that `typed` matches under label_key, else `typed` as given."""
+def canonical_label(
+    typed: str, known: Iterable[str], names: Mapping[str, Iterable[str]] | None = None
+) -> str:
+    """The known label that `typed` matches under label_key, else the known label one of whose
+    `names` (common or scientific, from the species table) it matches, else `typed` as given."""
     key = label_key(typed)
+    known = list(known)
     for label in known:
         if label_key(label) == key:
+            return label
+    for label in known:
+        if any(name and label_key(name) == key for name in (names or {}).get(label, ())):
             return label
     return typed

@@ -58,7 +58,11 @@ def decide_known(
         item = review.get_item(session, item_id)
         prediction = session.get(Prediction, item.prediction_id)
         known = review.known_labels(session, prediction.model_version_id if prediction else None)
-        label = canonical_label(label.strip(), known)
+        names = {
+            known_label: tuple(both.values())
+            for known_label, both in review.label_names(session, known).items()
+        }
+        label = canonical_label(label.strip(), known, names)
     return review.decide(session, item_id, reviewer, decision, label)
 
 

@@ -20,10 +20,11 @@ from service.settings import Settings
 @click.pass_context
 def retrain_cmd(ctx: click.Context, force: bool, wait: bool) -> None:
     """Run the retrain check now, ignoring the schedule; queue a run if it is due."""
-    from service import retraining
+    from service import retraining, training_stack
     from service.tasks_client import TRAIN_TASK
 
     settings = _settings(ctx)
+    training_stack.require_training(settings)  # as the UI and API: no run queued to fail
     with session_scope(settings.db_url) as session:
         result = retraining.retrain_check(session, settings, force=force, trigger="manual")
     if result.run_id is None:

@@ -21,6 +21,7 @@ from service.review.page import (
     describe_reason,
     item_context,
     known_labels,
+    label_names,
     queue_stats,
 )
 
@@ -42,6 +43,7 @@ __all__ = [
     "images_with_human_decision",
     "item_context",
     "known_labels",
+    "label_names",
     "next_item",
     "normalise_label",
     "queue_stats",

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from service.decisions import current_annotations
 from service.field_facts import image_facts, species_marks
+from service.field_models import Species
 from service.models import (
     Annotation,
     Decision,
@@ -91,6 +92,23 @@ def known_labels(session: Session, model_version_id: int | None = None) -> list[
         )
     )
     return sorted(labels, key=str.casefold)
+
+
+def label_names(session: Session, labels: Sequence[str]) -> dict[str, dict[str, str]]:
+    """The species table's common and scientific names of these labels (those that have any),
+    so a search for "philippine cobra" finds `Naja_philippinensis`."""
+    if not labels:
+        return {}
+    rows = session.execute(
+        select(Species.label, Species.common_name, Species.scientific_name).where(
+            Species.label.in_(labels)
+        )
+    ).all()
+    return {
+        label: {"common_name": common, "scientific_name": scientific}
+        for label, common, scientific in rows
+        if common or scientific
+    }
 
 
 def describe_reason(reason: str) -> str:
@@ -185,6 +203,7 @@ def item_context(
     model = session.get(ModelVersion, prediction.model_version_id)
     decision = current_label(session, image.id)
     marks = species_marks(session, [str(entry[0]) for entry in prediction.topk])
+    labels = known_labels(session, prediction.model_version_id)
     return {
         "id": item.id,
         "status": item.status.value,
@@ -227,6 +246,7 @@ def item_context(
         )
         if job_image is not None and item.job_id is not None
         else [],
-        "labels": known_labels(session, prediction.model_version_id),
+        "labels": labels,
+        "label_names": label_names(session, labels),
         "stats": queue_stats(session, reviewer, job_id) if with_stats else None,
     }

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from service import users
 from service.db import session_scope
+from service.field_models import Species
 from service.jobs import create_job
 from service.models import Annotation, Decision, Prediction, ReviewItem, ReviewStatus, Role
 from service.registry import add_model
@@ -299,6 +300,30 @@ def test_search_folds_case_spaces_hyphens_and_accents(live_app: Live, page, tmp_
         (Decision.LABEL, "Boiga_dendrophila"),
         (Decision.LABEL, "Naja samarensis"),
     ]
+
+
+def test_search_finds_a_label_by_its_common_or_scientific_name(
+    live_app: Live, page, tmp_path: Path
+) -> None:
+    with session_scope(live_app.settings.db_url) as session:
+        cobra = session.scalar(select(Species).where(Species.label == "Naja_philippinensis"))
+        cobra.common_name = "Philippine Cobra"
+    _login(page, live_app)
+    first = _current_item(page)
+    chosen = page.locator("#label-options li[aria-selected=true]")
+    # By the common name, the scientific name, or with a typo: the label is offered, with its
+    # common name beside it, and no new label is.
+    for typed in ("philippine cobra", "NAJA_philippinensis", "phillipine-cobra"):
+        page.keyboard.type(typed)
+        assert chosen.get_attribute("title") == "Naja_philippinensis", typed
+        assert chosen.locator(".common-name").inner_text() == "Philippine Cobra"
+        assert page.locator("#new-label").is_hidden(), typed
+        page.keyboard.press("Escape")
+    page.keyboard.type("philippine cobra")
+    screenshot_dir(tmp_path).mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "review-search-names.png"))
+    assert _press_and_wait(page, ["Enter"], "/decision.json") != first
+    assert [n[1:3] for n in _notes(live_app.settings)] == [(Decision.LABEL, "Naja_philippinensis")]
 
 
 def test_typing_a_name_never_fires_a_command(live_app: Live, page) -> None:

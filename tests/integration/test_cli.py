@@ -208,3 +208,20 @@ def test_idle_queues_sees_a_live_worker_and_a_broker_that_is_down(tmp_path: Path
             assert idle == ["scan", "inference"] and time.monotonic() < deadline
     down = Settings(data_dir=tmp_path / "data", broker_url="redis://127.0.0.1:9/0")
     assert idle_queues(down, ["scan"]) is None  # unknown: the caller goes on waiting
+
+
+def test_retrain_without_torch_is_refused_up_front(sqlite_url, make_settings):
+    from click.testing import CliRunner
+    from sqlalchemy import func, select
+
+    from service.cli import main, settings_env
+    from service.db import session_scope
+    from service.models import TrainingRun
+
+    settings = make_settings(sqlite_url, training_available=False)
+    out = CliRunner(env=settings_env(settings)).invoke(main, ["retrain", "--force"])
+    assert out.exit_code == 2, out.output
+    assert out.stderr.startswith("error: Retraining needs PyTorch, which is not installed")
+    assert "herpscore[train]" in out.stderr and "Traceback" not in out.output
+    with session_scope(sqlite_url) as session:
+        assert session.scalar(select(func.count()).select_from(TrainingRun)) == 0

@@ -26,3 +26,17 @@ def test_a_typed_label_takes_the_known_spelling_else_stays_as_typed() -> None:
     assert canonical_label("crotalus-ATROX", known) == "Crotalus_atrox"
     assert canonical_label("Naja samarensis", known) == "Naja samarensis"
     assert label_key("Naja samarensis") != label_key("Naja_philippinensis")
+
+
+def test_a_typed_common_or_scientific_name_takes_its_label() -> None:
+    known = ["Naja_philippinensis", "Philippine cobra", "Boiga_dendrophila"]
+    names = {
+        "Naja_philippinensis": ["Philippine Cobra", "Naja philippinensis"],
+        "Boiga_dendrophila": ["Mangrove snake", ""],
+    }
+    assert canonical_label("mangrove-SNAKE", known, names) == "Boiga_dendrophila"
+    assert canonical_label("naja philippinensis", known, names) == "Naja_philippinensis"
+    # A label spelt so is the label, ahead of another label's common name.
+    assert canonical_label("philippine_cobra", known, names) == "Philippine cobra"
+    assert canonical_label("Naja samarensis", known, names) == "Naja samarensis"
+    assert canonical_label("", known, names) == ""  # an empty name matches nothing

@@ -112,6 +112,13 @@ class Sibling(Output):
     thumbnail_url: str | None
 
 
+class LabelNames(Output):
+    """A label's names in the species table (empty when it has none)."""
+
+    common_name: str
+    scientific_name: str
+
+
 class ReviewItem(Output):
     """An item of the review queue with everything needed to decide it."""
 
@@ -136,6 +143,8 @@ class ReviewItem(Output):
     """Images of the same job in the same folder, around this one."""
     labels: list[str]
     """The model's classes plus every label reviewers have used."""
+    label_names: dict[str, LabelNames]
+    """Common and scientific names of those labels that the species table names."""
     stats: ReviewStats | None
     """Queue counts (null on items held ahead: the answer carries them once)."""
 

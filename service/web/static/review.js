@@ -346,25 +346,15 @@
 
   // ------------------------------------------------------------------ label search
 
-  var labelKey = window.HerpscoreLabels.key, matches = window.HerpscoreLabels.matches;
-
   function filterOptions() {
-    var typed = input.value.trim(), q = labelKey(typed);
-    var labels = (state.shown && state.shown.labels) || [];
-    var first = [], rest = [], exact = false;
-    if (q) {
-      labels.forEach(function (label) {
-        var k = labelKey(label), m = matches(k, q);
-        if (k === q) exact = true;
-        if (m === 2) first.push(label); else if (m === 1) rest.push(label);
-      });
-    }
-    state.choices = first.concat(rest).slice(0, MAX_OPTIONS);
+    var typed = input.value.trim(), shown = state.shown || {};
+    var found = window.HerpscoreLabels.search(shown.labels || [], shown.label_names || {}, typed);
+    state.choices = found.choices.slice(0, MAX_OPTIONS);
     state.active = state.choices.length ? 0 : -1;
     input.setAttribute("aria-expanded", state.choices.length ? "true" : "false");
     var newLabel = $("new-label");
-    // Creating a label is its own button, offered only when nothing known has the same name.
-    newLabel.hidden = !typed || exact;
+    // Creating a label is its own button, offered only when nothing known is (nearly) that name.
+    newLabel.hidden = !typed || found.near;
     newLabel.textContent = "+ Create new label “" + typed + "”";
     var hint = $("search-hint");
     hint.hidden = !typed || state.choices.length > 0;
@@ -378,8 +368,15 @@
       li.id = "label-option-" + i;
       li.setAttribute("role", "option");
       li.setAttribute("aria-selected", i === state.active ? "true" : "false");
+      var names = (state.shown && state.shown.label_names || {})[label];
       li.textContent = pretty(label);
       li.title = label;
+      if (names && names.common_name) {
+        var common = document.createElement("span");
+        common.className = "common-name";
+        common.textContent = names.common_name;
+        li.append(" ", common);
+      }
       li.addEventListener("mousedown", function (e) { e.preventDefault(); pick(label); });
       return li;
     }));
