@@ -42,6 +42,8 @@ log = logging.getLogger("loop_sim")
 RESULTS = ROOT / "benchmarks" / "results"
 PLOT = ROOT / "docs" / "experiments" / "loop.png"
 STRATEGIES = ("queue", "random")
+# Orders the queue could serve, tried in the simulation by picking items by id.
+ALTERNATIVES = ("margin", "entropy", "balanced")
 # The fast recipe: a linear probe on frozen EfficientNet-Lite0 features at 224 px, no
 # stage 2, no INT8; on 2 shared cores a retrain takes about a minute.
 FAST_RECIPE: dict[str, Any] = {
@@ -241,8 +243,12 @@ def run_loop(args: argparse.Namespace, recipe: dict[str, Any]) -> dict[str, Any]
             else:
                 if args.strategy == "queue":
                     decided = stack.review_queue(job_id, args.per_round, folder_oracle)
-                else:
+                elif args.strategy == "random":
                     decided = stack.review_random(job_id, args.per_round, folder_oracle, rng)
+                else:
+                    decided = stack.review_ordered(
+                        job_id, args.per_round, folder_oracle, args.strategy
+                    )
                 run = stack.retrain()
                 gate = run["promotion"]
                 active_scores = gate["candidate"] if gate["promoted"] else gate["active"]
@@ -305,7 +311,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work", type=Path, default=Path("/tmp/herpscore-bench/loop-sim"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="for prepare")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="queue")
+    parser.add_argument("--strategy", choices=STRATEGIES + ALTERNATIVES, default="queue")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per-round", type=int, default=100)
     parser.add_argument("--seed-per-class", type=int, default=5)

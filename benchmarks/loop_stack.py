@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -30,7 +31,16 @@ from service.embedded import settings_env
 from service.exports import TEST_SET_FILE, TestSet, exports_root, get_export
 from service.jobs import create_job, get_job
 from service.migrate import upgrade
-from service.models import Image, JobStatus, ReviewItem, ReviewStatus, Role, RunStatus, utcnow
+from service.models import (
+    Image,
+    JobStatus,
+    Prediction,
+    ReviewItem,
+    ReviewStatus,
+    Role,
+    RunStatus,
+    utcnow,
+)
 from service.promotion import classification_scores
 from service.settings import Settings
 from service.tasks_client import SCAN_TASK, TRAIN_TASK, enqueue
@@ -212,6 +222,24 @@ class Stack:
         pending = sorted(self.pending_items(job_id))
         return self.review_items(rng.sample(pending, min(count, len(pending))), oracle)
 
+    def pending_predictions(self, job_id: int) -> list[tuple[int, str, list[Any]]]:
+        """(review item id, predicted label, top-k) of the job's undecided items."""
+        with session_scope(self.settings.db_url) as session:
+            rows = session.execute(
+                select(ReviewItem.id, Prediction.label, Prediction.topk)
+                .join(Prediction, Prediction.id == ReviewItem.prediction_id)
+                .where(ReviewItem.job_id == job_id, ReviewItem.status == ReviewStatus.PENDING)
+                .order_by(ReviewItem.id)
+            ).all()
+        return [(item_id, label, list(topk)) for item_id, label, topk in rows]
+
+    def review_ordered(
+        self, job_id: int, count: int, oracle: Oracle, order: str
+    ) -> list[dict[str, Any]]:
+        """The oracle decides the first `count` items of another order (see `alternative_order`)."""
+        chosen = alternative_order(self.pending_predictions(job_id), order)[:count]
+        return self.review_items(chosen, oracle)
+
     def retrain(self) -> dict[str, Any]:
         """`herpscore retrain --force`: export, train on the worker, let the gate decide."""
         with session_scope(self.settings.db_url) as session:
@@ -236,6 +264,40 @@ class Stack:
         if state["status"] != RunStatus.DONE.value:
             raise RuntimeError(f"training run {run_id} failed: {state['error']}")
         return state
+
+
+def _margin(topk: list[Any]) -> float:
+    probs = [float(p) for _, p in topk]
+    return probs[0] - (probs[1] if len(probs) > 1 else 0.0)
+
+
+def _entropy(topk: list[Any]) -> float:
+    probs = [float(p) for _, p in topk]
+    rest = max(0.0, 1.0 - sum(probs))  # the mass beyond the top k, as one bucket
+    return -sum(p * math.log(p) for p in [*probs, rest] if p > 0)
+
+
+def alternative_order(rows: list[tuple[int, str, list[Any]]], order: str) -> list[int]:
+    """Item ids in a candidate queue order, to compare with the one the queue serves.
+
+    margin: smallest top-1 minus top-2 first; entropy: highest first; balanced: round-robin
+    over the predicted labels, each label's items by margin, so every class gets looked at.
+    """
+    if order == "margin":
+        return [r[0] for r in sorted(rows, key=lambda r: (_margin(r[2]), r[0]))]
+    if order == "entropy":
+        return [r[0] for r in sorted(rows, key=lambda r: (-_entropy(r[2]), r[0]))]
+    if order == "balanced":
+        by_label: dict[str, list[tuple[int, str, list[Any]]]] = {}
+        for row in sorted(rows, key=lambda r: (_margin(r[2]), r[0])):
+            by_label.setdefault(row[1], []).append(row)
+        ranked = [
+            (rank, _margin(row[2]), row[0])
+            for group in by_label.values()
+            for rank, row in enumerate(group)
+        ]
+        return [item_id for _, _, item_id in sorted(ranked)]
+    raise ValueError(f"unknown order {order!r}")
 
 
 def score_on_test(
