@@ -14,6 +14,14 @@ from typing import Any
 TARGET_SHARE = 0.95
 # ... with at most this share of the labels.
 LABEL_BUDGET = 0.40
+ORDER = ("queue", "random", "margin", "entropy", "balanced")
+COLOURS = {
+    "queue": "tab:blue",
+    "random": "tab:orange",
+    "margin": "tab:green",
+    "entropy": "tab:purple",
+    "balanced": "tab:red",
+}
 
 
 def load_runs(work: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -43,63 +51,67 @@ def summarise(runs: list[dict[str, Any]], refs: list[dict[str, Any]]) -> dict[st
             for r, rows in sorted(rounds.items())
         ]
     checks: dict[str, Any] = {}
-    if "queue" in table and "random" in table:
-        random_by_round = {row["round"]: row for row in table["random"]}
-        checks["queue_beats_random_every_round"] = all(
+    random_by_round = {row["round"]: row for row in table.get("random", [])}
+    for strategy in [s for s in table if s != "random"] if random_by_round else []:
+        checks[f"{strategy}_beats_random_every_round"] = all(
             row["top1"] > random_by_round[row["round"]]["top1"]
-            for row in table["queue"]
+            for row in table[strategy]
             if row["round"] > 0 and row["round"] in random_by_round
         )
-    if refs and "queue" in table:
+    if refs:
         ref_top1 = mean(r["top1"] for r in refs)
         budget = LABEL_BUDGET * refs[0]["labels"]
-        within = [row for row in table["queue"] if row["labels"] <= budget]
-        best = max((row["top1"] for row in within), default=0.0)
-        checks.update(
-            reference_top1=round(ref_top1, 4),
-            label_budget=int(budget),
-            queue_best_top1_within_budget=best,
-            queue_share_of_reference=round(best / ref_top1, 4) if ref_top1 else None,
-            queue_reaches_95_percent=best >= TARGET_SHARE * ref_top1,
-        )
+        checks.update(reference_top1=round(ref_top1, 4), label_budget=int(budget))
+        for strategy, rows in table.items():
+            best = max((row["top1"] for row in rows if row["labels"] <= budget), default=0.0)
+            checks[f"{strategy}_best_top1_within_budget"] = best
+            checks[f"{strategy}_share_of_reference"] = round(best / ref_top1, 4)
+            checks[f"{strategy}_reaches_95_percent"] = best >= TARGET_SHARE * ref_top1
     return {"table": table, "checks": checks}
 
 
+def _cell(row: dict[str, Any] | None, key: str) -> str:
+    return "-" if row is None else f"{row[key]:.3f}"
+
+
 def render_markdown(result: dict[str, Any]) -> str:
+    table = result["summary"]["table"]
+    strategies = [s for s in ORDER if s in table] + sorted(set(table) - set(ORDER))
+    by_round = {s: {row["round"]: row for row in table[s]} for s in strategies}
+    rounds = sorted({r for rows in by_round.values() for r in rows})
     lines = [
-        "# Loop simulation on ph-snakes: queue order against random",
+        "# Loop simulation on ph-snakes: the review queue's order against random",
         "",
         "Made by `benchmarks/loop_sim.py`; the story is in "
         "[docs/experiments/loop.md](../../docs/experiments/loop.md).",
         "",
         f"Recipe (settings): `{json.dumps(result['recipe'])}`",
         "",
-        "## Mean over seeds (test top-1 / macro-F1 of the active model)",
+        "## Mean over seeds: test top-1 / macro-F1 of the active model after the gate",
         "",
-        "| round | labels | queue top-1 | queue macro-F1 | random top-1 | random macro-F1 |",
-        "|---|---|---|---|---|---|",
+        "`queue` is the order the review queue serves; `random` draws items at random; "
+        "`margin`, `entropy` and `balanced` are other orders tried by picking items by id.",
+        "",
+        "| round | labels | " + " | ".join(f"{s} (seeds)" for s in strategies) + " |",
+        "|---|---|" + "---|" * len(strategies),
     ]
-    table = result["summary"]["table"]
-    queue = {row["round"]: row for row in table.get("queue", [])}
-    rand = {row["round"]: row for row in table.get("random", [])}
-    for r in sorted(set(queue) | set(rand)):
-        q, x = queue.get(r), rand.get(r)
-        labels = (q or x or {}).get("labels")
-
-        def cell(row: dict[str, Any] | None, key: str) -> str:
-            return "-" if row is None else f"{row[key]:.3f}"
-
-        lines.append(
-            f"| {r} | {labels} | {cell(q, 'top1')} | {cell(q, 'macro_f1')} | "
-            f"{cell(x, 'top1')} | {cell(x, 'macro_f1')} |"
-        )
+    for r in rounds:
+        rows = [by_round[s].get(r) for s in strategies]
+        labels = next(row["labels"] for row in rows if row is not None)
+        cells = [
+            "-"
+            if row is None
+            else f"{_cell(row, 'top1')} / {_cell(row, 'macro_f1')} ({row['seeds']})"
+            for row in rows
+        ]
+        lines.append(f"| {r} | {labels} | " + " | ".join(cells) + " |")
     lines += ["", "## Reference: the same recipe on every pool label", ""]
     for ref in result["references"]:
         lines.append(
             f"- seed {ref['seed']}: {ref['labels']} labels, top-1 {ref['top1']:.3f}, "
             f"macro-F1 {ref['macro_f1']:.3f}"
         )
-    lines += ["", "## Checks", ""]
+    lines += ["", "## Checks (queue order)", ""]
     lines += [f"- {k}: {v}" for k, v in result["summary"]["checks"].items()]
     lines += ["", "## Every run", ""]
     lines += [
@@ -116,7 +128,13 @@ def render_markdown(result: dict[str, Any]) -> str:
                 f"{'-' if cand is None else f'{cand:.3f}'} | {row['promoted']} | "
                 f"{row['corrections']}/{row['reviewed']} | {row['seconds']} |"
             )
-    lines += ["", f"Machine: {result['machine']} (2 cores shared with other work).", ""]
+    lines += [
+        "",
+        "`corrections`: items where the oracle's label differed from the model's top-1.",
+        "",
+        f"Machine: {result['machine']} (2 cores shared with other work).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -127,7 +145,7 @@ def plot(result: dict[str, Any], target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"queue": "tab:blue", "random": "tab:orange"}
+    colours = COLOURS
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for run in result["runs"]:
         xs = [row["labels"] for row in run["rounds"]]

@@ -83,6 +83,7 @@ def test_two_rounds_of_each_strategy(tmp_path: Path) -> None:
     assert set(summary["table"]) == set(loop_sim.STRATEGIES)
     assert summary["checks"]["label_budget"] == int(0.4 * 30)
     assert "queue_beats_random_every_round" in summary["checks"]
+    assert "queue_reaches_95_percent" in summary["checks"]
     assert plot.stat().st_size > 0 and (results / "loop_sim.md").is_file()
     saved = json.loads((results / "loop_sim.json").read_text())
     assert len(saved["runs"]) == 2 and saved["references"][0]["labels"] == 30
