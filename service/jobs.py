@@ -13,6 +13,7 @@ from service.errors import BadInput, InvalidState, NotFound
 from service.models import Chunk, ChunkStatus, JobImage, JobStatus, ScanJob, utcnow
 from service.paths import resolve_job_folder
 from service.registry import get_model, require_active_model
+from service.review.claims import balance_job_queue
 from service.settings import Settings
 
 # Allowed transitions; every status change goes through `transition`.
@@ -218,4 +219,7 @@ def maybe_finish(session: Session, job_id: int) -> bool:
     )
     if open_chunks:
         return False
-    return transition(session, job, JobStatus.DONE)
+    if not transition(session, job, JobStatus.DONE):
+        return False
+    balance_job_queue(session, job_id)
+    return True

@@ -9,7 +9,8 @@ from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.errors import NotFound
-from service.models import ReviewItem, ReviewStatus, utcnow
+from service.models import Prediction, ReviewItem, ReviewStatus, utcnow
+from service.routing import balanced_priorities
 
 DEFAULT_LEASE_SECONDS = 300
 # Claim attempts before giving up; a miss means another reviewer won that row just now.
@@ -87,3 +88,26 @@ def get_item(session: Session, item_id: int) -> ReviewItem:
     if item is None:
         raise NotFound(f"review item {item_id} does not exist")
     return item
+
+
+def balance_job_queue(session: Session, job_id: int) -> int:
+    """Re-rank a finished job's unclaimed, never-skipped items across predicted labels.
+
+    See `service.routing.balanced_priorities`; skipped items (priority below 0) keep their
+    place at the bottom. Returns how many items were re-ranked.
+    """
+    rows = session.execute(
+        select(ReviewItem.id, Prediction.label, ReviewItem.priority)
+        .join(Prediction, Prediction.id == ReviewItem.prediction_id)
+        .where(
+            ReviewItem.job_id == job_id,
+            ReviewItem.status == ReviewStatus.PENDING,
+            ReviewItem.priority >= 0.0,
+        )
+    ).all()
+    priorities = balanced_priorities([(i, label, p) for i, label, p in rows])
+    if priorities:
+        session.execute(
+            update(ReviewItem), [{"id": i, "priority": p} for i, p in priorities.items()]
+        )
+    return len(priorities)
