@@ -14,9 +14,10 @@ from typing import Any
 TARGET_SHARE = 0.95
 # ... with at most this share of the labels.
 LABEL_BUDGET = 0.40
-ORDER = ("queue", "random", "margin", "entropy", "balanced")
+ORDER = ("queue", "confidence", "random", "margin", "entropy", "balanced")
 COLOURS = {
     "queue": "tab:blue",
+    "confidence": "tab:cyan",
     "random": "tab:orange",
     "margin": "tab:green",
     "entropy": "tab:purple",
@@ -46,6 +47,9 @@ def summarise(runs: list[dict[str, Any]], refs: list[dict[str, Any]]) -> dict[st
                 "labels": round(mean(x["labels"] for x in rows)),
                 "top1": round(mean(x["top1"] for x in rows), 4),
                 "macro_f1": round(mean(x["macro_f1"] for x in rows), 4),
+                # what the round's labels bought, whatever the gate then decided
+                "candidate_top1": round(mean(_candidate(x)["top1"] for x in rows), 4),
+                "candidate_macro_f1": round(mean(_candidate(x)["macro_f1"] for x in rows), 4),
                 "seeds": len(rows),
             }
             for r, rows in sorted(rounds.items())
@@ -53,11 +57,12 @@ def summarise(runs: list[dict[str, Any]], refs: list[dict[str, Any]]) -> dict[st
     checks: dict[str, Any] = {}
     random_by_round = {row["round"]: row for row in table.get("random", [])}
     for strategy in [s for s in table if s != "random"] if random_by_round else []:
-        checks[f"{strategy}_beats_random_every_round"] = all(
-            row["top1"] > random_by_round[row["round"]]["top1"]
-            for row in table[strategy]
-            if row["round"] > 0 and row["round"] in random_by_round
-        )
+        for key, name in (("top1", "active"), ("candidate_top1", "candidate")):
+            checks[f"{strategy}_beats_random_every_round_{name}"] = all(
+                row[key] > random_by_round[row["round"]][key]
+                for row in table[strategy]
+                if row["round"] > 0 and row["round"] in random_by_round
+            )
     if refs:
         ref_top1 = mean(r["top1"] for r in refs)
         budget = LABEL_BUDGET * refs[0]["labels"]
@@ -68,6 +73,11 @@ def summarise(runs: list[dict[str, Any]], refs: list[dict[str, Any]]) -> dict[st
             checks[f"{strategy}_share_of_reference"] = round(best / ref_top1, 4)
             checks[f"{strategy}_reaches_95_percent"] = best >= TARGET_SHARE * ref_top1
     return {"table": table, "checks": checks}
+
+
+def _candidate(row: dict[str, Any]) -> dict[str, float]:
+    """The round's trained model's scores (round 0: the seed model, which is active)."""
+    return dict(row.get("candidate") or {"top1": row["top1"], "macro_f1": row["macro_f1"]})
 
 
 def _cell(row: dict[str, Any] | None, key: str) -> str:
@@ -89,8 +99,13 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "## Mean over seeds: test top-1 / macro-F1 of the active model after the gate",
         "",
-        "`queue` is the order the review queue serves; `random` draws items at random; "
-        "`margin`, `entropy` and `balanced` are other orders tried by picking items by id.",
+        "In brackets: how many seeds.",
+        "",
+        "`queue` is the order the review queue serves (turns across predicted labels, each "
+        "label's smallest top-1/top-2 margin first); `confidence` is the order it served "
+        "before (lowest confidence first); `random` draws items at random; `margin`, "
+        "`entropy` and `balanced` are orders tried by picking items by id (`balanced` is "
+        "the queue's new order computed outside it).",
         "",
         "| round | labels | " + " | ".join(f"{s} (seeds)" for s in strategies) + " |",
         "|---|---|" + "---|" * len(strategies),
@@ -104,6 +119,18 @@ def render_markdown(result: dict[str, Any]) -> str:
             else f"{_cell(row, 'top1')} / {_cell(row, 'macro_f1')} ({row['seeds']})"
             for row in rows
         ]
+        lines.append(f"| {r} | {labels} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Mean over seeds: test top-1 of each round's candidate (what the labels bought)",
+        "",
+        "| round | labels | " + " | ".join(strategies) + " |",
+        "|---|---|" + "---|" * len(strategies),
+    ]
+    for r in rounds:
+        rows = [by_round[s].get(r) for s in strategies]
+        labels = next(row["labels"] for row in rows if row is not None)
+        cells = ["-" if row is None else _cell(row, "candidate_top1") for row in rows]
         lines.append(f"| {r} | {labels} | " + " | ".join(cells) + " |")
     lines += ["", "## Reference: the same recipe on every pool label", ""]
     for ref in result["references"]:
@@ -154,8 +181,10 @@ def plot(result: dict[str, Any], target: Path) -> None:
     for strategy, rows in result["summary"]["table"].items():
         xs = [row["labels"] for row in rows]
         ys = [100 * row["top1"] for row in rows]
-        label = f"{strategy} order (mean of {max(r['seeds'] for r in rows)} seeds)"
+        label = f"{strategy} (active; mean of {max(r['seeds'] for r in rows)} seeds)"
         ax.plot(xs, ys, color=colours[strategy], marker="o", linewidth=2.2, label=label)
+        ys = [100 * row["candidate_top1"] for row in rows]
+        ax.plot(xs, ys, color=colours[strategy], linestyle="--", linewidth=1.2)
     checks = result["summary"]["checks"]
     if "reference_top1" in checks:
         ref = 100 * checks["reference_top1"]
@@ -174,7 +203,7 @@ def plot(result: dict[str, Any], target: Path) -> None:
         )
     ax.set_xlabel("labels spent (round 0: 5 per species)")
     ax.set_ylabel("test top-1 of the active model (%)")
-    ax.set_title("ph-snakes: review-queue order against random labelling")
+    ax.set_title("ph-snakes: review-queue order against random (dashed: each round's candidate)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

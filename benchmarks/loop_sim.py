@@ -213,7 +213,7 @@ def run_loop(args: argparse.Namespace, recipe: dict[str, Any]) -> dict[str, Any]
     summary = prepare_photos(args.data, work)
     pool = summary["items"]["pool"]
     seed_rows = seed_labels(pool, args.seed_per_class, args.seed)
-    name = f"seed{args.seed}-{args.strategy}"
+    name = args.name or f"seed{args.seed}-{args.strategy}"
     settings = recipe_settings(work, name, recipe, args.seed, args.recall_margin)
     if settings.data_path.exists():
         shutil.rmtree(settings.data_path)
@@ -312,6 +312,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="for prepare")
     parser.add_argument("--strategy", choices=STRATEGIES + ALTERNATIVES, default="queue")
+    parser.add_argument(
+        "--name", help="the run's folder and results file (default seed<SEED>-<STRATEGY>)"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per-round", type=int, default=100)
     parser.add_argument("--seed-per-class", type=int, default=5)

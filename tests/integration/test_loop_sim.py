@@ -82,7 +82,8 @@ def test_two_rounds_of_each_strategy(tmp_path: Path) -> None:
     summary = loop_sim.main(["report", *common, "--results", str(results), "--plot", str(plot)])
     assert set(summary["table"]) == set(loop_sim.STRATEGIES)
     assert summary["checks"]["label_budget"] == int(0.4 * 30)
-    assert "queue_beats_random_every_round" in summary["checks"]
+    assert "queue_beats_random_every_round_active" in summary["checks"]
+    assert "queue_beats_random_every_round_candidate" in summary["checks"]
     assert "queue_reaches_95_percent" in summary["checks"]
     assert plot.stat().st_size > 0 and (results / "loop_sim.md").is_file()
     saved = json.loads((results / "loop_sim.json").read_text())
