@@ -207,7 +207,8 @@ def job_to_dict(job: ScanJob) -> dict[str, Any]:
 
 
 def maybe_finish(session: Session, job_id: int) -> bool:
-    """Mark a job done once its scan is complete and no chunk is left; safe to call twice."""
+    """Mark a job done once its scan is complete and no chunk is left, then re-rank its
+    review items across predicted labels (`balance_job_queue`); safe to call twice."""
     job = get_job(session, job_id)
     session.refresh(job)
     if job.status not in (JobStatus.SCANNING, JobStatus.SCORING) or not job.scan_complete:

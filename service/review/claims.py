@@ -91,10 +91,11 @@ def get_item(session: Session, item_id: int) -> ReviewItem:
 
 
 def balance_job_queue(session: Session, job_id: int) -> int:
-    """Re-rank a finished job's unclaimed, never-skipped items across predicted labels.
+    """Re-rank a finished job's pending items of priority 0 to 1 across predicted labels.
 
-    See `service.routing.balanced_priorities`; skipped items (priority below 0) keep their
-    place at the bottom. Returns how many items were re-ranked.
+    See `service.routing.balanced_priorities`. Items outside [0, 1] keep their priority:
+    skipped ones (below 0) stay at the bottom, and any tier ranked above every plain item
+    (above 1) stays above. Returns how many items were re-ranked.
     """
     rows = session.execute(
         select(ReviewItem.id, Prediction.label, ReviewItem.priority)
@@ -102,7 +103,7 @@ def balance_job_queue(session: Session, job_id: int) -> int:
         .where(
             ReviewItem.job_id == job_id,
             ReviewItem.status == ReviewStatus.PENDING,
-            ReviewItem.priority >= 0.0,
+            ReviewItem.priority.between(0.0, 1.0),
         )
     ).all()
     priorities = balanced_priorities([(i, label, p) for i, label, p in rows])
