@@ -203,10 +203,11 @@ class Stack:
 
     def review_items(self, items: Sequence[int], oracle: Oracle) -> list[dict[str, Any]]:
         """The oracle decides these items (by id, through the same decision endpoint)."""
-        paths = self.pending_items_paths(items)
+        paths = self.item_paths(items)
         return [self._decide(item_id, oracle(paths[item_id])) for item_id in items]
 
-    def pending_items_paths(self, items: Sequence[int]) -> dict[int, str]:
+    def item_paths(self, items: Sequence[int]) -> dict[int, str]:
+        """{review item id: image path} of these items."""
         with session_scope(self.settings.db_url) as session:
             rows = session.execute(
                 select(ReviewItem.id, Image.path)
