@@ -13,7 +13,6 @@ from service.errors import BadInput, InvalidState, NotFound
 from service.models import Chunk, ChunkStatus, JobImage, JobStatus, ScanJob, utcnow
 from service.paths import resolve_job_folder
 from service.registry import get_model, require_active_model
-from service.review.claims import balance_job_queue
 from service.settings import Settings
 
 # Allowed transitions; every status change goes through `transition`.
@@ -207,8 +206,7 @@ def job_to_dict(job: ScanJob) -> dict[str, Any]:
 
 
 def maybe_finish(session: Session, job_id: int) -> bool:
-    """Mark a job done once its scan is complete and no chunk is left, then re-rank its
-    review items across predicted labels (`balance_job_queue`); safe to call twice."""
+    """Mark a job done once its scan is complete and no chunk is left; safe to call twice."""
     job = get_job(session, job_id)
     session.refresh(job)
     if job.status not in (JobStatus.SCANNING, JobStatus.SCORING) or not job.scan_complete:
@@ -220,7 +218,4 @@ def maybe_finish(session: Session, job_id: int) -> bool:
     )
     if open_chunks:
         return False
-    if not transition(session, job, JobStatus.DONE):
-        return False
-    balance_job_queue(session, job_id)
-    return True
+    return transition(session, job, JobStatus.DONE)

@@ -28,7 +28,7 @@ from service.models import (
     utcnow,
 )
 from service.review import images_with_human_decision
-from service.routing import ReviewRules, review_priority, route_for_review
+from service.routing import ReviewRules, route_for_review
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ def _route_predictions(
                     "image_id": image_id,
                     "job_id": work.job_id,
                     "reason": reason,
-                    "priority": review_priority(confidence, topk),
+                    "priority": 1.0 - confidence,
                     "created_at": utcnow(),
                 }
             )

@@ -9,8 +9,7 @@ from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.errors import NotFound
-from service.models import Prediction, ReviewItem, ReviewStatus, utcnow
-from service.routing import balanced_priorities
+from service.models import ReviewItem, ReviewStatus, utcnow
 
 DEFAULT_LEASE_SECONDS = 300
 # Claim attempts before giving up; a miss means another reviewer won that row just now.
@@ -88,27 +87,3 @@ def get_item(session: Session, item_id: int) -> ReviewItem:
     if item is None:
         raise NotFound(f"review item {item_id} does not exist")
     return item
-
-
-def balance_job_queue(session: Session, job_id: int) -> int:
-    """Re-rank a finished job's pending items of priority 0 to 1 across predicted labels.
-
-    See `service.routing.balanced_priorities`. Items outside [0, 1] keep their priority:
-    skipped ones (below 0) stay at the bottom, and any tier ranked above every plain item
-    (above 1) stays above. Returns how many items were re-ranked.
-    """
-    rows = session.execute(
-        select(ReviewItem.id, Prediction.label, ReviewItem.priority)
-        .join(Prediction, Prediction.id == ReviewItem.prediction_id)
-        .where(
-            ReviewItem.job_id == job_id,
-            ReviewItem.status == ReviewStatus.PENDING,
-            ReviewItem.priority.between(0.0, 1.0),
-        )
-    ).all()
-    priorities = balanced_priorities([(i, label, p) for i, label, p in rows])
-    if priorities:
-        session.execute(
-            update(ReviewItem), [{"id": i, "priority": p} for i, p in priorities.items()]
-        )
-    return len(priorities)
