@@ -14,10 +14,10 @@ from typing import Any
 TARGET_SHARE = 0.95
 # ... with at most this share of the labels.
 LABEL_BUDGET = 0.40
-ORDER = ("queue", "confidence", "random", "margin", "entropy", "balanced")
+ORDER = ("queue", "random", "margin", "entropy", "balanced", "balanced-queue")
 COLOURS = {
     "queue": "tab:blue",
-    "confidence": "tab:cyan",
+    "balanced-queue": "tab:brown",
     "random": "tab:orange",
     "margin": "tab:green",
     "entropy": "tab:purple",
@@ -101,11 +101,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "In brackets: how many seeds.",
         "",
-        "`queue` is the order the review queue serves (turns across predicted labels, each "
-        "label's smallest top-1/top-2 margin first); `confidence` is the order it served "
-        "before (lowest confidence first); `random` draws items at random; `margin`, "
-        "`entropy` and `balanced` are orders tried by picking items by id (`balanced` is "
-        "the queue's new order computed outside it).",
+        "`queue` is the order the review queue serves (lowest confidence first); `random` "
+        "draws items at random; `margin`, `entropy` and `balanced` (turns across predicted "
+        "labels, each label's smallest top-1/top-2 margin first) are orders tried by "
+        "picking items by id; `balanced-queue` is `balanced` served by the queue itself "
+        "(commit 8ab6310, reverted), whose turns carry on across rounds.",
         "",
         "| round | labels | " + " | ".join(f"{s} (seeds)" for s in strategies) + " |",
         "|---|---|" + "---|" * len(strategies),
