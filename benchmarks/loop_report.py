@@ -188,6 +188,7 @@ def plot(result: dict[str, Any], target: Path) -> None:
     checks = result["summary"]["checks"]
     if "reference_top1" in checks:
         ref = 100 * checks["reference_top1"]
+        ax.set_ylim(top=ref + 2)
         ax.axhline(
             ref, color="black", linewidth=1, label=f"all {result['references'][0]['labels']} labels"
         )
@@ -203,7 +204,7 @@ def plot(result: dict[str, Any], target: Path) -> None:
         )
     ax.set_xlabel("labels spent (round 0: 5 per species)")
     ax.set_ylabel("test top-1 of the active model (%)")
-    ax.set_title("ph-snakes: review-queue order against random (dashed: each round's candidate)")
+    ax.set_title("ph-snakes: label orders (solid: active model; dashed: candidate)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
