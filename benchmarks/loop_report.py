@@ -1,0 +1,233 @@
+"""The loop simulation's report: every run's rounds -> results JSON, a Markdown table, a PNG."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+# The issue's target: the queue reaches this share of the all-labels accuracy ...
+TARGET_SHARE = 0.95
+# ... with at most this share of the labels.
+LABEL_BUDGET = 0.40
+ORDER = ("queue", "random", "margin", "entropy", "balanced", "balanced-queue")
+COLOURS = {
+    "queue": "tab:blue",
+    "balanced-queue": "tab:brown",
+    "random": "tab:orange",
+    "margin": "tab:green",
+    "entropy": "tab:purple",
+    "balanced": "tab:red",
+}
+
+
+def load_runs(work: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(loop runs, reference runs) found in work/results."""
+    folder = work / "results"
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("seed*.json"))]
+    refs = [json.loads(p.read_text()) for p in sorted(folder.glob("reference-seed*.json"))]
+    return runs, refs
+
+
+def summarise(runs: list[dict[str, Any]], refs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean top-1 / macro-F1 per strategy and round, and the issue's two checks."""
+    by: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        for row in run["rounds"]:
+            by[run["strategy"]][row["round"]].append(row)
+    table: dict[str, list[dict[str, Any]]] = {}
+    for strategy, rounds in sorted(by.items()):
+        table[strategy] = [
+            {
+                "round": r,
+                "labels": round(mean(x["labels"] for x in rows)),
+                "top1": round(mean(x["top1"] for x in rows), 4),
+                "macro_f1": round(mean(x["macro_f1"] for x in rows), 4),
+                # what the round's labels bought, whatever the gate then decided
+                "candidate_top1": round(mean(_candidate(x)["top1"] for x in rows), 4),
+                "candidate_macro_f1": round(mean(_candidate(x)["macro_f1"] for x in rows), 4),
+                "seeds": len(rows),
+            }
+            for r, rows in sorted(rounds.items())
+        ]
+    checks: dict[str, Any] = {}
+    random_by_round = {row["round"]: row for row in table.get("random", [])}
+    for strategy in [s for s in table if s != "random"] if random_by_round else []:
+        for key, name in (("top1", "active"), ("candidate_top1", "candidate")):
+            checks[f"{strategy}_beats_random_every_round_{name}"] = all(
+                row[key] > random_by_round[row["round"]][key]
+                for row in table[strategy]
+                if row["round"] > 0 and row["round"] in random_by_round
+            )
+    if refs:
+        ref_top1 = mean(r["top1"] for r in refs)
+        budget = LABEL_BUDGET * refs[0]["labels"]
+        checks.update(reference_top1=round(ref_top1, 4), label_budget=int(budget))
+        for strategy, rows in table.items():
+            best = max((row["top1"] for row in rows if row["labels"] <= budget), default=0.0)
+            checks[f"{strategy}_best_top1_within_budget"] = best
+            checks[f"{strategy}_share_of_reference"] = round(best / ref_top1, 4)
+            checks[f"{strategy}_reaches_95_percent"] = best >= TARGET_SHARE * ref_top1
+    return {"table": table, "checks": checks}
+
+
+def _candidate(row: dict[str, Any]) -> dict[str, float]:
+    """The round's trained model's scores (round 0: the seed model, which is active)."""
+    return dict(row.get("candidate") or {"top1": row["top1"], "macro_f1": row["macro_f1"]})
+
+
+def _cell(row: dict[str, Any] | None, key: str) -> str:
+    return "-" if row is None else f"{row[key]:.3f}"
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    table = result["summary"]["table"]
+    strategies = [s for s in ORDER if s in table] + sorted(set(table) - set(ORDER))
+    by_round = {s: {row["round"]: row for row in table[s]} for s in strategies}
+    rounds = sorted({r for rows in by_round.values() for r in rows})
+    lines = [
+        "# Loop simulation on ph-snakes: the review queue's order against random",
+        "",
+        "Made by `benchmarks/loop_sim.py`; the story is in "
+        "[docs/experiments/loop.md](../../docs/experiments/loop.md).",
+        "",
+        f"Recipe (settings): `{json.dumps(result['recipe'])}`",
+        "",
+        "## Mean over seeds: test top-1 / macro-F1 of the active model after the gate",
+        "",
+        "In brackets: how many seeds.",
+        "",
+        "`queue` is the order the review queue serves (lowest confidence first); `random` "
+        "draws items at random; `margin`, `entropy` and `balanced` (turns across predicted "
+        "labels, each label's smallest top-1/top-2 margin first) are orders tried by "
+        "picking items by id; `balanced-queue` is `balanced` served by the queue itself "
+        "(commit 8ab6310, reverted), whose turns carry on across rounds.",
+        "",
+        "| round | labels | " + " | ".join(f"{s} (seeds)" for s in strategies) + " |",
+        "|---|---|" + "---|" * len(strategies),
+    ]
+    for r in rounds:
+        rows = [by_round[s].get(r) for s in strategies]
+        labels = next(row["labels"] for row in rows if row is not None)
+        cells = [
+            "-"
+            if row is None
+            else f"{_cell(row, 'top1')} / {_cell(row, 'macro_f1')} ({row['seeds']})"
+            for row in rows
+        ]
+        lines.append(f"| {r} | {labels} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Mean over seeds: test top-1 of each round's candidate (what the labels bought)",
+        "",
+        "| round | labels | " + " | ".join(strategies) + " |",
+        "|---|---|" + "---|" * len(strategies),
+    ]
+    for r in rounds:
+        rows = [by_round[s].get(r) for s in strategies]
+        labels = next(row["labels"] for row in rows if row is not None)
+        cells = ["-" if row is None else _cell(row, "candidate_top1") for row in rows]
+        lines.append(f"| {r} | {labels} | " + " | ".join(cells) + " |")
+    lines += ["", "## Reference: the same recipe on every pool label", ""]
+    for ref in result["references"]:
+        lines.append(
+            f"- seed {ref['seed']}: {ref['labels']} labels, top-1 {ref['top1']:.3f}, "
+            f"macro-F1 {ref['macro_f1']:.3f}"
+        )
+    lines += ["", "## Checks (queue order)", ""]
+    lines += [f"- {k}: {v}" for k, v in result["summary"]["checks"].items()]
+    lines += ["", "## Every run", ""]
+    lines += [
+        "| seed | strategy | round | labels | top-1 | macro-F1 | candidate top-1 | promoted "
+        "| corrections | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in result["runs"]:
+        for row in run["rounds"]:
+            cand = row.get("candidate", {}).get("top1")
+            lines.append(
+                f"| {run['seed']} | {run['strategy']} | {row['round']} | {row['labels']} | "
+                f"{row['top1']:.3f} | {row['macro_f1']:.3f} | "
+                f"{'-' if cand is None else f'{cand:.3f}'} | {row['promoted']} | "
+                f"{row['corrections']}/{row['reviewed']} | {row['seconds']} |"
+            )
+    lines += [
+        "",
+        "`corrections`: items where the oracle's label differed from the model's top-1.",
+        "",
+        f"Machine: {result['machine']} (2 cores shared with other work).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], target: Path) -> None:
+    """Test top-1 against labels spent: each run thin, the mean of the seeds thick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = COLOURS
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for run in result["runs"]:
+        xs = [row["labels"] for row in run["rounds"]]
+        ys = [100 * row["top1"] for row in run["rounds"]]
+        ax.plot(xs, ys, color=colours[run["strategy"]], alpha=0.35, linewidth=1)
+    for strategy, rows in result["summary"]["table"].items():
+        xs = [row["labels"] for row in rows]
+        ys = [100 * row["top1"] for row in rows]
+        label = f"{strategy} (active; mean of {max(r['seeds'] for r in rows)} seeds)"
+        ax.plot(xs, ys, color=colours[strategy], marker="o", linewidth=2.2, label=label)
+        ys = [100 * row["candidate_top1"] for row in rows]
+        ax.plot(xs, ys, color=colours[strategy], linestyle="--", linewidth=1.2)
+    checks = result["summary"]["checks"]
+    if "reference_top1" in checks:
+        ref = 100 * checks["reference_top1"]
+        ax.set_ylim(top=ref + 2)
+        ax.axhline(
+            ref, color="black", linewidth=1, label=f"all {result['references'][0]['labels']} labels"
+        )
+        ax.axhline(
+            TARGET_SHARE * ref, color="black", linestyle="--", linewidth=1, label="95 % of that"
+        )
+        ax.axvline(
+            checks["label_budget"],
+            color="grey",
+            linestyle=":",
+            linewidth=1,
+            label="40 % of the labels",
+        )
+    ax.set_xlabel("labels spent (round 0: 5 per species)")
+    ax.set_ylabel("test top-1 of the active model (%)")
+    ax.set_title("ph-snakes: label orders (solid: active model; dashed: candidate)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target)
+    plt.close(fig)
+
+
+def write_report(
+    work: Path, results: Path, plot_path: Path, recipe: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Gather the runs in work/results into results/loop_sim.{json,md} and the PNG."""
+    runs, refs = load_runs(work)
+    result: dict[str, Any] = {
+        "recipe": recipe,
+        "machine": f"{platform.machine()}, {platform.python_version()}",
+        "summary": summarise(runs, refs),
+        "references": refs,
+        "runs": runs,
+    }
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "loop_sim.json").write_text(json.dumps(result, indent=1) + "\n")
+    (results / "loop_sim.md").write_text(render_markdown(result))
+    if runs:
+        plot(result, plot_path)
+    return dict(result["summary"])
