@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import posixpath
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -21,6 +22,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    column,
+    desc,
     false,
     text,
 )
@@ -239,6 +242,15 @@ class Image(Base):
     updated_at: Mapped[when]
 
 
+def folder_of(rel_path: str) -> str:
+    """The folder part of a job image's path ("" at the job's folder itself)."""
+    return posixpath.dirname(rel_path)
+
+
+def _folder_default(context: Any) -> str:
+    return folder_of(context.get_current_parameters()["rel_path"])
+
+
 class JobImage(Base):
     """An image as one job saw it: its place in the folder, its chunk, its outcome."""
 
@@ -247,6 +259,10 @@ class JobImage(Base):
         UniqueConstraint("job_id", "image_id"),
         Index("ix_job_images_job_status", "job_id", "status"),
         Index("ix_job_images_job_site", "job_id", "site"),
+        # A page of results in path order, and the keyset cursor after a row.
+        Index("ix_job_images_job_path", "job_id", "rel_path", "id"),
+        # The review page's neighbour photos: the same folder, in path order.
+        Index("ix_job_images_job_folder", "job_id", "folder", "rel_path"),
     )
 
     id: Mapped[intpk]
@@ -260,6 +276,9 @@ class JobImage(Base):
         ForeignKey("chunks.id", ondelete="SET NULL"), nullable=True, index=True
     )
     rel_path: Mapped[str] = mapped_column(String(4096), nullable=False)
+    folder: Mapped[str] = mapped_column(
+        String(4096), nullable=False, default=_folder_default, server_default=""
+    )
     site: Mapped[str | None] = mapped_column(String(200), nullable=True)
     status: Mapped[ItemStatus] = mapped_column(
         str_enum(ItemStatus), default=ItemStatus.PENDING, nullable=False
@@ -295,10 +314,41 @@ class Prediction(Base):
     created_at: Mapped[created]
 
 
+PENDING_ONLY = text("status = 'pending'")
+
+
 class ReviewItem(Base):
     """A prediction that a human should look at, and why."""
 
     __tablename__ = "review_items"
+    __table_args__ = (
+        # The claim's order over pending items only: the next item is the index's first.
+        Index(
+            "ix_review_items_claim_order",
+            desc(column("priority")),
+            "id",
+            sqlite_where=PENDING_ONLY,
+            postgresql_where=PENDING_ONLY,
+        ),
+        Index(
+            "ix_review_items_job_claim_order",
+            "job_id",
+            desc(column("priority")),
+            "id",
+            sqlite_where=PENDING_ONLY,
+            postgresql_where=PENDING_ONLY,
+        ),
+        # Items under a lease (few): the "claimed" count without reading the pending ones.
+        Index(
+            "ix_review_items_leased",
+            "job_id",
+            "lease_expires_at",
+            sqlite_where=text("status = 'pending' AND claimed_by IS NOT NULL"),
+            postgresql_where=text("status = 'pending' AND claimed_by IS NOT NULL"),
+        ),
+        # Per-job counts by status from the index alone.
+        Index("ix_review_items_job_status", "job_id", "status"),
+    )
 
     id: Mapped[intpk]
     prediction_id: Mapped[int] = mapped_column(
@@ -307,8 +357,9 @@ class ReviewItem(Base):
     image_id: Mapped[int] = mapped_column(
         ForeignKey("images.id", ondelete="CASCADE"), nullable=False, index=True
     )
+    # Indexed by (job_id, status) above.
     job_id: Mapped[int | None] = mapped_column(
-        ForeignKey("scan_jobs.id", ondelete="SET NULL"), nullable=True, index=True
+        ForeignKey("scan_jobs.id", ondelete="SET NULL"), nullable=True
     )
     reason: Mapped[str] = mapped_column(String(200), nullable=False)
     reasons: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)

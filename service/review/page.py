@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.decisions import current_annotations
@@ -21,10 +21,10 @@ from service.models import (
     Prediction,
     ReviewItem,
     ReviewStatus,
+    folder_of,
     utcnow,
 )
 from service.review.annotations import SETTLING, _iso, annotation_to_dict, current_label
-from service.review.claims import _claimable
 from service.routing import describe_reasons
 
 SIBLINGS_EACH_SIDE = 4
@@ -43,14 +43,17 @@ def queue_stats(
             session.scalar(select(func.count()).select_from(ReviewItem).where(*scope, *where)) or 0
         )
 
+    pending = count(ReviewItem.status == ReviewStatus.PENDING)
+    # Items under a live lease are few and have their own index; the rest are free.
+    claimed = count(
+        ReviewItem.status == ReviewStatus.PENDING,
+        ReviewItem.claimed_by.is_not(None),
+        ReviewItem.lease_expires_at > now,
+    )
     stats: dict[str, Any] = {
-        "pending": count(ReviewItem.status == ReviewStatus.PENDING),
-        "available": count(_claimable(now)),
-        "claimed": count(
-            ReviewItem.status == ReviewStatus.PENDING,
-            ReviewItem.claimed_by.is_not(None),
-            ReviewItem.lease_expires_at > now,
-        ),
+        "pending": pending,
+        "available": pending - claimed,
+        "claimed": claimed,
         "done": count(ReviewItem.status == ReviewStatus.DONE),
     }
     if reviewer is not None:
@@ -106,15 +109,9 @@ def _siblings(
     image_url: ImageUrl | None,
 ) -> list[dict[str, Any]]:
     """Images of the same job in the same folder, a few on each side of this one, in order."""
-    folder = posixpath.dirname(rel_path)
-    # substr, not LIKE: SQLite's LIKE ignores case and "_" would need escaping.
-    prefix = f"{folder}/" if folder else ""
-    rest = func.substr(JobImage.rel_path, len(prefix) + 1)
-    same_folder = and_(
-        func.substr(JobImage.rel_path, 1, len(prefix)) == prefix, ~rest.contains("/")
-    )
+    # The folder is stored with each job image: an index range, not a scan of the job.
     base = select(JobImage.image_id, JobImage.rel_path).where(
-        JobImage.job_id == job_id, same_folder
+        JobImage.job_id == job_id, JobImage.folder == folder_of(rel_path)
     )
     before = session.execute(
         base.where(JobImage.rel_path < rel_path)
