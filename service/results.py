@@ -84,6 +84,7 @@ def _query(
         .outerjoin(ReviewItem, ReviewItem.prediction_id == Prediction.id)
         .outerjoin(decided, decided.c.image_id == JobImage.image_id)
         .where(JobImage.job_id == job_id)
+        .options(lazyload(JobImage.image))  # Image is selected already: no second join
     )  # fmt: skip
     return _filtered(query, filters, decided)
 
@@ -273,8 +274,7 @@ def iter_results(
     job = get_job(session, job_id)
     query = _query(job_id, job.model_version_id, filters or ResultFilters())
     ctx = _context(session, job.model_version_id)
-    # JobImage.image is loaded joined by default: Image is selected here already.
-    query = query.options(lazyload(JobImage.image)).order_by(JobImage.id)
+    query = query.order_by(JobImage.id)
     rows = session.execute(query.execution_options(yield_per=batch))
     try:
         for r in rows:
