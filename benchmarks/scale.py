@@ -274,14 +274,54 @@ def measure(url: str, facts: dict[str, Any], reps: int) -> dict[str, Any]:
     return out
 
 
+def report(path: Path) -> str:
+    """benchmarks/results/scale.md from scale.json: p50/p95 per size, before and after."""
+    data = json.loads(path.read_text())
+    labels = list(data)
+    sizes = sorted({n for runs in data.values() for n in runs}, key=int)
+    lines = ["# Scale benchmark (`benchmarks/scale.py`, PostgreSQL, Flask test client)", ""]
+    lines += ["p50 / p95 in ms (results.csv full: seconds for the big job's rows).", ""]
+    for n in sizes:
+        runs = {label: data[label][n] for label in labels if n in data[label]}
+        first = next(iter(runs.values()))
+        lines += [f"## {int(n):,} predictions (big job: {first['big_job_images']:,} images)", ""]
+        lines += ["| endpoint | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
+        names = [k for k in first if isinstance(first[k], dict) and "n" in first[k]]
+        for other in runs.values():
+            names += [k for k in other if k not in names and isinstance(other[k], dict)
+                      and "n" in other[k]]  # fmt: skip
+        for name in names:
+            cells = []
+            for run in runs.values():
+                m = run.get(name)
+                if m is None:
+                    cells.append("-")
+                elif "seconds" in m:
+                    cells.append(f"{m['seconds']} s")
+                else:
+                    cells.append(f"{m['p50_ms']} / {m['p95_ms']}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for label, run in runs.items():
+            for name, plan in run.get("plans", {}).items():
+                lines += [f"<details><summary>{label}: {name}, slowest statement "
+                          f"({plan['ms']} ms)</summary>", "", "```", plan["sql"][:1500], "",
+                          plan["plan"][:4000], "```", "</details>", ""]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--reps", type=int, default=40)
     parser.add_argument("--label", default="after")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/scale.json"))
+    parser.add_argument("--report", action="store_true", help="only write scale.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.report:
+        args.out.with_suffix(".md").write_text(report(args.out))
+        return
     from service.migrate import upgrade
 
     results: dict[str, Any] = {}
@@ -306,6 +346,7 @@ def main() -> None:
     existing = json.loads(args.out.read_text()) if args.out.exists() else {}
     existing[args.label] = results
     args.out.write_text(json.dumps(existing, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(report(args.out))
     print(json.dumps({n: {k: v for k, v in r.items() if k != "plans"} for n, r in results.items()}))
 
 
