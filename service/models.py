@@ -431,7 +431,11 @@ class Annotation(Base):
     """
 
     __tablename__ = "annotations"
-    __table_args__ = (Index("ix_annotations_image_created", "image_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_annotations_image_created", "image_id", "created_at"),
+        # A reviewer's own decisions, newest first: undo, recent, the 24-hour count.
+        Index("ix_annotations_reviewer_created", "reviewer", "created_at"),
+    )
 
     id: Mapped[intpk]
     image_id: Mapped[int] = mapped_column(

@@ -4,7 +4,8 @@ The review page's neighbour photos filtered every image of a job through substr(
 job image now stores its folder, indexed with its path. The claim sorted every pending
 item: partial indexes over pending items hold the claim's order (overall and per job), and
 the few items under a lease have their own. A job's results pages walk an index in path
-order. Review items' job index becomes (job_id, status), which serves per-job counts.
+order. Review items' job index becomes (job_id, status), which serves per-job counts, and
+a reviewer's annotations are indexed by time (undo, recent decisions, the 24-hour count).
 
 Revision ID: 0008
 Revises: 0007
@@ -64,9 +65,13 @@ def upgrade() -> None:
             sqlite_where=LEASED,
             postgresql_where=LEASED,
         )
+    with op.batch_alter_table("annotations", schema=None) as batch_op:
+        batch_op.create_index("ix_annotations_reviewer_created", ["reviewer", "created_at"])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("annotations", schema=None) as batch_op:
+        batch_op.drop_index("ix_annotations_reviewer_created")
     with op.batch_alter_table("review_items", schema=None) as batch_op:
         batch_op.drop_index("ix_review_items_leased")
         batch_op.drop_index("ix_review_items_job_claim_order")

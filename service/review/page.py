@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from service.decisions import current_annotations
 from service.field_facts import image_facts, species_marks
@@ -82,18 +82,28 @@ def known_labels(session: Session, model_version_id: int | None = None) -> list[
         model = session.get(ModelVersion, model_version_id)
         if model is not None:
             labels.update(model.labels)
-    labels.update(
-        session.scalars(
-            select(Annotation.label)
-            .where(
-                Annotation.decision == Decision.LABEL,
-                Annotation.undone_at.is_(None),
-                Annotation.label.is_not(None),
-            )
-            .distinct()
-        )
-    )
+    labels.update(_human_labels(session))
     return sorted(labels, key=str.casefold)
+
+
+def _human_labels(session: Session) -> list[str]:
+    """Every label of a live human decision, skipping through the label index: one probe
+    per distinct label (a few hundred) instead of a read of every annotation (millions)."""
+    other = aliased(Annotation)
+    seed = select(func.min(Annotation.label).label("label")).where(Annotation.label.is_not(None))
+    walk = seed.cte("labels", recursive=True)
+    following = select(func.min(other.label)).where(other.label > walk.c.label).scalar_subquery()
+    walk = walk.union_all(select(following).where(walk.c.label.is_not(None)))
+    live = (
+        select(Annotation.id)
+        .where(
+            Annotation.label == walk.c.label,
+            Annotation.decision == Decision.LABEL,
+            Annotation.undone_at.is_(None),
+        )
+        .exists()
+    )
+    return list(session.scalars(select(walk.c.label).where(walk.c.label.is_not(None), live)))
 
 
 def describe_reason(reason: str) -> str:

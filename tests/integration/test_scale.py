@@ -216,3 +216,27 @@ def test_the_scan_stores_each_images_folder(
         "site_a/cam1/IMG_001.jpg": "site_a/cam1",
         "site_a/cam1/deeper/IMG_002.jpg": "site_a/cam1/deeper",
     }
+
+
+def test_known_labels_are_the_live_human_labels(db_url: str) -> None:
+    from service.models import Annotation, Decision, utcnow
+    from service.review.page import known_labels
+
+    with session_scope(db_url) as session:
+        image = Image(path="/x.jpg")
+        session.add(image)
+        session.flush()
+        for label, decision, undone in [
+            ("Boiga", Decision.LABEL, False),
+            ("Boiga", Decision.LABEL, True),
+            ("Ahaetulla", Decision.LABEL, True),  # only undone: not offered
+            ("Zaocys", Decision.LABEL, False),
+            ("Naja", Decision.LABEL, False),
+        ]:
+            session.add(
+                Annotation(image_id=image.id, reviewer="ana", decision=decision, label=label,
+                           undone_at=utcnow() if undone else None)
+            )  # fmt: skip
+        session.add(Annotation(image_id=image.id, reviewer="ana", decision=Decision.UNKNOWN))
+    with session_scope(db_url) as session:
+        assert known_labels(session) == ["Boiga", "Naja", "Zaocys"]
