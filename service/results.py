@@ -6,7 +6,7 @@ import csv
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from sqlalchemy import ColumnElement, Select, and_, func, select, tuple_
 from sqlalchemy.orm import Session, lazyload
@@ -98,9 +98,7 @@ def _prediction_of(model_version_id: int) -> ColumnElement[bool]:
 def _page_query(job_id: int, model_version_id: int, filters: ResultFilters) -> Select[Any]:
     """Which job images match filters that need no human decision: joins only what they use,
     so a page (and its count) reads a page of an index, not the whole job."""
-    query: Select[Any] = select(JobImage.id, JobImage.image_id, JobImage.rel_path).where(
-        JobImage.job_id == job_id
-    )
+    query = cast(Select[Any], select(JobImage.image_id).where(JobImage.job_id == job_id))
     if (
         any(
             value is not None
