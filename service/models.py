@@ -456,66 +456,6 @@ class Annotation(Base):
     undone_at: Mapped[when]
 
 
-class ExportStatus(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-
-
-class DatasetExport(Base):
-    """An immutable, versioned training-set folder written from curated labels."""
-
-    __tablename__ = "dataset_exports"
-
-    id: Mapped[intpk]
-    status: Mapped[ExportStatus] = mapped_column(
-        str_enum(ExportStatus), default=ExportStatus.QUEUED, nullable=False
-    )
-    path: Mapped[str | None] = mapped_column(String(1024), nullable=True)
-    options: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
-    counts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_by: Mapped[str] = mapped_column(String(200), nullable=False, default="")
-    created_at: Mapped[created]
-    enqueued_at: Mapped[when]  # last sent (the scheduler re-sends a lost message)
-    finished_at: Mapped[when]
-
-
-class RunStatus(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-
-
-class TrainingRun(Base):
-    """One fine-tuning run on an export, its metrics and the promotion decision."""
-
-    __tablename__ = "training_runs"
-
-    id: Mapped[intpk]
-    export_id: Mapped[int | None] = mapped_column(
-        ForeignKey("dataset_exports.id", ondelete="SET NULL"), nullable=True, index=True
-    )
-    status: Mapped[RunStatus] = mapped_column(
-        str_enum(RunStatus), default=RunStatus.QUEUED, nullable=False
-    )
-    trigger: Mapped[str] = mapped_column(String(20), nullable=False, default="manual")
-    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
-    run_dir: Mapped[str | None] = mapped_column(String(1024), nullable=True)
-    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    model_version_id: Mapped[int | None] = mapped_column(
-        ForeignKey("model_versions.id", ondelete="SET NULL"), nullable=True
-    )
-    promotion: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[created]
-    enqueued_at: Mapped[when]  # last sent (the scheduler re-sends a lost message)
-    started_at: Mapped[when]
-    finished_at: Mapped[when]
-
-
 class ModelActivation(Base):
     """Every move of the active pointer, so a rollback knows where to go back to."""
 
@@ -549,5 +489,10 @@ class AuditEntry(Base):
     created_at: Mapped[created]
 
 
-# Field knowledge (sites, species) lives in its own module; imported so Base knows its tables.
-from service.field_models import Site, Species  # noqa: E402, F401
+# Field knowledge (sites, species) and exports and training runs live in modules of their
+# own; imported so Base knows their tables (and old imports from here keep working).
+import service.field_models  # noqa: E402, F401  # a module import: safe inside the cycle
+from service.run_models import DatasetExport as DatasetExport  # noqa: E402
+from service.run_models import ExportStatus as ExportStatus  # noqa: E402
+from service.run_models import RunStatus as RunStatus  # noqa: E402
+from service.run_models import TrainingRun as TrainingRun  # noqa: E402
