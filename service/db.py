@@ -31,22 +31,33 @@ from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefa
 
 from service.errors import NotFound
 
-_engines: dict[str, Engine] = {}
+_engines: dict[tuple[str, bool], Engine] = {}
 _lock = threading.Lock()
+# The web's per-job queries are prepared once and reused for jobs of every size: after a
+# few small jobs PostgreSQL switches to a generic plan that is 11x slower on a 600k job.
+CUSTOM_PLANS = "-c plan_cache_mode=force_custom_plan"
 
 
-def get_engine(url: str) -> Engine:
-    """One engine per URL per process, created lazily (so after a worker forks)."""
+def get_engine(url: str, *, custom_plans: bool = False) -> Engine:
+    """One engine per URL (and plan mode) per process, created lazily (after a worker forks).
+
+    `custom_plans` (the web's connections): PostgreSQL plans every statement for its own
+    parameters instead of falling back to a generic plan for prepared statements.
+    """
+    key = (url, custom_plans and not url.startswith("sqlite"))
     with _lock:
-        engine = _engines.get(url)
+        engine = _engines.get(key)
         if engine is None:
-            engine = _engines[url] = _create(url)
+            engine = _engines[key] = _create(url, key[1])
         return engine
 
 
-def _create(url: str) -> Engine:
+def _create(url: str, custom_plans: bool = False) -> Engine:
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        connect_args = {"options": CUSTOM_PLANS} if custom_plans else {}
+        return create_engine(
+            url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args
+        )
     engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
     event.listen(engine, "connect", _sqlite_pragmas)
     event.listen(engine, "begin", _sqlite_begin_immediate)
@@ -72,21 +83,21 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
-def session_factory(url: str) -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+def session_factory(url: str, *, custom_plans: bool = False) -> sessionmaker[Session]:
+    return sessionmaker(bind=get_engine(url, custom_plans=custom_plans), expire_on_commit=False)
 
 
 @contextmanager
-def session_scope(url: str) -> Iterator[Session]:
+def session_scope(url: str, *, custom_plans: bool = False) -> Iterator[Session]:
     """A session in one transaction: commit on success, roll back on error."""
-    with session_factory(url).begin() as session:
+    with session_factory(url, custom_plans=custom_plans).begin() as session:
         yield session
 
 
 @contextmanager
-def read_scope(url: str) -> Iterator[Session]:
+def read_scope(url: str, *, custom_plans: bool = False) -> Iterator[Session]:
     """A session for reads only (progress polling, listings): never takes SQLite's write lock."""
-    engine = get_engine(url).execution_options(herpscore_readonly=True)
+    engine = get_engine(url, custom_plans=custom_plans).execution_options(herpscore_readonly=True)
     with sessionmaker(bind=engine, expire_on_commit=False).begin() as session:
         yield session
 

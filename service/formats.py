@@ -1,7 +1,8 @@
 """The field's exchange formats for a job's results: MegaDetector batch JSON and Camtrap DP.
 
-Both stream the rows of `service.results.iter_results` (keyset-paginated), so memory stays
-flat whatever the job's size; what is kept is per site or per category, never per image.
+All stream the rows of `service.results.iter_results` (a server-side cursor), so memory
+stays flat whatever the job's size; what is kept is per site or per category, never per
+image. `stream_format` hands the bytes out as they are written, for downloads.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -24,7 +25,7 @@ from service.errors import BadInput
 from service.field_models import Site, Species
 from service.jobs import get_job
 from service.models import Image, JobImage, utcnow
-from service.results import iter_results, write_results
+from service.results import iter_results, result_steps
 
 # format -> (media type, file suffix)
 FORMATS = {
@@ -36,32 +37,93 @@ FORMATS = {
 CAMTRAP = "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0.2/"
 MD_ANIMAL = "1"
 SPOOL_BYTES = 8 * 1024 * 1024
+CHUNK_BYTES = 64 * 1024
 _MEDIATYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "TIFF": "image/tiff", "WEBP": "image/webp"}
 
 
 def write_format(session: Session, job_id: int, fmt: str, out: IO[bytes]) -> None:
     """Every row of a job in one format, to a binary stream. Unknown job: NotFound first."""
+    for chunk in stream_format(session, job_id, fmt):
+        out.write(chunk)
+
+
+def stream_format(
+    session: Session, job_id: int, fmt: str, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[bytes]:
+    """Every row of a job in one format, as chunks of about `chunk_bytes`.
+
+    Nothing is held back: the first chunk (the header) comes before any row is read, so a
+    download starts at once. Unknown job or format, and a Camtrap DP export that lacks a
+    site's coordinates, raise before the first chunk.
+    """
     if fmt not in FORMATS:
         raise BadInput(f"unknown results format {fmt!r}", {"formats": list(FORMATS)})
     get_job(session, job_id)
+    sink = _Sink()
+    sent = False
+    for _ in _steps(session, job_id, fmt, sink):
+        if sink.size >= chunk_bytes or (sink.size and not sent):
+            sent = True
+            yield sink.take()
+    if sink.size:
+        yield sink.take()
+
+
+def _steps(session: Session, job_id: int, fmt: str, sink: _Sink) -> Iterator[None]:
+    out = cast(IO[bytes], sink)  # a write-only stream: all that the writers use of IO
     if fmt == "camtrap-dp":
-        write_camtrap_dp(session, job_id, out)
+        yield from camtrap_dp_steps(session, job_id, out)
         return
     text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
-    try:
-        if fmt == "megadetector":
-            write_megadetector(session, job_id, text)
-        else:
-            write_results(session, job_id, fmt, text)
-        text.flush()
-    finally:
-        text.detach()  # the caller owns `out`
+    if fmt == "megadetector":
+        yield from megadetector_steps(session, job_id, text)
+    else:
+        yield from result_steps(session, job_id, fmt, text)
+    text.flush()
+
+
+class _Sink(io.RawIOBase):
+    """A write-only binary stream whose bytes are taken out as they come (for streaming).
+
+    It counts what was written (zipfile asks `tell()`) and cannot seek, so zipfile writes
+    a streamable archive (sizes after each entry's data).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parts: list[bytes] = []
+        self.size = 0
+        self._written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self._parts.append(chunk)
+        self.size += len(chunk)
+        self._written += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self._written
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts, self.size = [], 0
+        return data
 
 
 # ---------------------------------------------------------------- MegaDetector 1.4
 
 
 def write_megadetector(session: Session, job_id: int, out: IO[str]) -> None:
+    """MegaDetector batch output (format 1.4) to a text stream; see megadetector_steps."""
+    for _ in megadetector_steps(session, job_id, out):
+        pass
+
+
+def megadetector_steps(session: Session, job_id: int, out: IO[str]) -> Iterator[None]:
     """MegaDetector batch output (format 1.4) for Timelapse and AddaxAI: one whole-image
     `animal` detection per photo with the classifications; `failure` for failed files.
 
@@ -80,6 +142,7 @@ def write_megadetector(session: Session, job_id: int, out: IO[str]) -> None:
         return ids[label]
 
     out.write('{"images": [')
+    yield
     for n, row in enumerate(iter_results(session, job_id)):
         image: dict[str, Any] = {"file": row["rel_path"]}
         if row["status"] == "failed":
@@ -106,6 +169,7 @@ def write_megadetector(session: Session, job_id: int, out: IO[str]) -> None:
         if row["captured_at"]:
             image["datetime"] = row["captured_at"]
         out.write(("," if n else "") + "\n" + json.dumps(image, ensure_ascii=False))
+        yield
     info = {
         "format_version": "1.4",
         "detector": "none (whole-image classification)",
@@ -192,6 +256,12 @@ def _camtrap_time(value: datetime) -> str:
 
 def write_camtrap_dp(session: Session, job_id: int, out: IO[bytes]) -> None:
     """A Camtrap DP 1.0.2 package as a zip: media-level observations, one deployment per site."""
+    for _ in camtrap_dp_steps(session, job_id, out):
+        pass
+
+
+def camtrap_dp_steps(session: Session, job_id: int, out: IO[bytes]) -> Iterator[None]:
+    """write_camtrap_dp one step at a time (after each row and each copied block)."""
     job = get_job(session, job_id)
     package = _Package(_deployments(session, job_id))
     names = {s.label: s.scientific_name for s in session.scalars(select(Species))}
@@ -207,13 +277,18 @@ def write_camtrap_dp(session: Session, job_id: int, out: IO[bytes]) -> None:
             media_text = io.TextIOWrapper(media_raw, encoding="utf-8", newline="")
             media = csv.writer(media_text)
             media.writerow(MEDIA_COLUMNS)
+            media_text.flush()
+            yield
             for row in iter_results(session, job_id):
                 _media_row(row, package, names, media, obs)
+                yield
             media_text.flush()
         spool.seek(0)
         with archive.open("observations.csv", "w") as obs_raw:
             obs_text = io.TextIOWrapper(obs_raw, encoding="utf-8", newline="")
-            shutil.copyfileobj(spool, obs_text)
+            while block := spool.read(CHUNK_BYTES):
+                obs_text.write(block)
+                yield
             obs_text.flush()
         archive.writestr("deployments.csv", _deployments_csv(package))
         archive.writestr("datapackage.json", json.dumps(_datapackage(job, package), indent=1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import posixpath
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -21,6 +22,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    column,
+    desc,
     false,
     text,
 )
@@ -238,6 +241,15 @@ class Image(Base):
     updated_at: Mapped[when]
 
 
+def folder_of(rel_path: str) -> str:
+    """The folder part of a job image's path ("" at the job's folder itself)."""
+    return posixpath.dirname(rel_path)
+
+
+def _folder_default(context: Any) -> str:
+    return folder_of(context.get_current_parameters()["rel_path"])
+
+
 class JobImage(Base):
     """An image as one job saw it: its place in the folder, its chunk, its outcome."""
 
@@ -246,6 +258,10 @@ class JobImage(Base):
         UniqueConstraint("job_id", "image_id"),
         Index("ix_job_images_job_status", "job_id", "status"),
         Index("ix_job_images_job_site", "job_id", "site"),
+        # A page of results in path order, and the keyset cursor after a row.
+        Index("ix_job_images_job_path", "job_id", "rel_path", "id"),
+        # The review page's neighbour photos: the same folder, in path order.
+        Index("ix_job_images_job_folder", "job_id", "folder", "rel_path"),
     )
 
     id: Mapped[intpk]
@@ -259,6 +275,9 @@ class JobImage(Base):
         ForeignKey("chunks.id", ondelete="SET NULL"), nullable=True, index=True
     )
     rel_path: Mapped[str] = mapped_column(String(4096), nullable=False)
+    folder: Mapped[str] = mapped_column(
+        String(4096), nullable=False, default=_folder_default, server_default=""
+    )
     site: Mapped[str | None] = mapped_column(String(200), nullable=True)
     status: Mapped[JobImageStatus] = mapped_column(
         str_enum(JobImageStatus), default=JobImageStatus.PENDING, nullable=False
@@ -294,10 +313,41 @@ class Prediction(Base):
     created_at: Mapped[created]
 
 
+PENDING_ONLY = text("status = 'pending'")
+
+
 class ReviewItem(Base):
     """A prediction that a human should look at, and why."""
 
     __tablename__ = "review_items"
+    __table_args__ = (
+        # The claim's order over pending items only: the next item is the index's first.
+        Index(
+            "ix_review_items_claim_order",
+            desc(column("priority")),
+            "id",
+            sqlite_where=PENDING_ONLY,
+            postgresql_where=PENDING_ONLY,
+        ),
+        Index(
+            "ix_review_items_job_claim_order",
+            "job_id",
+            desc(column("priority")),
+            "id",
+            sqlite_where=PENDING_ONLY,
+            postgresql_where=PENDING_ONLY,
+        ),
+        # Items under a lease (few): the "claimed" count without reading the pending ones.
+        Index(
+            "ix_review_items_leased",
+            "job_id",
+            "lease_expires_at",
+            sqlite_where=text("status = 'pending' AND claimed_by IS NOT NULL"),
+            postgresql_where=text("status = 'pending' AND claimed_by IS NOT NULL"),
+        ),
+        # Per-job counts by status from the index alone.
+        Index("ix_review_items_job_status", "job_id", "status"),
+    )
 
     id: Mapped[intpk]
     prediction_id: Mapped[int] = mapped_column(
@@ -306,8 +356,9 @@ class ReviewItem(Base):
     image_id: Mapped[int] = mapped_column(
         ForeignKey("images.id", ondelete="CASCADE"), nullable=False, index=True
     )
+    # Indexed by (job_id, status) above.
     job_id: Mapped[int | None] = mapped_column(
-        ForeignKey("scan_jobs.id", ondelete="SET NULL"), nullable=True, index=True
+        ForeignKey("scan_jobs.id", ondelete="SET NULL"), nullable=True
     )
     reason: Mapped[str] = mapped_column(String(200), nullable=False)
     reasons: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
@@ -379,7 +430,11 @@ class Annotation(Base):
     """
 
     __tablename__ = "annotations"
-    __table_args__ = (Index("ix_annotations_image_created", "image_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_annotations_image_created", "image_id", "created_at"),
+        # A reviewer's own decisions, newest first: undo, recent, the 24-hour count.
+        Index("ix_annotations_reviewer_created", "reviewer", "created_at"),
+    )
 
     id: Mapped[intpk]
     image_id: Mapped[int] = mapped_column(
@@ -398,66 +453,6 @@ class Annotation(Base):
     )
     created_at: Mapped[created]
     undone_at: Mapped[when]
-
-
-class ExportStatus(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-
-
-class DatasetExport(Base):
-    """An immutable, versioned training-set folder written from curated labels."""
-
-    __tablename__ = "dataset_exports"
-
-    id: Mapped[intpk]
-    status: Mapped[ExportStatus] = mapped_column(
-        str_enum(ExportStatus), default=ExportStatus.QUEUED, nullable=False
-    )
-    path: Mapped[str | None] = mapped_column(String(1024), nullable=True)
-    options: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
-    counts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_by: Mapped[str] = mapped_column(String(200), nullable=False, default="")
-    created_at: Mapped[created]
-    enqueued_at: Mapped[when]  # last sent (the scheduler re-sends a lost message)
-    finished_at: Mapped[when]
-
-
-class RunStatus(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-
-
-class TrainingRun(Base):
-    """One fine-tuning run on an export, its metrics and the promotion decision."""
-
-    __tablename__ = "training_runs"
-
-    id: Mapped[intpk]
-    export_id: Mapped[int | None] = mapped_column(
-        ForeignKey("dataset_exports.id", ondelete="SET NULL"), nullable=True, index=True
-    )
-    status: Mapped[RunStatus] = mapped_column(
-        str_enum(RunStatus), default=RunStatus.QUEUED, nullable=False
-    )
-    trigger: Mapped[str] = mapped_column(String(20), nullable=False, default="manual")
-    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
-    run_dir: Mapped[str | None] = mapped_column(String(1024), nullable=True)
-    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    model_version_id: Mapped[int | None] = mapped_column(
-        ForeignKey("model_versions.id", ondelete="SET NULL"), nullable=True
-    )
-    promotion: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[created]
-    enqueued_at: Mapped[when]  # last sent (the scheduler re-sends a lost message)
-    started_at: Mapped[when]
-    finished_at: Mapped[when]
 
 
 class ModelActivation(Base):
@@ -493,5 +488,10 @@ class AuditEntry(Base):
     created_at: Mapped[created]
 
 
-# Field knowledge (sites, species) lives in its own module; imported so Base knows its tables.
-import service.field_models  # noqa: E402, F401  (a module import: either may load first)
+# Field knowledge (sites, species) and exports and training runs live in modules of their
+# own; imported so Base knows their tables (and old imports from here keep working).
+import service.field_models  # noqa: E402, F401  # a module import: safe inside the cycle
+from service.run_models import DatasetExport as DatasetExport  # noqa: E402
+from service.run_models import ExportStatus as ExportStatus  # noqa: E402
+from service.run_models import RunStatus as RunStatus  # noqa: E402
+from service.run_models import TrainingRun as TrainingRun  # noqa: E402

@@ -6,12 +6,14 @@ import csv
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
-from sqlalchemy import Select, and_, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, and_, func, select, tuple_
+from sqlalchemy.orm import Session, lazyload
 
+from service.db import in_values
 from service.decisions import current_decisions, final_label, final_label_sql
+from service.errors import BadInput
 from service.jobs import get_job
 from service.models import Image, JobImage, JobImageStatus, Prediction, ReviewItem, ReviewStatus
 from service.sites import SiteTime, image_capture, site_times
@@ -61,28 +63,56 @@ class ResultFilters:
 Row = tuple[JobImage, Image, Prediction | None, ReviewItem | None, Any, Any, Any, Any]
 
 
-def _query(job_id: int, model_version_id: int, filters: ResultFilters) -> Select[Any]:
-    # Ranked over this job's images only, not every annotation ever made.
-    decided = current_decisions(
-        select(JobImage.image_id).where(JobImage.job_id == job_id)
-    ).subquery()
+def _query(
+    job_id: int,
+    model_version_id: int,
+    filters: ResultFilters,
+    decisions_of: Select[Any] | list[int] | None = None,
+) -> Select[Any]:
+    """Every column of a result row; human decisions are ranked over `decisions_of` (image
+    ids), by default over this job's images only, not every annotation ever made."""
+    if decisions_of is None:
+        decisions_of = select(JobImage.image_id).where(JobImage.job_id == job_id)
+    decided = current_decisions(decisions_of).subquery()
     query = (
         select(
             JobImage, Image, Prediction, ReviewItem, decided.c.decision, decided.c.label,
             decided.c.reviewer, decided.c.created_at,
         )
         .join(Image, Image.id == JobImage.image_id)
-        .outerjoin(
-            Prediction,
-            and_(
-                Prediction.image_id == JobImage.image_id,
-                Prediction.model_version_id == model_version_id,
-            ),
-        )
+        .outerjoin(Prediction, _prediction_of(model_version_id))
         .outerjoin(ReviewItem, ReviewItem.prediction_id == Prediction.id)
         .outerjoin(decided, decided.c.image_id == JobImage.image_id)
         .where(JobImage.job_id == job_id)
+        .options(lazyload(JobImage.image))  # Image is selected already: no second join
     )  # fmt: skip
+    return _filtered(query, filters, decided)
+
+
+def _prediction_of(model_version_id: int) -> ColumnElement[bool]:
+    return and_(
+        Prediction.image_id == JobImage.image_id, Prediction.model_version_id == model_version_id
+    )
+
+
+def _page_query(job_id: int, model_version_id: int, filters: ResultFilters) -> Select[Any]:
+    """Which job images match filters that need no human decision: joins only what they use,
+    so a page (and its count) reads a page of an index, not the whole job."""
+    query = cast(Select[Any], select(JobImage.image_id).where(JobImage.job_id == job_id))
+    if (
+        any(
+            value is not None
+            for value in (filters.label, filters.min_confidence, filters.max_confidence)
+        )
+        or filters.needs_review is not None
+    ):
+        query = query.outerjoin(Prediction, _prediction_of(model_version_id))
+    if filters.needs_review is not None:
+        query = query.outerjoin(ReviewItem, ReviewItem.prediction_id == Prediction.id)
+    return _filtered(query, filters, None)
+
+
+def _filtered(query: Select[Any], filters: ResultFilters, decided: Any) -> Select[Any]:
     if filters.label is not None:
         query = query.where(Prediction.label == filters.label)
     if filters.final_label is not None:
@@ -162,17 +192,60 @@ def _row(row: Row, ctx: RowContext) -> dict[str, Any]:
 
 
 def query_results(
-    session: Session, job_id: int, filters: ResultFilters, limit: int = 100, offset: int = 0
+    session: Session,
+    job_id: int,
+    filters: ResultFilters,
+    limit: int = 100,
+    offset: int = 0,
+    after: int | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """One page of a job's rows (ordered by path) and the filtered total."""
+    """One page of a job's rows (ordered by path) and the filtered total.
+
+    `after` (an image id of this job: the last row of the previous page) starts the page
+    just after that row, whatever its depth, instead of skipping `offset` rows.
+    """
     job = get_job(session, job_id)
-    query = _query(job_id, job.model_version_id, filters)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = session.execute(
-        query.order_by(JobImage.rel_path, JobImage.id).limit(limit).offset(offset)
-    ).all()
+    by_decision = filters.final_label is not None or filters.reviewed is not None
+    if by_decision:  # the filter itself needs every image's current decision
+        matching = _query(job_id, job.model_version_id, filters)
+    else:
+        matching = _page_query(job_id, job.model_version_id, filters)
+    if after is not None:
+        matching = matching.where(_after(session, job_id, after))
+    if filters == ResultFilters() and job.scan_complete:
+        total = job.total  # counted by the scan: no need to count the rows again
+    else:
+        total = session.scalar(select(func.count()).select_from(matching.subquery())) or 0
+    order = (JobImage.rel_path, JobImage.id)
+    if by_decision:
+        page = session.execute(matching.order_by(*order).limit(limit).offset(offset)).all()
+    else:
+        ids = list(session.scalars(
+            matching.with_only_columns(JobImage.image_id).order_by(*order).limit(limit).offset(offset)
+        ))  # fmt: skip
+        if not ids:
+            return [], total
+        rows = _query(job_id, job.model_version_id, ResultFilters(), decisions_of=ids)
+        page = session.execute(
+            rows.where(in_values(session, JobImage.image_id, ids)).order_by(*order)
+        ).all()
     ctx = _context(session, job.model_version_id)
     return [_row(tuple(r), ctx) for r in page], total
+
+
+def _after(session: Session, job_id: int, image_id: int) -> ColumnElement[bool]:
+    """Rows after this image of the job in path order (a keyset cursor)."""
+    found = session.execute(
+        select(JobImage.rel_path, JobImage.id).where(
+            JobImage.job_id == job_id, JobImage.image_id == image_id
+        )
+    ).first()
+    if found is None:
+        raise BadInput(
+            f"image {image_id} is not in job {job_id}: `after` takes an image_id "
+            "of the previous page"
+        )
+    return tuple_(JobImage.rel_path, JobImage.id) > tuple_(found[0], found[1])
 
 
 def job_sites(session: Session, job_id: int) -> list[str]:
@@ -190,19 +263,22 @@ def job_sites(session: Session, job_id: int) -> list[str]:
 def iter_results(
     session: Session, job_id: int, filters: ResultFilters | None = None, batch: int = 1000
 ) -> Iterator[dict[str, Any]]:
-    """Every row of a job, streamed in keyset-paginated batches (flat memory for big jobs)."""
+    """Every row of a job in image order, from one query read `batch` rows at a time.
+
+    On PostgreSQL the rows come from a server-side cursor: the first ones are ready at once
+    and memory stays flat however big the job (keyset batches re-ranked the job's human
+    decisions for every batch: quadratic in the job's size).
+    """
     job = get_job(session, job_id)
     query = _query(job_id, job.model_version_id, filters or ResultFilters())
     ctx = _context(session, job.model_version_id)
-    last_id = 0
-    while True:
-        page = query.where(JobImage.id > last_id).order_by(JobImage.id).limit(batch)
-        rows = session.execute(page).all()
-        if not rows:
-            return
+    query = query.order_by(JobImage.id)
+    rows = session.execute(query.execution_options(yield_per=batch))
+    try:
         for r in rows:
             yield _row(tuple(r), ctx)
-        last_id = rows[-1][0].id
+    finally:
+        rows.close()
 
 
 def write_results(session: Session, job_id: int, fmt: str, out: TextIO) -> None:
@@ -210,6 +286,13 @@ def write_results(session: Session, job_id: int, fmt: str, out: TextIO) -> None:
 
     The job is looked up first, so an unknown id raises NotFound before a byte is written.
     """
+    for _ in result_steps(session, job_id, fmt, out):
+        pass
+
+
+def result_steps(session: Session, job_id: int, fmt: str, out: TextIO) -> Iterator[None]:
+    """write_results one step at a time: yields after the header and after every row, so a
+    caller can send what was written so far (a streamed download)."""
     if fmt not in ("csv", "json"):
         raise ValueError(f"unknown results format {fmt!r}")
     get_job(session, job_id)
@@ -217,11 +300,16 @@ def write_results(session: Session, job_id: int, fmt: str, out: TextIO) -> None:
     if fmt == "csv":
         writer = csv.writer(out)
         writer.writerow(CSV_COLUMNS)
-        writer.writerows(to_csv_row(row) for row in rows)
+        yield
+        for row in rows:
+            writer.writerow(to_csv_row(row))
+            yield
         return
     out.write("[")
+    yield
     for n, row in enumerate(rows):
         out.write(("," if n else "") + "\n" + json.dumps(row, ensure_ascii=False))
+        yield
     out.write("\n]\n")
 
 

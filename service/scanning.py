@@ -26,6 +26,7 @@ from service.models import (
     JobImageStatus,
     JobStatus,
     ScanJob,
+    folder_of,
     utcnow,
 )
 from service.paths import is_inside, is_utf8, printable
@@ -262,6 +263,7 @@ def record_job_files(
             "image_id": image_id,
             "chunk_id": chunk_id,
             "rel_path": r.rel_path,
+            "folder": folder_of(r.rel_path),
             "site": site_of(r.rel_path, job.folder, settings.site_depth)[:200],
             "status": JobImageStatus.FAILED if r.failure_reason else JobImageStatus.PENDING,
             "failure_reason": r.failure_reason,

@@ -19,9 +19,9 @@ def current_settings() -> Settings:
 
 def db_session() -> AbstractContextManager[Session]:
     """One transaction: `with db_session() as session:` commits on success, rolls back on error."""
-    return session_scope(current_settings().db_url)
+    return session_scope(current_settings().db_url, custom_plans=True)
 
 
 def db_read() -> AbstractContextManager[Session]:
     """A read-only transaction: never waits behind a worker's write on SQLite."""
-    return read_scope(current_settings().db_url)
+    return read_scope(current_settings().db_url, custom_plans=True)

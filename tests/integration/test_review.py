@@ -455,7 +455,11 @@ def test_item_context(db_url):
 def test_siblings_of_an_image_at_the_root_stay_at_the_root(sqlite_url):
     seed_queue(sqlite_url, count=6, folders=("", "Site_A"))
     with session_scope(sqlite_url) as session:
-        session.execute(update(JobImage).values(rel_path=func.ltrim(JobImage.rel_path, "/")))
+        session.execute(
+            update(JobImage).values(
+                rel_path=func.ltrim(JobImage.rel_path, "/"), folder=func.ltrim(JobImage.folder, "/")
+            )
+        )
     item_id = _claim(sqlite_url, "ana")
     with session_scope(sqlite_url) as session:
         ctx = review.item_context(session, session.get(ReviewItem, item_id))

@@ -155,7 +155,7 @@ def job_page(job_id: int) -> ResponseReturnValue:
         sites = results.job_sites(session, job_id)
         model_name = job.model_version.name
         job_dict = jobs.job_to_dict(job)
-    filters = query.model_dump(exclude={"limit", "offset"}, exclude_none=True)
+    filters = query.model_dump(exclude={"limit", "offset", "after"}, exclude_none=True)
     return render_template(
         "jobs/show.html",
         job=job_dict,

@@ -41,6 +41,9 @@ class JobListQuery(PageQuery):
 
 
 class PredictionQuery(PageQuery):
+    after: int | None = Field(default=None, ge=1, le=MAX_DB_ID)
+    """Keyset cursor: start just after this image of the job (the previous page's
+    `next_after`), as fast at any depth as on the first page; `offset` still applies."""
     label: str | None = Field(default=None, min_length=1, max_length=200)
     """Only this predicted label."""
     final_label: str | None = Field(default=None, min_length=1, max_length=200)
@@ -167,6 +170,9 @@ class ResultRow(Output):
 class ResultPage(Page[ResultRow]):
     """One page of a job's result rows, ordered by path."""
 
+    next_after: int | None
+    """The `after` of the next page (this page's last image_id); null on the last page."""
+
 
 @bp.post("/jobs")
 @requires(Role.REVIEWER)
@@ -243,12 +249,22 @@ def cancel_job(job_id: int) -> ResponseReturnValue:
 @requires(Role.VIEWER)
 @operation(ResultPage, query=PredictionQuery)
 def list_predictions(job_id: int, query: PredictionQuery) -> ResponseReturnValue:
-    """A job's results, filtered and paginated."""
+    """A job's results, filtered and paginated.
+
+    Ordered by path. Deep pages: pass each answer's `next_after` as `after` (a keyset
+    cursor, as fast at row 500,000 as at row 0) rather than a large `offset`.
+    """
     with db_read() as session:
         rows, total = results.query_results(
-            session, job_id, query.filters(), limit=query.limit, offset=query.offset
+            session,
+            job_id,
+            query.filters(),
+            limit=query.limit,
+            offset=query.offset,
+            after=query.after,
         )
-    return page(rows, total, query)
+    last = rows[-1]["image_id"] if len(rows) == query.limit else None
+    return {**page(rows, total, query), "next_after": last}
 
 
 @bp.get("/jobs/<id:job_id>/results.csv")
