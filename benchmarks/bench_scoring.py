@@ -29,6 +29,7 @@ WORK = ROOT / "benchmarks" / "_work"
 RESULTS = ROOT / "benchmarks" / "results"
 MODELS = ("mobilenet_v3_small", "efficientnet_lite0")
 PHOTO_SIZES = ((4000, 3000), (1024, 768))
+BACKENDS = ("postgres", "embedded")  # PostgreSQL + Redis; SQLite + the filesystem broker
 NUM_CLASSES = 100
 PROCESSES = 2  # every measurement runs in this many processes, one per core
 MAX_PIXELS, MAX_BYTES = 120_000_000, 256 * 1024 * 1024
@@ -310,11 +311,19 @@ def measure_pipeline_only(
     return statistics.median(run_parallel(_pipeline, jobs))
 
 
-def measure_end_to_end(folder: Path, model_dir: Path, work: Path, backend: str) -> dict[str, Any]:
-    """(c) one job through the real job path (see benchmarks/job_path.py)."""
+def measure_end_to_end(
+    folder: Path, model_dir: Path, work: Path, backend: str, display_copies: bool = False
+) -> dict[str, Any]:
+    """(c) one job through the real job path (see benchmarks/job_path.py).
+
+    Display copies are off unless asked for: they are review work, not scoring (L has no
+    part of them), and a random-weight model is unsure of every photo, so all of them would
+    be routed, which no real survey does (a real model routes a fraction).
+    """
     from benchmarks.job_path import measure_job_path
 
-    return measure_job_path(folder, model_dir, work, backend=backend)
+    overrides = {"display_copies_when_scoring": display_copies}
+    return measure_job_path(folder, model_dir, work, backend=backend, overrides=overrides)
 
 
 END_TO_END_LABEL = "the real job path: API-equivalent job creation, scan, Celery worker, DB"
@@ -418,10 +427,10 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def write_report(results: dict[str, Any], out_dir: Path) -> None:
+def write_report(results: dict[str, Any], out_dir: Path, name: str = "scoring") -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "scoring.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    info, rounds = results["machine"], results["rounds"]
+    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    info, rounds, backends = results["machine"], results["rounds"], results["backends"]
     lines = [
         "# Scoring throughput (images/s)",
         "",
@@ -435,50 +444,64 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
         "- b: decode + preprocess only, herpscore load_rgb + to_array (JPEG draft), 2 processes",
         "- b_naive: Image.open().convert('RGB').resize((224, 224)) + to_array, 2 processes",
         "- L = 1/(1/a + 1/b): the rate if decode and inference took turns on the same cores; "
-        "a and b are measured just before and just after each job, and L is the mean of the "
-        "two L's (a and b in the table: the means of their two measurements)",
-        f"- c: herpscore end to end, {results['end_to_end_label']} ({results['backend']}); "
-        "the workers `herpscore up` runs (scoring: 2 processes x 1 ORT thread; scan: its own "
-        "worker), default settings; the clock runs from the job's creation to its completion "
-        "as recorded by the database",
+        "a and b are measured just before and just after each round's jobs, and L is the mean "
+        "of the two L's (a and b in the table: the means of their two measurements)",
+        f"- c: herpscore end to end, {results['end_to_end_label']}, one job per backend per "
+        "round: pg = PostgreSQL + Redis, emb = the embedded default (SQLite + filesystem "
+        "broker); the workers `herpscore up` runs (scoring: 2 processes x 1 ORT thread; scan: "
+        "its own worker), default settings except display copies "
+        f"({'on' if results['display_copies'] else 'off'}: see docs/performance.md); the "
+        "clock runs from the job's creation to its completion as recorded by the database",
         "- c_pipe: the inference pipeline alone (score_paths in 2 processes, chunks of 64)",
         f"- d: torchvision ImageFolder + DataLoader(batch 8, num_workers="
         f"{results['naive_num_workers']}) + Resize(256)/CenterCrop(224)/ToTensor/Normalize "
         "+ torch eager in no_grad (torch's default intra-op threads)",
-        f"- mode: {results['mode']}; {rounds} rounds, each measuring a, b, c (one job), a, b, "
-        "c_pipe and d back to back; rates are medians over the rounds, and so is each ratio, taken "
-        f"within its round; b_naive: {results['repeats_naive']} round per photo size, "
-        "shared by both models",
+        f"- mode: {results['mode']}; {rounds} rounds, each measuring a, b, c (one job per "
+        "backend, in alternating order), a, b, c_pipe and d back to back; rates are medians "
+        "over the rounds, and so is each ratio, taken within its round; b_naive: "
+        f"{results['repeats_naive']} round per photo size, shared by both models",
         "",
-        "| model | photos | n | a | b | b_naive | L | c | c_pipe | d | **c/L** | c_pipe/L "
-        "| c/a | **c/d** | b/b_naive | c/L by round |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    short = {"postgres": "pg", "embedded": "emb"}
+    head = ["model", "photos", "n", "a", "b", "b_naive", "L"]
+    head += [f"c {short[b]}" for b in backends] + ["c_pipe", "d"]
+    head += [f"**c/L {short[b]}**" for b in backends] + ["c_pipe/L"]
+    head += [f"c/d {short[b]}" for b in backends] + ["b/b_naive"]
+    head += [f"c/L {short[b]} by round" for b in backends]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in results["rows"]:
+        per = row["backends"]
         cells = [row["model"], row["photos"], str(row["count"])]
-        cells += [f"{row[k]:.1f}" for k in ("a", "b", "b_naive", "L", "c", "c_pipe", "d")]
-        cells += [f"**{row['c_over_L']:.2f}**", f"{row['c_pipe_over_L']:.2f}"]
-        cells += [f"{row['c_over_a']:.2f}", f"**{row['c_over_d']:.2f}**"]
+        cells += [f"{row[k]:.1f}" for k in ("a", "b", "b_naive", "L")]
+        cells += [f"{per[b]['c']:.1f}" for b in backends]
+        cells += [f"{row['c_pipe']:.1f}", f"{row['d']:.1f}"]
+        cells += [f"**{per[b]['c_over_L']:.2f}**" for b in backends]
+        cells += [f"{row['c_pipe_over_L']:.2f}"]
+        cells += [f"{per[b]['c_over_d']:.2f}" for b in backends]
         cells += [f"{row['b_over_b_naive']:.2f}"]
-        cells += [" ".join(f"{r['c'] / r['L']:.2f}" for r in row["rounds"])]
+        cells += [" ".join(f"{r['c'][b] / r['L']:.2f}" for r in row["rounds"]) for b in backends]
         lines.append("| " + " | ".join(cells) + " |")
-    groups = sorted({g for row in results["rows"] for g in row["cpu_ms_per_image"]})
     lines += [
         "",
         "## Where a job's CPU goes (ms of CPU per image, medians over the rounds)",
         "",
         "Read from /proc for each group of processes while the job ran (up to the 0.5 s poll "
         "that saw it end). 'ideal' is 2 cores / L: decode and inference alone. 'other' is "
-        "everything else on the machine, the benchmark's own process included.",
+        "everything else on the machine, the benchmark's own process and other users "
+        "included.",
         "",
-        "| model | photos | ideal | " + " | ".join(groups) + " | total |",
-        "|---|---|---|" + "---|" * (len(groups) + 1),
     ]
+    groups = sorted(
+        {g for row in results["rows"] for b in backends for g in row["backends"][b]["cpu"]}
+    )
+    lines += ["| model | photos | backend | ideal | " + " | ".join(groups) + " | total |"]
+    lines += ["|---|---|---|---|" + "---|" * (len(groups) + 1)]
     for row in results["rows"]:
-        cpu = row["cpu_ms_per_image"]
-        cells = [row["model"], row["photos"], f"{row['ideal_cpu_ms_per_image']:.2f}"]
-        cells += [f"{cpu.get(g, 0.0):.2f}" for g in groups] + [f"{sum(cpu.values()):.2f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+        for b in backends:
+            cpu = row["backends"][b]["cpu"]
+            cells = [row["model"], row["photos"], b, f"{row['ideal_cpu_ms_per_image']:.2f}"]
+            cells += [f"{cpu.get(g, 0.0):.2f}" for g in groups] + [f"{sum(cpu.values()):.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Partial batch handling (1 process x 1 thread, ms per run)", ""]
     lines += ["| model | rows | cold exact shape | warm exact shape | padded to 8 |"]
     lines += ["|---|---|---|---|---|"]
@@ -488,7 +511,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
                 f"| {model} | {n} | {t['cold_first_run_ms']} | {t['warm_exact_ms']} | "
                 f"{t['padded_to_full_ms']} |"
             )
-    (out_dir / "scoring.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out_dir / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -497,6 +520,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--count-large", type=int, default=400, help="4000x3000 photos")
     parser.add_argument("--count-small", type=int, default=1000, help="1024x768 photos")
     parser.add_argument(
+        "--small-jobs",
+        type=int,
+        nargs=2,
+        default=(120, 400),
+        metavar=("LARGE", "SMALL"),
+        help="the small-job sizes, also measured: 4000x3000 and 1024x768 photos (0 0: none)",
+    )
+    parser.add_argument(
         "--rounds", type=int, default=5, help="rounds of a, b, c (one job), a, b, c_pipe, d"
     )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -504,12 +535,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--naive-num-workers", type=int, default=2)
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument(
-        "--backend",
-        choices=["postgres", "embedded"],
-        default="postgres",
-        help="(c) on PostgreSQL + Redis (production) or SQLite + filesystem broker",
+        "--backends",
+        nargs="+",
+        choices=BACKENDS,
+        default=list(BACKENDS),
+        help="(c) on PostgreSQL + Redis (production) and/or SQLite + filesystem broker",
     )
+    parser.add_argument(
+        "--display-copies", action="store_true", help="(c) with the review display copies"
+    )
+    parser.add_argument("--sets", nargs="+", help="only these photo sets, e.g. '1024x768 n=400'")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="scoring", help="results file name (.md, .json)")
     return parser
 
 
@@ -521,11 +558,12 @@ def measure_row(
     folder: Path,
     files: list[str],
 ) -> dict[str, Any]:
-    """a, b, c, c_pipe and d for one model and photo size, in interleaved rounds.
+    """a, b, c (per backend), c_pipe and d for one model and photo set, in interleaved rounds.
 
     The host's speed drifts by 10 % and more over minutes, so every round measures all of
     them back to back and the ratios are taken within a round; the row reports the median
-    of each rate and of each ratio over the rounds.
+    of each rate and of each ratio over the rounds. The backends' jobs alternate in order
+    from round to round, so neither always runs first.
     """
     from service.modelspec import load_artifact
 
@@ -534,11 +572,15 @@ def measure_row(
     rounds: list[dict[str, Any]] = []
     for r in range(args.rounds):
         log.info("%s %s: round %d of %d", name, label, r + 1, args.rounds)
-        # The job is bracketed: a and b just before it and just after it, so that a drift
-        # of the host's speed during the round moves L with c instead of against it.
+        # The jobs are bracketed: a and b just before them and just after them, so that a
+        # drift of the host's speed during the round moves L with c instead of against it.
         a0 = measure_model_only(model_dir, batches, repeats=1)
         b0 = measure_decode(files, spec, naive=False, repeats=1)
-        job = measure_end_to_end(folder, model_dir, args.work, args.backend)
+        jobs = {}
+        for backend in args.backends[:: 1 if r % 2 == 0 else -1]:
+            jobs[backend] = measure_end_to_end(
+                folder, model_dir, args.work, backend, args.display_copies
+            )
         a1 = measure_model_only(model_dir, batches, repeats=1)
         b1 = measure_decode(files, spec, naive=False, repeats=1)
         c_pipe = measure_pipeline_only(folder, model_dir)
@@ -546,28 +588,48 @@ def measure_row(
         l_before, l_after = 1.0 / (1.0 / a0 + 1.0 / b0), 1.0 / (1.0 / a1 + 1.0 / b1)
         rounds.append(
             {"a": (a0 + a1) / 2, "b": (b0 + b1) / 2, "L": (l_before + l_after) / 2}
-            | {"c": job["rate"], "c_pipe": c_pipe, "d": d, "job": job}
-            | {"L_before": l_before, "L_after": l_after}
+            | {"c": {k: job["rate"] for k, job in jobs.items()}, "jobs": jobs}
+            | {"c_pipe": c_pipe, "d": d, "L_before": l_before, "L_after": l_after}
         )
-        log.info("%s", {k: round(v, 1) for k, v in rounds[-1].items() if k != "job"})
+        log.info("%s", {k: v for k, v in rounds[-1].items() if k != "jobs"})
 
     def median(values: Iterable[float]) -> float:
         return float(statistics.median(values))
 
     row: dict[str, Any] = {"model": name, "photos": label}
     row |= {"count": len(files), "rounds": rounds}
-    for key in ("a", "b", "L", "c", "c_pipe", "d"):
+    for key in ("a", "b", "L", "c_pipe", "d"):
         row[key] = median(r[key] for r in rounds)
-    row["c_over_L"] = median(r["c"] / r["L"] for r in rounds)
     row["c_pipe_over_L"] = median(r["c_pipe"] / r["L"] for r in rounds)
-    row["c_over_a"] = median(r["c"] / r["a"] for r in rounds)
-    row["c_over_d"] = median(r["c"] / r["d"] for r in rounds)
     row["ideal_cpu_ms_per_image"] = median(1e3 * PROCESSES / r["L"] for r in rounds)
-    groups = sorted({g for r in rounds for g in r["job"]["cpu_ms_per_image"]})
-    row["cpu_ms_per_image"] = {
-        g: median(r["job"]["cpu_ms_per_image"].get(g, 0.0) for r in rounds) for g in groups
-    }
+    row["backends"] = {}
+    for backend in args.backends:
+        jobs = [r["jobs"][backend] for r in rounds]
+        groups = sorted({g for job in jobs for g in job["cpu_ms_per_image"]})
+        ratios = [r["c"][backend] / r["L"] for r in rounds]
+        row["backends"][backend] = {
+            "c": median(r["c"][backend] for r in rounds),
+            "c_over_L": median(ratios),
+            "c_over_L_min": min(ratios),
+            "c_over_L_max": max(ratios),
+            "c_over_a": median(r["c"][backend] / r["a"] for r in rounds),
+            "c_over_d": median(r["c"][backend] / r["d"] for r in rounds),
+            "cpu": {g: median(j["cpu_ms_per_image"].get(g, 0.0) for j in jobs) for g in groups},
+        }
     return row
+
+
+def photo_sets(args: argparse.Namespace) -> list[tuple[str, tuple[int, int], int, str]]:
+    """(label, size, count, folder name) of every photo set the run measures."""
+    sets = []
+    for (w, h), count in zip(PHOTO_SIZES, (args.count_large, args.count_small), strict=True):
+        sets.append((f"{w}x{h} n={count}", (w, h), count, f"photos-{w}x{h}"))
+    for (w, h), count in zip(PHOTO_SIZES, args.small_jobs, strict=True):
+        if count:
+            sets.append((f"{w}x{h} n={count}", (w, h), count, f"photos-{w}x{h}-small"))
+    if args.quick:
+        sets = [(label, size, n, folder + "-quick") for label, size, n, folder in sets[:2]]
+    return [s for s in sets if not args.sets or s[0] in args.sets]
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -581,14 +643,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "repeats_naive": args.repeats_naive,
         "naive_num_workers": args.naive_num_workers,
         "end_to_end_label": END_TO_END_LABEL,
-        "backend": args.backend,
+        "backends": args.backends,
+        "display_copies": args.display_copies,
         "rows": [],
         "batch_policy": {},
     }
     photos, naive_decode = {}, {}
-    for (w, h), count in zip(PHOTO_SIZES, (args.count_large, args.count_small), strict=True):
-        folder = args.work / (f"photos-{w}x{h}" + ("-quick" if args.quick else ""))
-        photos[f"{w}x{h}"] = (folder, make_photos(folder, (w, h), count))
+    for label, size, count, folder_name in photo_sets(args):
+        folder = args.work / folder_name
+        photos[label] = (folder, make_photos(folder, size, count))
     for name in args.models:
         model_dir = build_model(name, args.work)
         from service.modelspec import load_artifact
@@ -605,7 +668,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             log.info("%s", {k: v for k, v in row.items() if k != "rounds"})
             results["rows"].append(row)
     results["machine"]["loadavg_end"] = os.getloadavg()
-    write_report(results, args.out)
+    write_report(results, args.out, args.name)
     return results
 
 

@@ -1,13 +1,17 @@
 """A/B of the job path: the same jobs through this checkout and through an older commit.
 
-A single 5-second job is too noisy to judge a 5-10 % change, so this runs N jobs through
-each tree, alternating, on the same photos and model, and reports the medians. The old
-tree is a `git worktree` of COMMIT; its worker runs with PYTHONPATH pointing at it.
+A single 5-second job is too noisy to judge a 5-10 % change, so this runs N rounds, each
+one job through each tree (the order alternates: old-new, then new-old), on the same
+photos, model and backend, with L (decode and inference alone, benchmarks/bench_scoring.py)
+measured before and after each round, and reports c/L for each tree: medians, the spread,
+and the ratio new/old within each round. The old tree is a `git worktree` of COMMIT; its
+worker runs with PYTHONPATH pointing at it.
 
-    .venv/bin/python benchmarks/job_path_ab.py a6c7195 --model mobilenet_v3_small --jobs 3
+    .venv/bin/python benchmarks/job_path_ab.py a6c7195 --model efficientnet_lite0 \\
+        --photos photos-1024x768-small --backend embedded --rounds 5
 
 Photos and models come from benchmarks/_work (run bench_scoring.py once to create them).
-Results are appended to benchmarks/results/job_path_ab.md.
+Results are appended to benchmarks/results/job_path_ab.md (and .jsonl).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 WORK = ROOT / "benchmarks" / "_work"
 RESULTS = ROOT / "benchmarks" / "results" / "job_path_ab.md"
 
@@ -31,62 +36,105 @@ import json, sys
 from pathlib import Path
 from benchmarks.job_path import measure_job_path
 folder, model, work = (Path(a) for a in sys.argv[1:4])
-print(json.dumps(measure_job_path(folder, model, work)["rate"]))
+overrides = {"display_copies_when_scoring": False}
+job = measure_job_path(folder, model, work, backend=sys.argv[4], overrides=overrides)
+print(json.dumps(job["rate"]))
 """
 
 
-def one_job(tree: Path, folder: Path, model: Path) -> float:
+def one_job(tree: Path, folder: Path, model: Path, backend: str) -> float:
     """One job through `tree`'s code (parent and worker), in a fresh interpreter."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run(
-        [sys.executable, "-c", ONE_JOB, str(folder), str(model), str(WORK / "ab")],
+        [sys.executable, "-c", ONE_JOB, str(folder), str(model), str(WORK / "ab"), backend],
         cwd=tree, env=env, check=True, capture_output=True, text=True,
     )  # fmt: skip
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def main(args: argparse.Namespace) -> dict[str, list[float]]:
-    folder = WORK / f"photos-{args.photos}"
+def measure_l(folder: Path, model: Path) -> float:
+    """L = 1/(1/a + 1/b) for these photos and this model, as bench_scoring.py measures it."""
+    from benchmarks.bench_scoring import measure_decode, measure_model_only
+    from service.modelspec import load_artifact
+
+    files = sorted(str(p) for p in folder.rglob("*.jpg"))
+    a = measure_model_only(model, 40, repeats=1)
+    b = measure_decode(files, load_artifact(model, check_onnx=False).spec, False, repeats=1)
+    return 1.0 / (1.0 / a + 1.0 / b)
+
+
+def main(args: argparse.Namespace) -> dict[str, object]:
+    folder = WORK / args.photos
     model = WORK / "models" / args.model
     if not folder.is_dir() or not (model / "metadata.json").is_file():
         sys.exit(f"missing {folder} or {model}: run benchmarks/bench_scoring.py once first")
-    rates: dict[str, list[float]] = {args.commit: [], "HEAD": []}
+    old_key, new_key = args.commit, "HEAD"
+    rounds: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "old"
         subprocess.run(
-            ["git", "worktree", "add", "-q", str(old), args.commit], cwd=ROOT, check=True
+            ["git", "worktree", "add", "-q", "--detach", str(old), args.commit],
+            cwd=ROOT,
+            check=True,
         )
         try:
-            for _ in range(args.jobs):
-                rates[args.commit].append(one_job(old, folder, model))
-                rates["HEAD"].append(one_job(ROOT, folder, model))
+            for r in range(args.rounds):
+                l_before = measure_l(folder, model)
+                order = [(old_key, old), (new_key, ROOT)]
+                rates = {key: one_job(tree, folder, model, args.backend)
+                         for key, tree in (order if r % 2 == 0 else order[::-1])}  # fmt: skip
+                ell = (l_before + measure_l(folder, model)) / 2
+                rounds.append({"L": ell, **{f"c_{k}": v for k, v in rates.items()}})
+                print(json.dumps(rounds[-1]), flush=True)
         finally:
             subprocess.run(
                 ["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, check=False
             )
-    medians = {k: statistics.median(v) for k, v in rates.items()}
+    old_cl = [r[f"c_{old_key}"] / r["L"] for r in rounds]
+    new_cl = [r[f"c_{new_key}"] / r["L"] for r in rounds]
+    within = [n / o for n, o in zip(new_cl, old_cl, strict=True)]
+    summary = {
+        "when": f"{datetime.now(UTC):%Y-%m-%d %H:%M}",
+        "model": args.model,
+        "photos": args.photos,
+        "backend": args.backend,
+        "old": args.commit,
+        "new": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
+        "rounds": rounds,
+        "old_c_over_L": statistics.median(old_cl),
+        "new_c_over_L": statistics.median(new_cl),
+        "new_over_old": statistics.median(within),
+        "loadavg_end": os.getloadavg(),
+    }
     line = (
-        f"| {datetime.now(UTC):%Y-%m-%d %H:%M} | {args.model} | {args.photos} | {args.commit} | "
-        f"{', '.join(f'{r:.1f}' for r in rates[args.commit])} | "
-        f"{', '.join(f'{r:.1f}' for r in rates['HEAD'])} | "
-        f"{medians['HEAD'] / medians[args.commit]:.2f} |"
+        f"| {summary['when']} | {args.model} | {args.photos} | {args.backend} | "
+        f"{args.commit} -> {summary['new']} | {len(rounds)} | "
+        f"{summary['old_c_over_L']:.2f} ({min(old_cl):.2f}-{max(old_cl):.2f}) | "
+        f"{summary['new_c_over_L']:.2f} ({min(new_cl):.2f}-{max(new_cl):.2f}) | "
+        f"{summary['new_over_old']:.2f} ({min(within):.2f}-{max(within):.2f}) |"
     )
-    if not RESULTS.is_file():
-        RESULTS.write_text(
-            "# Job path A/B (photos/s per job; ratio = median HEAD / median old)\n\n"
-            "| when (UTC) | model | photos | old commit | old | HEAD | ratio |\n"
-            "|---|---|---|---|---|---|---|\n"
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else ""
+    header = "## c/L A/B (median (min-max) over rounds; new/old taken within each round)"
+    if header not in text:
+        text += (
+            f"\n{header}\n\n"
+            "| when (UTC) | model | photos | backend | old -> new | rounds | old c/L | new c/L "
+            "| new/old |\n|---|---|---|---|---|---|---|---|---|\n"
         )
-    with RESULTS.open("a") as fh:
-        fh.write(line + "\n")
-    print(json.dumps(rates))
-    return rates
+    RESULTS.write_text(text + line + "\n", encoding="utf-8")
+    with RESULTS.with_suffix(".jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(summary) + "\n")
+    print(json.dumps(summary))
+    return summary
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("commit", help="the older commit to compare against")
-    parser.add_argument("--model", default="mobilenet_v3_small")
-    parser.add_argument("--photos", default="1024x768", choices=["1024x768", "4000x3000"])
-    parser.add_argument("--jobs", type=int, default=3)
+    parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--photos", default="photos-1024x768-small", help="folder in _work")
+    parser.add_argument("--backend", choices=["postgres", "embedded"], default="embedded")
+    parser.add_argument("--rounds", type=int, default=5)
     main(parser.parse_args())

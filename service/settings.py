@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -91,6 +91,16 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=8, ge=1, le=256, description="ONNX Runtime batch.")
     worker_threads: int = Field(default=1, ge=1, description="ONNX Runtime threads per process.")
     decode_threads: int = Field(default=2, ge=1, description="Decode threads per worker process.")
+    inference_device: Literal["auto", "cpu"] = Field(
+        default="auto",
+        description="auto: ONNX Runtime's CUDA provider when installed (onnxruntime-gpu) "
+        "and working, else the CPU; cpu: always the CPU.",
+    )
+    serve_int8: bool = Field(
+        default=False,
+        description="Score with the model's model.int8.onnx where its accuracy gate passed "
+        "(CPU only; else model.onnx).",
+    )
     worker_concurrency: int = Field(default=0, ge=0, description="0 = one process per core.")
     max_image_pixels: int = Field(
         default=120_000_000, ge=1, description="Larger images fail as too_many_pixels, undecoded."

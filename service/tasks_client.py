@@ -73,7 +73,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_ignore_result": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
+        # The filesystem broker is polled: a pool process that finishes a chunk would wait up
+        # to a polling interval for its next message, several times per small job. Holding one
+        # more message per process hides that wait (a free process takes it at once); Redis
+        # delivers on the ack, and a message held there is one another worker cannot take.
+        "worker_prefetch_multiplier": 2 if settings.is_embedded_broker else 1,
         # A pool process that grew past the ceiling (a heap fragmented by huge decodes) is
         # replaced after its task; decoding itself is bounded by max_decoded_megabytes.
         "worker_max_memory_per_child": settings.worker_max_memory_megabytes * 1024 or None,

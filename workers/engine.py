@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +16,70 @@ from service.errors import InvalidModel
 from service.imaging import InputSpec
 from service.modelspec import ModelArtifact, load_artifact
 
+log = logging.getLogger(__name__)
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+INT8_FILE = "model.int8.onnx"
+DEVICES = ("auto", "cpu")
+
+
+def choose_providers(available: Sequence[str], device: str = "auto") -> list[str]:
+    """ORT execution providers, best first: CUDA when this build has it and `device` allows
+    it, always ending with CPU (ORT runs there whatever CUDA cannot, or all of it when the
+    CUDA libraries fail to load)."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
+    return [CUDA, CPU] if device == "auto" and CUDA in available else [CPU]
+
+
+@cache
+def load_cuda_libraries() -> None:
+    """Load CUDA and cuDNN before the first CUDA session: onnxruntime-gpu[cuda,cudnn]
+    installs them as pip packages, outside the dynamic loader's search path."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        preload()
+
+
+def int8_refusal(artifact: ModelArtifact, providers: Sequence[str]) -> str | None:
+    """Why this model's INT8 file cannot be served here, or None when it can."""
+    if not (artifact.path / INT8_FILE).is_file():
+        return f"the model has no {INT8_FILE}"
+    gate = artifact.metadata.get("int8")
+    if not isinstance(gate, dict) or gate.get("kept") is not True:
+        return "its accuracy gate did not pass (metadata.json int8.kept is not true)"
+    hashes = artifact.metadata.get("files_sha256")
+    recorded = hashes.get(INT8_FILE) if isinstance(hashes, dict) else None
+    if recorded is not None and recorded != artifact.files_sha256.get(INT8_FILE):
+        return f"{INT8_FILE} is not the file its gate checked (sha256 differs)"
+    if providers[0] != CPU:
+        # The quantised graph is a CPU optimisation: ORT's CUDA provider runs its
+        # Quantize/DequantizeLinear pairs around float kernels, slower than FP32.
+        return f"INT8 is served on the CPU only, and this worker uses {providers[0]}"
+    return None
+
+
+def choose_model_file(artifact: ModelArtifact, want_int8: bool, providers: Sequence[str]) -> Path:
+    """model.int8.onnx when asked for and servable (int8_refusal), else model.onnx."""
+    if want_int8:
+        refusal = int8_refusal(artifact, providers)
+        if refusal is None:
+            return artifact.path / INT8_FILE
+        log.warning("serving %s/model.onnx, not INT8: %s", artifact.path, refusal)
+    return artifact.path / "model.onnx"
+
 
 class InferenceEngine:
     """An ONNX Runtime session with the labels, input spec and temperature of its model folder."""
 
-    def __init__(self, model_dir: Path, threads: int = 1, prefer_int8: bool = False) -> None:
+    def __init__(
+        self, model_dir: Path, threads: int = 1, prefer_int8: bool = False, device: str = "auto"
+    ) -> None:
         self.artifact: ModelArtifact = load_artifact(model_dir, check_onnx=False)
-        int8 = self.artifact.path / "model.int8.onnx"
-        self.onnx_path = (
-            int8 if prefer_int8 and int8.is_file() else self.artifact.path / "model.onnx"
-        )
+        providers = choose_providers(ort.get_available_providers(), device)
+        if CUDA in providers:
+            load_cuda_libraries()
+        self.onnx_path = choose_model_file(self.artifact, prefer_int8, providers)
         self.threads = threads
         opts = ort.SessionOptions()
         # Threads are set on purpose: one process owns `threads` cores, and inter-op
@@ -32,9 +88,11 @@ class InferenceEngine:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            str(self.onnx_path), opts, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=providers)
+        # What ORT really uses: a CUDA build without its libraries falls back to the CPU.
+        self.providers: list[str] = self.session.get_providers()
+        if providers[0] != self.providers[0]:
+            log.warning("%s is unavailable here: scoring on %s", providers[0], self.providers[0])
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or not outputs:
             raise InvalidModel(f"{self.onnx_path.name} must have one input and an output")
@@ -98,22 +156,24 @@ def top_k(probs: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
     return [[(int(i), float(row[i])) for i in idx] for row, idx in zip(probs, order, strict=True)]
 
 
-_ENGINES: dict[tuple[Path, int, bool], InferenceEngine] = {}
+_ENGINES: dict[tuple[Path, int, bool, str], InferenceEngine] = {}
 _ENGINES_LOCK = threading.Lock()
 # A session must never cross a fork (ORT threads and arenas do not survive it): a child
 # process starts with an empty cache and builds its own engine on first use.
 os.register_at_fork(after_in_child=_ENGINES.clear)
 
 
-def get_engine(model_dir: Path, threads: int = 1, prefer_int8: bool = False) -> InferenceEngine:
+def get_engine(
+    model_dir: Path, threads: int = 1, prefer_int8: bool = False, device: str = "auto"
+) -> InferenceEngine:
     """This process's engine for a model folder, created lazily on first use and cached.
 
     Call it from inside the worker process (a task), never at import time or in the
     Celery parent before it forks the pool, so each pool process opens its own session.
     """
-    key = (Path(model_dir).expanduser().resolve(), threads, prefer_int8)
+    key = (Path(model_dir).expanduser().resolve(), threads, prefer_int8, device)
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
         if engine is None:
-            engine = _ENGINES[key] = InferenceEngine(key[0], threads, prefer_int8)
+            engine = _ENGINES[key] = InferenceEngine(*key)
         return engine

@@ -33,7 +33,7 @@ from service.tasks_client import (
     TRAIN_TASK,
     enqueue,
 )
-from workers.engine import get_engine
+from workers.engine import InferenceEngine, get_engine
 from workers.pipeline import score_paths
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,20 @@ def worker_settings() -> Settings:
     return get_settings()
 
 
+def serving_engine(settings: Settings, model_dir: Path) -> InferenceEngine:
+    """This process's cached engine for a model, on the device and file the settings ask."""
+    return get_engine(
+        model_dir,
+        threads=settings.worker_threads,
+        prefer_int8=settings.serve_int8,
+        device=settings.inference_device,
+    )
+
+
 def run_model(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome]:
     """Decode and infer `paths` with the job's pinned model version (cached session)."""
     settings = worker_settings()
-    engine = get_engine(Path(model.path), threads=settings.worker_threads)
+    engine = serving_engine(settings, Path(model.path))
     outcomes = score_paths(
         engine,
         list(paths),
@@ -88,7 +98,8 @@ def preload_active_model() -> None:
             model = active_model(session)
             path = Path(model.path) if model else None
         if path is not None:
-            engine = get_engine(path, threads=settings.worker_threads)
+            engine = serving_engine(settings, path)
+            log.info("model %s on %s: %s", path.name, engine.providers[0], engine.onnx_path.name)
             engine.warmup(sorted({1, settings.batch_size}))
     except (SQLAlchemyError, HerpscoreError, OSError) as exc:
         # A worker must start even before the database is migrated or a model is added.

@@ -8,12 +8,23 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from service.errors import InvalidModel
+from service.imaging import sha256_file
+from service.modelspec import load_artifact
 from tests.support.models import make_model_folder
 from workers import engine as engine_module
-from workers.engine import InferenceEngine, get_engine, softmax, top_k
+from workers.engine import (
+    InferenceEngine,
+    choose_model_file,
+    choose_providers,
+    get_engine,
+    int8_refusal,
+    softmax,
+    top_k,
+)
 
 
 @pytest.fixture
@@ -82,12 +93,95 @@ def test_warmup_records_batch_sizes(model_dir: Path) -> None:
     assert engine.warmed_batch_sizes == {1, 4, 8}
 
 
-def test_int8_only_when_preferred_and_present(model_dir: Path) -> None:
-    assert InferenceEngine(model_dir, prefer_int8=True).onnx_path.name == "model.onnx"
-    shutil.copy(model_dir / "model.onnx", model_dir / "model.int8.onnx")
+def _add_int8(model_dir: Path, gate: dict[str, object] | None, record_hash: bool = True) -> None:
+    """A stand-in INT8 file (a model with another scale, so its logits differ) and its gate."""
+    other = make_model_folder(model_dir.parent / "other", size=16, scale=1.0)
+    shutil.copy(other / "model.onnx", model_dir / "model.int8.onnx")
+    metadata = json.loads((model_dir / "metadata.json").read_text(encoding="utf-8"))
+    if gate is not None:
+        metadata["int8"] = gate
+    if record_hash:
+        metadata["files_sha256"] = {"model.int8.onnx": sha256_file(model_dir / "model.int8.onnx")}
+    (model_dir / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
 
-    assert InferenceEngine(model_dir).onnx_path.name == "model.onnx"
-    assert InferenceEngine(model_dir, prefer_int8=True).onnx_path.name == "model.int8.onnx"
+
+def test_providers_put_cuda_first_when_the_build_has_it() -> None:
+    gpu_build = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    assert choose_providers(gpu_build) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(gpu_build, "cpu") == ["CPUExecutionProvider"]
+    assert choose_providers(["AzureExecutionProvider", "CPUExecutionProvider"]) == [
+        "CPUExecutionProvider"
+    ]
+    with pytest.raises(ValueError, match="device"):
+        choose_providers(gpu_build, "gpu")
+
+
+def test_engine_runs_on_what_this_onnxruntime_offers(model_dir: Path) -> None:
+    engine = InferenceEngine(model_dir)
+    expected = choose_providers(ort.get_available_providers())
+
+    assert engine.session.get_providers()[0] == expected[0] == engine.providers[0]
+    assert InferenceEngine(model_dir, device="cpu").providers == ["CPUExecutionProvider"]
+
+
+def test_int8_is_served_when_its_gate_passed_and_asked_for(model_dir: Path) -> None:
+    _add_int8(model_dir, {"requested": True, "kept": True, "top1_agreement": 1.0})
+    batch = _colour_batch((1, -1, -1)).astype(np.float32)
+
+    fp32 = InferenceEngine(model_dir, device="cpu")
+    int8 = InferenceEngine(model_dir, prefer_int8=True, device="cpu")
+
+    assert fp32.onnx_path.name == "model.onnx"
+    assert int8.onnx_path.name == "model.int8.onnx"
+    assert not np.allclose(fp32.logits(batch), int8.logits(batch))  # the other file really runs
+
+
+@pytest.mark.parametrize(
+    ("gate", "record_hash", "why"),
+    [
+        (None, True, "gate did not pass"),  # an imported model with an unchecked INT8 file
+        ({"requested": True, "kept": False}, True, "gate did not pass"),
+        ({"kept": "yes"}, True, "gate did not pass"),
+        ({"kept": True}, False, None),  # no recorded hash: the gate's word is enough
+    ],
+)
+def test_int8_without_a_passed_gate_is_not_served(
+    model_dir: Path, gate: dict[str, object] | None, record_hash: bool, why: str | None
+) -> None:
+    _add_int8(model_dir, gate, record_hash)
+    artifact = load_artifact(model_dir, check_onnx=False)
+
+    refusal = int8_refusal(artifact, ["CPUExecutionProvider"])
+    engine = InferenceEngine(model_dir, prefer_int8=True, device="cpu")
+
+    if why is None:
+        assert refusal is None and engine.onnx_path.name == "model.int8.onnx"
+    else:
+        assert refusal is not None and why in refusal
+        assert engine.onnx_path.name == "model.onnx"
+
+
+def test_int8_refused_when_the_file_is_not_the_one_gated(model_dir: Path) -> None:
+    _add_int8(model_dir, {"kept": True})
+    shutil.copy(model_dir / "model.onnx", model_dir / "model.int8.onnx")  # swapped afterwards
+
+    refusal = int8_refusal(load_artifact(model_dir, False), ["CPUExecutionProvider"])
+
+    assert refusal is not None and "sha256" in refusal
+    assert InferenceEngine(model_dir, prefer_int8=True).onnx_path.name == "model.onnx"
+
+
+def test_int8_is_a_cpu_file_and_fp32_goes_to_the_gpu(model_dir: Path) -> None:
+    _add_int8(model_dir, {"kept": True})
+    artifact = load_artifact(model_dir, check_onnx=False)
+    gpu = choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"])
+
+    assert choose_model_file(artifact, True, gpu).name == "model.onnx"
+    assert choose_model_file(artifact, True, ["CPUExecutionProvider"]).name == "model.int8.onnx"
+    assert choose_model_file(artifact, False, ["CPUExecutionProvider"]).name == "model.onnx"
+    (model_dir / "model.int8.onnx").unlink()
+    assert "no model.int8.onnx" in (int8_refusal(artifact, ["CPUExecutionProvider"]) or "")
 
 
 def test_softmax_rows_sum_to_one_and_match_hand_values() -> None:
@@ -126,7 +220,7 @@ def test_top_k_is_ordered_best_first() -> None:
     assert len(top_k(probs, 10)[0]) == 4  # k beyond the class count gives every class
 
 
-def test_get_engine_caches_per_resolved_folder_and_threads(model_dir: Path) -> None:
+def test_get_engine_caches_per_resolved_folder_threads_file_and_device(model_dir: Path) -> None:
     engine_module._ENGINES.clear()
     link = model_dir.parent / "alias"
     link.symlink_to(model_dir)
@@ -136,6 +230,8 @@ def test_get_engine_caches_per_resolved_folder_and_threads(model_dir: Path) -> N
     assert get_engine(link, 1) is first
     assert get_engine(model_dir, 2) is not first
     assert get_engine(model_dir, 2).threads == 2
+    assert get_engine(model_dir, 1, prefer_int8=True) is not first
+    assert get_engine(model_dir, 1, device="cpu") is not first
     engine_module._ENGINES.clear()
 
 

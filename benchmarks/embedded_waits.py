@@ -1,0 +1,98 @@
+"""Two waits of the embedded stack: an idle stack's polling CPU, and SQLite's busy-wait overshoot.
+
+    .venv/bin/python benchmarks/embedded_waits.py [--poll-seconds 10]
+
+1. Start the embedded workers (`herpscore up`'s layout) on an empty data dir, let them
+   settle, then read their CPU time from /proc over `--poll-seconds` with nothing queued:
+   what the filesystem broker's polling costs all day (compare polling intervals by
+   editing `polling_interval` in service/tasks_client.py).
+2. Hold SQLite's write lock (BEGIN IMMEDIATE, WAL, as service/db.py does) for 5-100 ms in
+   one connection while another waits on it, and report how long after the release the
+   waiter got the lock: SQLite's busy handler sleeps in growing steps (1 ms up to 100 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def idle_worker_cpu(seconds: float) -> float:
+    """Percent of one core that an idle embedded stack's worker processes use."""
+    from benchmarks.job_path import cpu_seconds
+    from service.embedded import embedded_worker
+    from service.migrate import upgrade
+    from service.settings import Settings
+
+    with tempfile.TemporaryDirectory() as data:
+        settings = Settings(data_dir=Path(data), worker_concurrency=2)
+        settings.ensure_dirs()
+        upgrade(settings.db_url)
+        with embedded_worker(settings) as procs:
+            time.sleep(8)  # imports, forks, model preload (none here)
+            pids = {p.pid for p in procs}
+            for proc in procs:
+                out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True)
+                pids |= {int(pid) for pid in out.stdout.split()}
+            before, began = cpu_seconds(), time.monotonic()
+            time.sleep(seconds)
+            after, elapsed = cpu_seconds(), time.monotonic() - began
+    used = sum(after[p][1] - before[p][1] for p in pids if p in after and p in before)
+    return 100 * used / elapsed
+
+
+def busy_wait_overshoot(holds_ms: tuple[int, ...] = (5, 20, 50, 100), repeats: int = 5) -> dict:
+    """ms from the lock's release to the waiting writer holding it, median per hold time."""
+
+    def connect(path: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=60000")
+        return conn
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "locks.db")
+        holder, waiter = connect(path), connect(path)
+        holder.execute("CREATE TABLE t (x)")
+        for hold in holds_ms:
+            late = []
+            for _ in range(repeats):
+                holder.execute("BEGIN IMMEDIATE")
+                released = [0.0]
+
+                def release(hold: int = hold, released: list[float] = released) -> None:
+                    time.sleep(hold / 1e3)
+                    released[0] = time.perf_counter()
+                    holder.execute("COMMIT")
+
+                thread = threading.Thread(target=release)
+                thread.start()
+                time.sleep(0.001)
+                waiter.execute("BEGIN IMMEDIATE")
+                got = time.perf_counter()
+                waiter.execute("COMMIT")
+                thread.join()
+                late.append((got - released[0]) * 1e3)
+            out[hold] = round(statistics.median(late), 1)
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--poll-seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    print(f"SQLite {sqlite3.sqlite_version}: lock held (ms) -> waiter late by (ms), median of 5:")
+    print(busy_wait_overshoot())
+    print(f"idle embedded workers: {idle_worker_cpu(args.poll_seconds):.2f} % of a core")
