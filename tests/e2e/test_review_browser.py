@@ -231,7 +231,7 @@ def test_review_items_from_the_keyboard(live_app: Live, page, tmp_path: Path) ->
     expected: list[tuple[int | None, Decision, str | None, bool]] = []
     second = _press_and_wait(page, ["Enter"], "/decision.json")  # confirm the top suggestion
     expected.append((first, Decision.LABEL, _topk(live_app.settings, first)[0], False))
-    assert page.locator("#toast").inner_text().startswith("Saved: ")
+    wait_until(page, "document.getElementById('toast').innerText.startsWith('Saved: ')")
     third = _press_and_wait(page, ["2"], "/decision.json")  # the second suggestion
     expected.append((second, Decision.LABEL, _topk(live_app.settings, second)[1], False))
     _no_post_for(page, "4")  # only three suggestions: 4 does nothing
@@ -370,7 +370,11 @@ def test_a_recent_decision_is_changed_by_a_new_annotation(live_app: Live, page) 
     with page.expect_response(lambda r: "/change.json" in r.url) as got:
         page.keyboard.press(".")
     assert got.value.status == 200
-    assert page.locator("#toast").inner_text().startswith("Changed to unknown species")
+    # The toast follows the answer's handling, a moment after the response itself.
+    wait_until(
+        page,
+        "document.getElementById('toast').innerText.startsWith('Changed to unknown species')",
+    )
     top = _topk(live_app.settings, first)[0]
     notes = _notes(live_app.settings)
     assert notes[0] == (first, Decision.LABEL, top, True)  # kept, marked undone
