@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 from service import results
 from service.db import insert_ignoring_conflicts, session_scope
 from service.jobs import create_job
-from service.models import Image, ItemStatus, JobImage, JobStatus, Prediction, Role, ScanJob
+from service.models import Image, JobImage, JobImageStatus, JobStatus, Prediction, Role, ScanJob
 from service.review.page import _siblings
 from service.settings import Settings
 from service.web import create_app
@@ -48,7 +48,7 @@ def _job(settings: Settings, model_id: int, site: Path, paths: list[str]) -> int
                     "image_id": image.id,
                     "rel_path": p,
                     "folder": p.rpartition("/")[0],
-                    "status": ItemStatus.SCORED,
+                    "status": JobImageStatus.SCORED,
                 }
                 for image, p in zip(images, paths, strict=True)
             ],
