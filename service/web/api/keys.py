@@ -62,7 +62,7 @@ def list_keys() -> ResponseReturnValue:
 
 @bp.post("/keys")
 @requires(Role.ADMIN)
-@operation({201: ApiKeyCreated}, body=KeyCreate, errors=(409,))
+@operation({201: ApiKeyCreated}, body=KeyCreate, errors=(404, 409))
 def create_key(body: KeyCreate) -> ResponseReturnValue:
     """Create an API key.
 
