@@ -140,9 +140,30 @@ def undo_last(
     else:
         return None
     session.refresh(annotation)
+    lease = now + timedelta(seconds=lease_seconds)
     if annotation.review_item_id is not None:
-        _reopen(session, annotation, reviewer, now + timedelta(seconds=lease_seconds))
+        _reopen(session, annotation, reviewer, lease)
+    if annotation.burst_lead_id is not None:
+        _undo_burst(session, annotation, reviewer, lease)
     return annotation
+
+
+def _undo_burst(session: Session, annotation: Annotation, reviewer: str, lease: Any) -> None:
+    """Undo the rest of a burst decision (service/review_bursts.py) with its lead."""
+    rest = session.scalars(
+        update(Annotation)
+        .where(
+            Annotation.burst_lead_id == annotation.burst_lead_id,
+            Annotation.reviewer == reviewer,
+            Annotation.undone_at.is_(None),
+        )
+        .values(undone_at=annotation.undone_at)
+        .returning(Annotation.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    for member in session.scalars(select(Annotation).where(Annotation.id.in_(rest))):
+        if member.review_item_id is not None:
+            _reopen(session, member, reviewer, lease)
 
 
 def _annotation_scope(reviewer: str, job_id: int | None) -> list[ColumnElement[bool]]:
