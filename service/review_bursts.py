@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from service import review, review_queue
 from service.bursts import BurstRules, burst_members
 from service.errors import BadInput
-from service.models import Annotation, Decision, Prediction, ReviewItem, ReviewStatus, utcnow
+from service.models import Annotation, Decision, Prediction, ReviewItem, ReviewStatus
 
 
 def decide_burst(
@@ -49,7 +49,7 @@ def decide_burst(
 
 def _annotate_member(session: Session, lead: Annotation, image_id: int, reviewer: str) -> bool:
     """Record the lead's decision on one more photo of the burst; False when it is held."""
-    now = utcnow()
+    now = lead.created_at
     item = session.scalar(
         select(ReviewItem)
         .where(ReviewItem.image_id == image_id, ReviewItem.status == ReviewStatus.PENDING)

@@ -66,7 +66,7 @@ class _Known:
     topk: list[tuple[str, float]] | None
     failure_reason: str | None = None
     failure_detail: str | None = None
-    phash: str | None = None  # not decoded again: a replayed outcome keeps the stored hash
+    phash: str | None = None  # a byte twin's stored hash (same bytes, same hash)
 
 
 @dataclass
@@ -152,7 +152,7 @@ def _byte_twins(session: Session, image_ids: list[int], model_version_id: int) -
     rows = session.execute(
         select(
             mine.id, Prediction.label_index, Prediction.label, Prediction.confidence,
-            Prediction.topk,
+            Prediction.topk, twin.phash,
         )
         .join(twin, and_(twin.sha256 == mine.sha256, twin.id != mine.id))
         .join(
@@ -163,10 +163,9 @@ def _byte_twins(session: Session, image_ids: list[int], model_version_id: int) -
         .order_by(mine.id, Prediction.id)
     ).all()  # fmt: skip
     known: dict[int, _Known] = {}
-    for image_id, index, label, confidence, topk in rows:
-        known.setdefault(
-            image_id, _Known(index, label, confidence, [(str(t[0]), float(t[1])) for t in topk])
-        )
+    for image_id, index, label, confidence, topk, phash in rows:
+        topk_pairs = [(str(t[0]), float(t[1])) for t in topk]
+        known.setdefault(image_id, _Known(index, label, confidence, topk_pairs, phash=phash))
     return known
 
 

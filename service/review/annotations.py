@@ -109,12 +109,14 @@ def undo_last(
     *,
     job_id: int | None = None,
     annotation_id: int | None = None,
+    whole_burst: bool = True,
 ) -> Annotation | None:
     """Undo the reviewer's latest live annotation; its item returns to the queue, claimed by them.
 
     Called again, it undoes the one before: one decision at a time. `job_id` keeps to one
     job's queue; `annotation_id` undoes that one annotation of the reviewer's (the photo
-    on the reviewer's screen).
+    on the reviewer's screen). A burst decision (one key, every photo of a burst) is
+    undone whole unless `whole_burst` is False (changing one photo's answer).
     """
     scope = _annotation_scope(reviewer, job_id)
     if annotation_id is not None:
@@ -143,7 +145,7 @@ def undo_last(
     lease = now + timedelta(seconds=lease_seconds)
     if annotation.review_item_id is not None:
         _reopen(session, annotation, reviewer, lease)
-    if annotation.burst_lead_id is not None:
+    if annotation.burst_lead_id is not None and whole_burst:
         _undo_burst(session, annotation, reviewer, lease)
     return annotation
 
