@@ -303,6 +303,7 @@ def annotation_to_dict(annotation: Annotation) -> dict[str, Any]:
         "model_version_id": annotation.model_version_id,
         "created_at": annotation.created_at.isoformat(),
         "undone_at": _iso(annotation.undone_at),
+        "burst_lead_id": annotation.burst_lead_id,
     }
 
 
