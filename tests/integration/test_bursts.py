@@ -11,7 +11,7 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import select, update
 
-from service import review
+from service import review, review_queue
 from service.bursts import BurstRules, burst_members, hash_distance, perceptual_hash
 from service.db import session_scope
 from service.errors import BadInput
@@ -169,3 +169,30 @@ def test_a_burst_decision_leaves_decided_and_held_photos_alone(
         assert by_image[ids["cam1/b.jpg"]].decision == Decision.UNUSABLE  # ben's stands
         assert ids["cam1/c.jpg"] not in by_image  # on cleo's screen
         assert session.get(ReviewItem, c).status == ReviewStatus.PENDING
+
+
+def test_changing_one_photo_of_a_burst_leaves_the_others_decided(
+    db_url, make_settings, photos_root, tmp_path
+):
+    settings = make_settings(db_url)
+    _, ids = _job(settings, tmp_path, photos_root)
+    with session_scope(db_url) as session:
+        decide_burst(
+            session, _item(db_url, ids["cam1/a.jpg"]), "ana", Decision.LABEL, "Ptyas_carinata",
+            RULES,
+        )  # fmt: skip
+        member = session.scalars(
+            select(Annotation.id).where(Annotation.image_id == ids["cam1/b.jpg"])
+        ).one()
+    with session_scope(db_url) as session:
+        review_queue.change_decision(session, member, "ana", Decision.UNUSABLE)
+    with session_scope(db_url) as session:
+        live = {
+            a.image_id: a.decision
+            for a in session.scalars(select(Annotation).where(Annotation.undone_at.is_(None)))
+        }
+        assert live == {
+            ids["cam1/a.jpg"]: Decision.LABEL,
+            ids["cam1/b.jpg"]: Decision.UNUSABLE,
+            ids["cam1/c.jpg"]: Decision.LABEL,
+        }
