@@ -237,6 +237,7 @@ class Image(Base):
     exif_datetime_raw: Mapped[str | None] = mapped_column(String(64), nullable=True)
     gps_lat: Mapped[float | None] = mapped_column(Float, nullable=True)
     gps_lon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    phash: Mapped[str | None] = mapped_column(String(16), nullable=True)  # see service/bursts.py
     created_at: Mapped[created]
     updated_at: Mapped[when]
 
@@ -453,6 +454,7 @@ class Annotation(Base):
     )
     created_at: Mapped[created]
     undone_at: Mapped[when]
+    burst_lead_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
 
 
 class ModelActivation(Base):

@@ -80,7 +80,7 @@ def change_decision(
     if old.undone_at is not None or old.review_item_id is None:
         raise InvalidState("this decision was already undone or changed")
     item_id = old.review_item_id
-    if review.undo_last(session, reviewer, annotation_id=annotation_id) is None:
+    if review.undo_last(session, reviewer, annotation_id=annotation_id, whole_burst=False) is None:
         raise InvalidState("this decision was already undone or changed")
     return decide_known(session, item_id, reviewer, decision, label)
 

@@ -50,6 +50,7 @@ class FileOutcome(Protocol):
     topk: list[tuple[str, float]] | None
     failure_reason: str | None
     failure_detail: str | None
+    phash: str | None  # perceptual hash of the decoded image (service/bursts.py)
 
 
 Scorer = Callable[[ModelVersion, Sequence[str]], Sequence[FileOutcome]]
@@ -65,6 +66,7 @@ class _Known:
     topk: list[tuple[str, float]] | None
     failure_reason: str | None = None
     failure_detail: str | None = None
+    phash: str | None = None  # a byte twin's stored hash (same bytes, same hash)
 
 
 @dataclass
@@ -150,7 +152,7 @@ def _byte_twins(session: Session, image_ids: list[int], model_version_id: int) -
     rows = session.execute(
         select(
             mine.id, Prediction.label_index, Prediction.label, Prediction.confidence,
-            Prediction.topk,
+            Prediction.topk, twin.phash,
         )
         .join(twin, and_(twin.sha256 == mine.sha256, twin.id != mine.id))
         .join(
@@ -161,10 +163,9 @@ def _byte_twins(session: Session, image_ids: list[int], model_version_id: int) -
         .order_by(mine.id, Prediction.id)
     ).all()  # fmt: skip
     known: dict[int, _Known] = {}
-    for image_id, index, label, confidence, topk in rows:
-        known.setdefault(
-            image_id, _Known(index, label, confidence, [(str(t[0]), float(t[1])) for t in topk])
-        )
+    for image_id, index, label, confidence, topk, phash in rows:
+        topk_pairs = [(str(t[0]), float(t[1])) for t in topk]
+        known.setdefault(image_id, _Known(index, label, confidence, topk_pairs, phash=phash))
     return known
 
 
@@ -239,6 +240,7 @@ def store_results(
         if out.failure_reason is None and out.confidence is not None
     ]
     predictions = _store_predictions(session, work, ok)
+    _store_hashes(session, ok)
     routed_images = _route_predictions(session, work, predictions)
     scored, routed = _mark_scored(session, work, [image_id for image_id, _ in ok], routed_images)
     result = ChunkResult(scored=scored, failed=_mark_failed(session, work, outcomes), routed=routed)
@@ -294,6 +296,13 @@ def _store_predictions(
             )
         ).all()  # fmt: skip
     return predictions
+
+
+def _store_hashes(session: Session, ok: list[tuple[int, FileOutcome]]) -> None:
+    """Keep each freshly decoded image's perceptual hash on its row (bursts group by it)."""
+    rows = [{"id": image_id, "phash": out.phash} for image_id, out in ok if out.phash]
+    if rows:
+        session.execute(update(Image), rows, execution_options={"synchronize_session": False})
 
 
 def _route_predictions(

@@ -75,6 +75,19 @@ class Settings(BaseSettings):
         le=1.0,
         description="Top-1 and top-2 in one look-alike group closer than this go to review.",
     )
+    burst_window_seconds: float = Field(
+        default=10.0,
+        ge=0.0,
+        le=3600.0,
+        description="Photos of one site taken this close together (and alike) form a burst; "
+        "0 turns bursts off.",
+    )
+    burst_max_distance: int = Field(
+        default=10,
+        ge=0,
+        le=64,
+        description="Most bits two photos' 64-bit perceptual hashes may differ by in a burst.",
+    )
     site_depth: int = Field(
         default=1, ge=1, le=10, description="Which folder level under a job's folder is the site."
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.bursts import perceptual_hash
 from service.imaging import ImageError, InputSpec, load_rgb, to_array
 from service.monitoring import BATCH_SECONDS
 from workers.engine import InferenceEngine, top_k
@@ -39,6 +40,7 @@ class FileResult:
     topk: list[tuple[str, float]] | None = None
     failure_reason: str | None = None
     failure_detail: str | None = None
+    phash: str | None = None  # of the image as decoded for the model (service/bursts.py)
 
 
 @dataclass
@@ -55,6 +57,7 @@ class ScoreStats:
 
 
 _Failure = tuple[str, str]
+_Decoded = tuple[float, _Failure | None, str | None]  # seconds, failure, perceptual hash
 NOT_FINITE = "the model's output for this image holds NaN or infinity; it was not scored"
 
 
@@ -87,7 +90,7 @@ def score_paths(
 
     with ThreadPoolExecutor(decode_threads, thread_name_prefix="decode") as pool:
 
-        def submit(b: int) -> list[Future[tuple[float, _Failure | None]]]:
+        def submit(b: int) -> list[Future[_Decoded]]:
             buf, start = buffers[b % 2], starts[b]
             stop = min(start + batch_size, len(paths))
             return [
@@ -110,9 +113,12 @@ def score_paths(
             waited = time.perf_counter()
             outcomes = [future.result() for future in current]
             stats.decode_wait_seconds += time.perf_counter() - waited
-            stats.decode_seconds += sum(seconds for seconds, _ in outcomes)
-            failures = [failure for _, failure in outcomes]
-            results += _predict(engine, buffers[b % 2], start, failures, k, stats)
+            stats.decode_seconds += sum(seconds for seconds, _, _ in outcomes)
+            failures = [failure for _, failure, _ in outcomes]
+            predicted = _predict(engine, buffers[b % 2], start, failures, k, stats)
+            for result, (_, _, phash) in zip(predicted, outcomes, strict=True):
+                result.phash = phash if result.failure_reason is None else None
+            results += predicted
 
     stats.files += len(paths)
     stats.failed += sum(r.failure_reason is not None for r in results)
@@ -172,16 +178,19 @@ def _predict(
 
 def _decode_into(
     path: str, spec: InputSpec, out: np.ndarray, limits: tuple[int, int, int | None]
-) -> tuple[float, _Failure | None]:
-    """Decode one file into its buffer row; returns (seconds, failure or None)."""
+) -> _Decoded:
+    """Decode one file into its buffer row; returns (seconds, failure or None, phash)."""
     began = time.perf_counter()
     failure: _Failure | None = None
+    phash: str | None = None
     try:
-        to_array(load_rgb(path, spec, *limits), spec, out=out)
+        image = load_rgb(path, spec, *limits)
+        to_array(image, spec, out=out)
+        phash = perceptual_hash(image)  # from the same decode: the file is read once
     except ImageError as exc:
         failure = (exc.reason, exc.message)
     except MemoryError:
         failure = ("too_many_pixels", "not enough memory to decode and resize this image")
     except _DECODE_ERRORS as exc:
         failure = ("corrupt", f"{type(exc).__name__}: {exc}")
-    return time.perf_counter() - began, failure
+    return time.perf_counter() - began, failure, phash

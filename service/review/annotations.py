@@ -108,12 +108,14 @@ def undo_last(
     *,
     job_id: int | None = None,
     annotation_id: int | None = None,
+    whole_burst: bool = True,
 ) -> Annotation | None:
     """Undo the reviewer's latest live annotation; its item returns to the queue, claimed by them.
 
     Called again, it undoes the one before: one decision at a time. `job_id` keeps to one
     job's queue; `annotation_id` undoes that one annotation of the reviewer's (the photo
-    on the reviewer's screen).
+    on the reviewer's screen). A burst decision (one key, every photo of a burst) is
+    undone whole unless `whole_burst` is False (changing one photo's answer).
     """
     scope = _annotation_scope(reviewer, job_id)
     if annotation_id is not None:
@@ -139,9 +141,30 @@ def undo_last(
     else:
         return None
     session.refresh(annotation)
+    lease = now + timedelta(seconds=lease_seconds)
     if annotation.review_item_id is not None:
-        _reopen(session, annotation, reviewer, now + timedelta(seconds=lease_seconds))
+        _reopen(session, annotation, reviewer, lease)
+    if annotation.burst_lead_id is not None and whole_burst:
+        _undo_burst(session, annotation, reviewer, lease)
     return annotation
+
+
+def _undo_burst(session: Session, annotation: Annotation, reviewer: str, lease: Any) -> None:
+    """Undo the rest of a burst decision (service/review_bursts.py) with its lead."""
+    rest = session.scalars(
+        update(Annotation)
+        .where(
+            Annotation.burst_lead_id == annotation.burst_lead_id,
+            Annotation.reviewer == reviewer,
+            Annotation.undone_at.is_(None),
+        )
+        .values(undone_at=annotation.undone_at)
+        .returning(Annotation.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    for member in session.scalars(select(Annotation).where(Annotation.id.in_(rest))):
+        if member.review_item_id is not None:
+            _reopen(session, member, reviewer, lease)
 
 
 def _annotation_scope(reviewer: str, job_id: int | None) -> list[ColumnElement[bool]]:
@@ -279,6 +302,7 @@ def annotation_to_dict(annotation: Annotation) -> dict[str, Any]:
         "model_version_id": annotation.model_version_id,
         "created_at": annotation.created_at.isoformat(),
         "undone_at": _iso(annotation.undone_at),
+        "burst_lead_id": annotation.burst_lead_id,
     }
 
 

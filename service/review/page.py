@@ -1,4 +1,4 @@
-"""The review page's view model: an item with its image, prediction, siblings, labels, counts."""
+"""The review page's view model: an item with its image, prediction, siblings, burst, labels."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
+from service.bursts import BurstRules, burst_members
 from service.decisions import current_annotations
 from service.field_facts import image_facts, species_marks
 from service.field_models import Species
@@ -151,7 +152,40 @@ def _siblings(
         .order_by(JobImage.rel_path)
         .limit(SIBLINGS_EACH_SIDE + 1)
     ).all()
-    rows = [*reversed(before), *after]
+    return _strip(session, [*reversed(before), *after], rel_path, model_version_id, image_url)
+
+
+def _burst(
+    session: Session,
+    job_id: int,
+    image_id: int,
+    model_version_id: int,
+    image_url: ImageUrl | None,
+    rules: BurstRules,
+) -> list[dict[str, Any]]:
+    """The other photos of this photo's burst and itself, in capture order; [] when alone."""
+    members = burst_members(session, job_id, image_id, rules)
+    if len(members) < 2:
+        return []
+    paths = dict(
+        session.execute(
+            select(JobImage.image_id, JobImage.rel_path).where(
+                JobImage.job_id == job_id, JobImage.image_id.in_(members)
+            )
+        ).all()
+    )
+    rows = [(i, paths[i]) for i in members if i in paths]
+    return _strip(session, rows, paths.get(image_id, ""), model_version_id, image_url)
+
+
+def _strip(
+    session: Session,
+    rows: Sequence[Any],
+    rel_path: str,
+    model_version_id: int,
+    image_url: ImageUrl | None,
+) -> list[dict[str, Any]]:
+    """Thumbnails with what the machine and any human said, for (image id, rel path) rows."""
     ids = [r[0] for r in rows]
     machine = dict(
         session.execute(
@@ -190,6 +224,7 @@ def item_context(
     image_url: ImageUrl | None = None,
     thumbnail_url: ImageUrl | None = None,
     with_stats: bool = True,
+    burst_rules: BurstRules | None = None,
 ) -> dict[str, Any]:
     """Everything the review page shows for one item; URLs come from the web layer.
 
@@ -252,6 +287,16 @@ def item_context(
             session, item.job_id, rel_path, prediction.model_version_id, thumbnail_url
         )
         if job_image is not None and item.job_id is not None
+        else [],
+        "burst": _burst(
+            session,
+            item.job_id,
+            image.id,
+            prediction.model_version_id,
+            thumbnail_url,
+            burst_rules,
+        )
+        if burst_rules is not None and item.job_id is not None
         else [],
         "labels": labels,
         "label_names": label_names(session, labels),

@@ -11,13 +11,14 @@ from flask_login import current_user
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from service import jobs, review, review_queue
+from service import jobs, review, review_bursts, review_queue
+from service.bursts import BurstRules
 from service.errors import BadInput, NotFound
 from service.models import Annotation, Decision, Image, Role
 from service.web import MAX_DB_ID
 from service.web.admin import bp, role_required
 from service.web.api.inputs import Body, Query, parse_body, parse_query
-from service.web.context import db_session
+from service.web.context import current_settings, db_session
 
 RECENT = 12
 
@@ -33,6 +34,8 @@ class QueueBody(QueueQuery, Body):
 class DecisionBody(QueueBody):
     decision: Decision
     label: str | None = Field(default=None, max_length=review.MAX_LABEL_LENGTH * 2)
+    # The same decision for every photo of the item's burst (the review page's `*` key).
+    burst: bool = False
 
 
 class UndoBody(QueueBody):
@@ -63,6 +66,7 @@ def _context(
         image_url=_image_url,
         thumbnail_url=_thumbnail_url,
         with_stats=with_stats,
+        burst_rules=BurstRules.from_settings(current_settings()),
     )
     context["thumbnail_url"] = _thumbnail_url(context["image"]["id"])
     context["image"]["display_url"] = _display_url(context["image"]["id"])
@@ -138,12 +142,21 @@ def review_decide(item_id: int) -> ResponseReturnValue:
     """Record a decision and answer with the next item, so the page needs one round trip."""
     body = parse_body(DecisionBody)
     with db_session() as session:
-        annotation = review_queue.decide_known(
-            session, item_id, current_user.username, body.decision, body.label
-        )
+        if body.burst:
+            annotation, count = review_bursts.decide_burst(
+                session, item_id, current_user.username, body.decision, body.label,
+                BurstRules.from_settings(current_settings()),
+            )  # fmt: skip
+        else:
+            annotation, count = (
+                review_queue.decide_known(
+                    session, item_id, current_user.username, body.decision, body.label
+                ),
+                1,
+            )
         decided = review.annotation_to_dict(annotation)
     with db_session() as session:  # a fresh transaction: the decision is committed first
-        return {"annotation": decided, **_queue_state(session, body.job_id)}
+        return {"annotation": decided, "decided": count, **_queue_state(session, body.job_id)}
 
 
 @bp.post("/review/annotations/<id:annotation_id>/change.json")

@@ -64,6 +64,8 @@ class Annotation(Output):
     model_version_id: int | None
     created_at: datetime
     undone_at: datetime | None
+    burst_lead_id: int | None = None
+    """Set when one decision covered a whole burst: the first annotation of it (undone together)."""
 
 
 class ReviewImage(Output):
@@ -141,6 +143,8 @@ class ReviewItem(Output):
     """The image's current human decision, if any."""
     siblings: list[Sibling]
     """Images of the same job in the same folder, around this one."""
+    burst: list[Sibling] = Field(default_factory=list)
+    """The photos of this one's burst (same site, seconds apart, alike), itself included."""
     labels: list[str]
     """The model's classes plus every label reviewers have used."""
     label_names: dict[str, LabelNames]

@@ -123,6 +123,23 @@
     }).catch(function (err) { toast(err.message, "error"); });
   }
 
+  // `*`: the top suggestion for every photo of the burst, each its own annotation (one undo).
+  // Members may be among the items held ahead, so the page waits for the server's answer.
+  function decideBurst() {
+    var item = state.current;
+    if (!item || state.past || state.busy || state.inFlight) return;
+    if (!item.burst || item.burst.length < 2) { toast("This photo is not part of a burst.", "info"); return; }
+    var label = item.prediction.topk[0].label;
+    var url = root.getAttribute("data-decide-url").replace(PLACEHOLDER_ID, item.id);
+    run(function () {
+      return request("POST", url, { decision: "label", label: label, burst: true }).then(function (data) {
+        toast("Saved: " + describe(data.annotation) + " for " + data.decided + " photos of the burst.", "ok");
+        state.undoneNote = null;
+        accept(data);
+      });
+    });
+  }
+
   // An answer while later decisions are still on their way: counts, strip, and more held items.
   function refill(data) {
     renderStats(data.stats);
@@ -143,7 +160,8 @@
       return request("POST", root.getAttribute("data-undo-url"), body).then(function (data) {
         var a = data.annotation;
         state.undoneNote = a && a.decision !== "skip" ? describe(a) : null;
-        toast(a ? "Undone: " + describe(a) + ". The photo is back for you to decide." : "Nothing to undo here.", a ? "ok" : "info");
+        var what = a && a.burst_lead_id ? " for the whole burst" : "";
+        toast(a ? "Undone: " + describe(a) + what + ". The photo is back for you to decide." : "Nothing to undo here.", a ? "ok" : "info");
         accept(data);
       });
     });
@@ -231,7 +249,9 @@
     text("reason", item.reason_text);
     text("model-name", item.prediction.model_name ? "· " + item.prediction.model_name : "");
     renderTopk(item.prediction.topk);
-    renderSiblings(item.siblings);
+    var burst = item.burst && item.burst.length > 1;
+    $("siblings-title").textContent = burst ? "Burst: " + item.burst.length + " photos (* saves the top suggestion for all)" : "Same folder";
+    renderSiblings(burst ? item.burst : item.siblings);
     viewer.focus({ preventScroll: true });
   }
 
@@ -239,7 +259,8 @@
     var canDecide = !!state.shown;
     root.querySelectorAll("[data-command]").forEach(function (b) {
       var c = b.getAttribute("data-command");
-      b.hidden = c === "undo" ? !(state.past || state.recent.length) : !canDecide;
+      b.hidden = c === "undo" ? !(state.past || state.recent.length)
+        : c === "burst" ? !(canDecide && !state.past && state.shown.burst && state.shown.burst.length > 1) : !canDecide;
     });
   }
 
@@ -474,6 +495,8 @@
       if (state.shown) decide("label", state.shown.prediction.topk[0].label);
     } else if (COMMAND_KEYS[key]) {
       if (!(state.past && key === " ")) decide(COMMAND_KEYS[key]);
+    } else if (key === "*") {
+      decideBurst();
     } else if (key === "Backspace") {
       undo();
     } else if (key === "ArrowLeft") {
@@ -500,7 +523,7 @@
   root.querySelectorAll("[data-command]").forEach(function (button) {
     button.addEventListener("click", function () {
       var c = button.getAttribute("data-command");
-      if (c === "undo") undo(); else decide(c);
+      if (c === "undo") undo(); else if (c === "burst") decideBurst(); else decide(c);
       viewer.focus({ preventScroll: true });
     });
   });
