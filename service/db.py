@@ -193,22 +193,22 @@ def _insert_recordset(
     """
     mapper = sa_inspect(model)
     given = set(rows[0])
-    defaults: dict[str, Callable[[], Any]] = {}  # attribute -> the default of each row
+    defaults: dict[str, Callable[[Any], Any]] = {}  # attribute -> the default, given a row
     for attr in mapper.column_attrs:
         column = attr.columns[0]
         default = column.default
         if attr.key in given or default is None or column.primary_key:
             continue
         if isinstance(default, ScalarElementColumnDefault):
-            defaults[attr.key] = partial(_constant, default.arg)
+            defaults[attr.key] = partial(_constant_of_row, default.arg)
         elif isinstance(default, CallableColumnDefault):
-            defaults[attr.key] = partial(default.arg, None)  # type: ignore[arg-type]  # takes a context
+            defaults[attr.key] = default.arg  # takes a context
     names, columns = [], []
     for key in [*rows[0], *defaults]:
         column = mapper.columns[key]
         if key in defaults:
             make = defaults[key]
-            values = [make() for _ in rows]
+            values = [make(_RowContext(mapper, row)) for row in rows]
         else:
             values = [row[key] for row in rows]
         if not isinstance(column.type, JSON) and (process := column.type.bind_processor(dialect)):
@@ -234,8 +234,18 @@ def _insert_recordset(
     return [tuple(row) for row in session.execute(text(statement), {"rows": document})]
 
 
-def _constant(value: Any) -> Any:
+def _constant_of_row(value: Any, _context: Any) -> Any:
     return value
+
+
+class _RowContext:
+    """What a context-sensitive column default reads: the row's other values, by column."""
+
+    def __init__(self, mapper: Any, row: dict[str, Any]) -> None:
+        self._parameters = {mapper.columns[key].name: value for key, value in row.items()}
+
+    def get_current_parameters(self, isolate_multiinsert_groups: bool = True) -> dict[str, Any]:
+        return self._parameters
 
 
 def _json_scalar(value: Any) -> Any:
