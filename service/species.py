@@ -163,7 +163,13 @@ def import_csv(session: Session, stream: TextIO) -> int:
 
     All or nothing: a bad row raises BadInput naming its line, and the caller rolls back.
     """
-    reader = csv.DictReader(stream)
+    try:
+        return _import_rows(session, csv.DictReader(stream))
+    except csv.Error as exc:  # malformed CSV (a stray line break inside a field, ...)
+        raise BadInput(f"the species CSV cannot be read: {exc}") from None
+
+
+def _import_rows(session: Session, reader: csv.DictReader[str]) -> int:
     if not reader.fieldnames or "label" not in reader.fieldnames:
         raise BadInput("the species CSV needs a header row with a 'label' column")
     unknown = set(reader.fieldnames) - set(CSV_FIELDS)

@@ -95,3 +95,17 @@ def test_probe_reads_the_exif_offset_and_keeps_the_raw_text(tmp_path: Path) -> N
     assert info.exif_datetime_raw == "2024:05:01 21:30:00"
     bare = probe(_exif_photo(tmp_path / "b.jpg", None), 10**8, 10**8)
     assert (bare.captured_at, bare.captured_offset_minutes) == (LOCAL, None)
+
+
+def test_a_malformed_species_csv_is_bad_input_not_a_crash(sqlite_url: str) -> None:
+    """Found by schemathesis: a bare CR inside a field made csv raise, a 500."""
+    import io
+
+    import pytest
+
+    from service.db import session_scope
+    from service.errors import BadInput
+    from service.species import import_csv
+
+    with session_scope(sqlite_url) as session, pytest.raises(BadInput, match="cannot be read"):
+        import_csv(session, io.StringIO("-w\r;\x96\x93"))
