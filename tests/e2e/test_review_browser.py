@@ -19,13 +19,12 @@ from service.field_models import Species
 from service.jobs import create_job
 from service.models import Annotation, Decision, Prediction, ReviewItem, ReviewStatus, Role
 from service.registry import add_model
-from service.scanning import run_scan
-from service.scoring import score_chunk
 from service.settings import Settings
 from service.web import create_app
 from tests.conftest import screenshot_dir
 from tests.support.browser import csp_violations, wait_until
 from tests.support.models import make_model_folder
+from tests.support.scoring import scan_and_score
 
 CHROMIUM = Path("/usr/bin/chromium")
 LABELS = ["Naja_philippinensis", "Trimeresurus_flavomaculatus", "Boiga_dendrophila"]
@@ -94,8 +93,6 @@ def live_app(sqlite_url, make_settings, photos_root, tmp_path) -> Iterator[Live]
     """A scored survey, every photo routed to review, a reviewer, and the real app on a port."""
     from werkzeug.serving import make_server
 
-    from workers.tasks import run_model
-
     settings = make_settings(
         sqlite_url, review_threshold=0.99, secret_key="browser-test-" + "0123456789abcdef" * 2
     )
@@ -112,10 +109,7 @@ def live_app(sqlite_url, make_settings, photos_root, tmp_path) -> Iterator[Live]
         add_model(session, settings, model_dir, name="herps-v3", activate=True)
         job_id = create_job(session, settings, "mindoro").id
         users.create_user(session, USERNAME, PASSWORD, Role.REVIEWER)
-    chunks: list[int] = []
-    run_scan(settings, job_id, chunks.extend)
-    for chunk_id in chunks:
-        score_chunk(settings, chunk_id, run_model)
+    scan_and_score(settings, job_id)
 
     app = create_app(settings)
     server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -385,7 +379,6 @@ def test_a_recent_decision_is_changed_by_a_new_annotation(live_app: Live, page) 
 
 
 def test_a_running_jobs_thumbnails_appear_as_it_is_scored(live_app: Live, page) -> None:
-    from workers.tasks import run_model
 
     settings = live_app.settings
     with session_scope(settings.db_url) as session:
@@ -393,10 +386,7 @@ def test_a_running_jobs_thumbnails_appear_as_it_is_scored(live_app: Live, page) 
     _login(page, live_app, f"/jobs/{job_id}")
     assert "images appear here as they are scored" in page.locator("#sheet").inner_text()
     assert page.locator("a", has_text="Review this job").count() == 1
-    chunks: list[int] = []
-    run_scan(settings, job_id, chunks.extend)
-    for chunk_id in chunks:
-        score_chunk(settings, chunk_id, run_model)
+    scan_and_score(settings, job_id)
     wait_until(page, "document.querySelectorAll('#sheet .tile img').length === 8")
     heights = {round(box["height"]) for box in _boxes(page, "#sheet .tile")}
     assert len(heights) == 1  # uniform tiles

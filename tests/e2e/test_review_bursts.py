@@ -15,8 +15,6 @@ from service.db import session_scope
 from service.jobs import create_job
 from service.models import Annotation, JobImage, ReviewItem, ReviewStatus, Role
 from service.registry import add_model
-from service.scanning import run_scan
-from service.scoring import score_chunk
 from service.web import create_app
 from tests.e2e.test_review_browser import (
     CHROMIUM,
@@ -32,6 +30,7 @@ from tests.e2e.test_review_browser import (
 )
 from tests.support.browser import wait_until
 from tests.support.models import make_model_folder
+from tests.support.scoring import scan_and_score
 
 pytestmark = [
     pytest.mark.browser,
@@ -54,8 +53,6 @@ def live_app(sqlite_url, make_settings, photos_root, tmp_path) -> Iterator[Live]
     """A burst of three photos and two other photos at one site, all routed to review."""
     from werkzeug.serving import make_server
 
-    from workers.tasks import run_model
-
     settings = make_settings(
         sqlite_url, review_threshold=0.99, secret_key="browser-test-" + "0123456789abcdef" * 2
     )
@@ -69,10 +66,7 @@ def live_app(sqlite_url, make_settings, photos_root, tmp_path) -> Iterator[Live]
         add_model(session, settings, model_dir, name="herps-v3", activate=True)
         job_id = create_job(session, settings, "mindoro").id
         users.create_user(session, USERNAME, PASSWORD, Role.REVIEWER)
-    chunks: list[int] = []
-    run_scan(settings, job_id, chunks.extend)
-    for chunk_id in chunks:
-        score_chunk(settings, chunk_id, run_model)
+    scan_and_score(settings, job_id)
     with session_scope(settings.db_url) as session:
         # The burst first in the queue, so the page opens on it.
         burst_items = (

@@ -19,10 +19,8 @@ from service.jobs import create_job
 from service.models import Annotation, Decision, Image, JobImage, ReviewItem, ReviewStatus, utcnow
 from service.registry import activate_model, add_model
 from service.review_bursts import decide_burst
-from service.scanning import run_scan
-from service.scoring import score_chunk
 from tests.support.models import make_model_folder
-from workers.tasks import run_model
+from tests.support.scoring import scan_and_score
 
 LABELS = ["Naja_philippinensis", "Ptyas_carinata", "Boiga_dendrophila"]
 RULES = BurstRules(window_seconds=10, max_distance=10)
@@ -58,10 +56,7 @@ def _job(settings: Any, tmp_path: Path, photos_root: Path) -> tuple[int, dict[st
     _shot(survey / "cam2" / "a.jpg", 1, 6, "2024:05:01 10:00:01")  # another site
     with session_scope(settings.db_url) as session:
         job_id = create_job(session, settings, "survey", threshold=0.999).id
-    chunks: list[int] = []
-    run_scan(settings, job_id, chunks.extend)
-    for chunk_id in chunks:
-        score_chunk(settings, chunk_id, run_model)
+    scan_and_score(settings, job_id)
     with session_scope(settings.db_url) as session:
         rows = session.execute(
             select(JobImage.rel_path, JobImage.image_id).where(JobImage.job_id == job_id)

@@ -30,12 +30,10 @@ from service.exports import (
 from service.jobs import create_job
 from service.models import Annotation, DatasetExport, Decision, ExportStatus, Image, utcnow
 from service.registry import add_model
-from service.scanning import run_scan
-from service.scoring import score_chunk
 from service.settings import Settings
 from tests.support.models import make_model_folder
 from tests.support.photos import write_photo
-from workers.tasks import run_model
+from tests.support.scoring import scan_and_score
 
 COLOURS = ("red", "green", "blue")
 
@@ -46,10 +44,7 @@ def score_folder(settings: Settings, folder: str) -> dict[str, int]:
 
     with session_scope(settings.db_url) as session:
         job_id = create_job(session, settings, folder).id
-    chunks: list[int] = []
-    run_scan(settings, job_id, chunks.extend)
-    for chunk_id in chunks:
-        score_chunk(settings, chunk_id, run_model)
+    scan_and_score(settings, job_id)
     with session_scope(settings.db_url) as session:
         rows = session.execute(
             select(JobImage.rel_path, JobImage.image_id).where(JobImage.job_id == job_id)
