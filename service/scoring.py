@@ -28,7 +28,7 @@ from service.models import (
     utcnow,
 )
 from service.review import images_with_human_decision
-from service.routing import ReviewRules, route_for_review
+from service.routing import ReviewRules, Routing, route_for_review
 from service.settings import Settings
 from service.species import routing_rules
 
@@ -248,8 +248,8 @@ def store_results(
     return result
 
 
-# A stored prediction as plain values: (image id, prediction id, label, confidence, top-k).
-StoredPrediction = tuple[int, int, str, float, list[Any]]
+# A stored prediction: (image id, prediction id, how it routes), routed once per prediction.
+StoredPrediction = tuple[int, int, Routing]
 
 
 def _store_predictions(
@@ -257,6 +257,12 @@ def _store_predictions(
 ) -> list[StoredPrediction]:
     """Insert the chunk's predictions (an existing one for the same model version is kept)."""
     model_id = work.model.id
+    routings = {
+        image_id: route_for_review(
+            out.label or "", out.confidence or 0.0, out.topk or [], work.rules
+        )
+        for image_id, out in ok
+    }
     rows: list[dict[str, Any]] = [
         {
             "image_id": image_id,
@@ -266,9 +272,7 @@ def _store_predictions(
             "label_index": out.label_index,
             "confidence": float(out.confidence or 0.0),
             "topk": [[label, round(float(p), 6)] for label, p in out.topk or []],
-            "rolled_up_label": route_for_review(
-                out.label or "", out.confidence or 0.0, out.topk or [], work.rules
-            ).rolled_up_label,
+            "rolled_up_label": routings[image_id].rolled_up_label,
             "created_at": utcnow(),
         }
         for image_id, out in ok
@@ -281,20 +285,23 @@ def _store_predictions(
     # What is stored: the rows just inserted, and for images this model version scored in
     # an earlier job, the earlier row that the upsert kept, read back as plain rows.
     predictions: list[StoredPrediction] = [
-        (row["image_id"], inserted[row["image_id"]], row["label"], row["confidence"], row["topk"])
-        for row in rows
-        if row["image_id"] in inserted
+        (image_id, inserted[image_id], routings[image_id])
+        for image_id, _ in ok
+        if image_id in inserted
     ]
     if kept := [image_id for image_id, _ in ok if image_id not in inserted]:
-        predictions += session.execute(
-            select(
-                Prediction.image_id, Prediction.id, Prediction.label, Prediction.confidence,
-                Prediction.topk,
-            ).where(
-                Prediction.model_version_id == model_id,
-                in_values(session, Prediction.image_id, kept),
+        predictions += [
+            (image_id, prediction_id, route_for_review(label, confidence, topk, work.rules))
+            for image_id, prediction_id, label, confidence, topk in session.execute(
+                select(
+                    Prediction.image_id, Prediction.id, Prediction.label, Prediction.confidence,
+                    Prediction.topk,
+                ).where(
+                    Prediction.model_version_id == model_id,
+                    in_values(session, Prediction.image_id, kept),
+                )
             )
-        ).all()  # fmt: skip
+        ]  # fmt: skip
     return predictions
 
 
@@ -312,8 +319,7 @@ def _route_predictions(
     # A human's current decision is final: re-scoring never re-queues that image.
     human_decided = images_with_human_decision(session, [p[0] for p in predictions])
     review_rows: list[dict[str, Any]] = []
-    for image_id, prediction_id, label, confidence, topk in predictions:
-        routing = route_for_review(label, confidence, topk, work.rules)
+    for image_id, prediction_id, routing in predictions:
         if routing.needs_review and image_id not in human_decided:
             review_rows.append(
                 {
