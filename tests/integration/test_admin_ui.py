@@ -31,14 +31,13 @@ from service.models import (
     RunStatus,
     TrainingRun,
 )
-from service.scanning import run_scan
-from service.scoring import score_chunk
 from service.settings import Settings
 from service.web import create_app
 from tests.conftest import screenshot_dir
 from tests.support.broker import UNREACHABLE_BROKER, queued_messages
 from tests.support.browser import csp_violations, wait_until
 from tests.support.photos import make_photo_folder, write_photo
+from tests.support.scoring import scan_and_score
 
 PASSWORD = "field-notes-2024"
 
@@ -72,14 +71,10 @@ def csrf_token(client: FlaskClient, path: str = "/login") -> str:
 
 def score_folder(settings: Settings, folder: str) -> int:
     """Create and run a job through the domain path (scan, score every chunk), no Celery."""
-    from workers.tasks import run_model
 
     with session_scope(settings.db_url) as session:
         job_id = create_job(session, settings, folder, created_by="test").id
-    chunks: list[int] = []
-    run_scan(settings, job_id, chunks.extend)
-    for chunk_id in chunks:
-        score_chunk(settings, chunk_id, run_model)
+    scan_and_score(settings, job_id)
     return job_id
 
 

@@ -18,11 +18,9 @@ from service.models import Annotation, Decision, Image, ReviewItem, utcnow
 from service.registry import activate_model, add_model
 from service.results import CSV_COLUMNS, ResultFilters, query_results, write_results
 from service.review import next_item
-from service.scanning import run_scan
-from service.scoring import score_chunk
 from tests.support.models import make_model_folder
 from tests.support.photos import write_photo
-from workers.tasks import run_model
+from tests.support.scoring import scan_and_score
 
 LABELS = ["Naja_philippinensis", "Ptyas_carinata", "Boiga_dendrophila"]
 
@@ -51,10 +49,7 @@ def _scored_job(settings: Any, tmp_path: Path, photos_root: Path) -> int:
         _photo(photos_root / "survey" / "samar" / "cam2" / f"{colour}.jpg", colour, "+09:00")
     with session_scope(settings.db_url) as session:
         job_id = create_job(session, settings, "survey", threshold=0.7).id
-    chunks: list[int] = []
-    run_scan(settings, job_id, chunks.extend)
-    for chunk_id in chunks:
-        score_chunk(settings, chunk_id, run_model)
+    scan_and_score(settings, job_id)
     return job_id
 
 

@@ -12,10 +12,9 @@ from service.db import session_scope
 from service.jobs import create_job
 from service.models import Image, ModelVersion, Prediction
 from service.registry import activate_model, add_model
-from service.scanning import run_scan
-from service.scoring import score_chunk
 from tests.support.models import make_model_folder
 from tests.support.photos import write_photo
+from tests.support.scoring import scan_and_score
 from workers.tasks import run_model
 
 
@@ -35,10 +34,7 @@ def test_a_copy_at_another_path_is_not_scored_again(db_url, make_settings, photo
     for folder in ("first", "second"):
         with session_scope(settings.db_url) as session:
             job_id = create_job(session, settings, folder).id
-        chunks: list[int] = []
-        run_scan(settings, job_id, chunks.extend)
-        for chunk_id in chunks:
-            score_chunk(settings, chunk_id, counting)
+        scan_and_score(settings, job_id, counting)
 
     assert [p.rsplit("/", 1)[1] for p in scored] == ["a.jpg", "changed.jpg"]
     with session_scope(settings.db_url) as session:

@@ -28,6 +28,7 @@ from service.models import (
     ScanJob,
     utcnow,
 )
+from tests.support.scoring import scan_and_score
 
 LABELS = ["Naja_philippinensis", "Ptyas_carinata", "Boiga_dendrophila"]
 
@@ -476,11 +477,8 @@ def test_siblings_of_an_image_at_the_root_stay_at_the_root(sqlite_url):
 def test_rescoring_never_requeues_a_human_decision(db_url, make_settings, photos_root, tmp_path):
     from service.jobs import create_job
     from service.registry import activate_model, add_model
-    from service.scanning import run_scan
-    from service.scoring import score_chunk
     from tests.support.models import make_model_folder
     from tests.support.photos import write_photo
-    from workers.tasks import run_model
 
     settings = make_settings(db_url, review_threshold=1.0)  # every prediction is routed
 
@@ -491,10 +489,7 @@ def test_rescoring_never_requeues_a_human_decision(db_url, make_settings, photos
         with session_scope(settings.db_url) as session:
             activate_model(session, add_model(session, settings, folder).id)
             job_id = create_job(session, settings, "s").id
-        chunks: list[int] = []
-        run_scan(settings, job_id, chunks.extend)
-        for chunk_id in chunks:
-            score_chunk(settings, chunk_id, run_model)
+        scan_and_score(settings, job_id)
         return job_id
 
     for i, colour in enumerate(["red", "green", "blue"]):

@@ -12,11 +12,9 @@ from service.jobs import create_job, get_job
 from service.models import JobStatus
 from service.registry import add_model
 from service.results import iter_results
-from service.scanning import run_scan
-from service.scoring import score_chunk
 from tests.support.models import make_model_folder
 from tests.support.photos import make_photo_folder
-from workers.tasks import run_model
+from tests.support.scoring import scan_and_score
 
 
 def test_a_folder_the_scan_cannot_enter_becomes_a_failure_row(
@@ -40,10 +38,7 @@ def test_a_folder_the_scan_cannot_enter_becomes_a_failure_row(
     monkeypatch.setattr(os, "scandir", scandir)
     with session_scope(settings.db_url) as session:
         job_id = create_job(session, settings, "site").id
-    chunks: list[int] = []
-    run_scan(settings, job_id, chunks.extend)
-    for chunk_id in chunks:
-        score_chunk(settings, chunk_id, run_model)
+    scan_and_score(settings, job_id)
     with session_scope(settings.db_url) as session:
         job = get_job(session, job_id)
         rows = {r["rel_path"]: r for r in iter_results(session, job_id)}

@@ -24,6 +24,7 @@ from service.scanning import run_scan
 from service.scoring import score_chunk
 from tests.support.models import make_model_folder
 from tests.support.photos import make_photo_folder, write_photo
+from tests.support.scoring import scan_and_score
 from workers.tasks import run_model
 
 
@@ -40,10 +41,7 @@ def _setup(settings, tmp_path: Path, name: str = "m1", seed: int = 0) -> int:
 def _run_job(settings, folder: str, **kwargs) -> int:
     with session_scope(settings.db_url) as session:
         job_id = create_job(session, settings, folder, **kwargs).id
-    chunks: list[int] = []
-    run_scan(settings, job_id, chunks.extend)
-    for chunk_id in chunks:
-        score_chunk(settings, chunk_id, run_model)
+    scan_and_score(settings, job_id)
     return job_id
 
 
