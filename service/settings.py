@@ -66,8 +66,8 @@ class Settings(BaseSettings):
         default=0.05,
         ge=0.0,
         le=1.0,
-        description="A medically significant species at or above this anywhere in the top-k "
-        "sends the photo to review, whatever the top-1 says.",
+        description="A medically significant species at or above this probability, at any "
+        "rank, sends the photo to review, whatever the top-1 says.",
     )
     lookalike_margin: float = Field(
         default=0.3,
@@ -91,7 +91,13 @@ class Settings(BaseSettings):
     site_depth: int = Field(
         default=1, ge=1, le=10, description="Which folder level under a job's folder is the site."
     )
-    top_k: int = Field(default=5, ge=1, le=50, description="Suggestions kept per prediction.")
+    top_k: int = Field(
+        default=5,
+        ge=1,
+        le=50,
+        description="Suggestions kept per prediction; every label at or above the venom "
+        "alert is kept too, wherever it ranks.",
+    )
     chunk_size: int = Field(
         default=256,
         ge=1,

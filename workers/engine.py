@@ -149,11 +149,18 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return scaled
 
 
-def top_k(probs: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
-    """The k most probable (class index, probability) pairs per row, best first."""
-    k = min(k, probs.shape[-1])
-    order = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
-    return [[(int(i), float(row[i])) for i in idx] for row, idx in zip(probs, order, strict=True)]
+def top_k(
+    probs: np.ndarray, k: int, keep_above: float | None = None
+) -> list[list[tuple[int, float]]]:
+    """The k most probable (class index, probability) pairs per row, best first, and past
+    the k-th every class at or above `keep_above`: routing must see a venomous species at
+    the alert level wherever it ranks (at most 1 / keep_above of them)."""
+    order = np.argsort(-probs, axis=-1, kind="stable")
+    ranked = []
+    for row, idx in zip(probs, order, strict=True):
+        n = k if keep_above is None else max(k, int(np.count_nonzero(row >= keep_above)))
+        ranked.append([(int(i), float(row[i])) for i in idx[:n]])
+    return ranked
 
 
 _ENGINES: dict[tuple[Path, int, bool, str], InferenceEngine] = {}

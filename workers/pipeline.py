@@ -71,6 +71,7 @@ def score_paths(
     max_bytes: int,
     max_decoded: int | None = None,
     k: int = 5,
+    keep_above: float | None = None,
     stats: ScoreStats | None = None,
 ) -> list[FileResult]:
     """Score files in input order, one FileResult per path; unusable files fail alone.
@@ -115,7 +116,7 @@ def score_paths(
             stats.decode_wait_seconds += time.perf_counter() - waited
             stats.decode_seconds += sum(seconds for seconds, _, _ in outcomes)
             failures = [failure for _, failure, _ in outcomes]
-            predicted = _predict(engine, buffers[b % 2], start, failures, k, stats)
+            predicted = _predict(engine, buffers[b % 2], start, failures, (k, keep_above), stats)
             for result, (_, _, phash) in zip(predicted, outcomes, strict=True):
                 result.phash = phash if result.failure_reason is None else None
             results += predicted
@@ -131,7 +132,7 @@ def _predict(
     buf: np.ndarray,
     start: int,
     failures: list[_Failure | None],
-    k: int,
+    keep: tuple[int, float | None],
     stats: ScoreStats,
 ) -> list[FileResult]:
     """Score the decoded rows of one batch; failed rows are left out, not scored."""
@@ -155,7 +156,7 @@ def _predict(
                 if not good:
                     failures[slot] = ("model_output_not_finite", NOT_FINITE)
             probs = probs[finite]
-        ranked = top_k(probs, k)
+        ranked = top_k(probs, *keep)
     labels, predictions = engine.labels, iter(ranked)
     results = []
     for slot, failure in enumerate(failures):

@@ -74,6 +74,7 @@ def run_model(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome
         max_bytes=settings.max_file_bytes,
         max_decoded=settings.max_decoded_megabytes * 2**20,
         k=min(settings.top_k, len(engine.labels)),
+        keep_above=settings.venom_alert,
     )
     count_outcomes([outcome.failure_reason for outcome in outcomes])
     return outcomes

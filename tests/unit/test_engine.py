@@ -253,3 +253,15 @@ def test_forked_child_starts_with_an_empty_cache(model_dir: Path) -> None:
     assert cached_in_child == "0"
     assert len(engine_module._ENGINES) == 1
     engine_module._ENGINES.clear()
+
+
+def test_top_k_keeps_every_class_at_the_alert_level_past_the_kth() -> None:
+    # Seven classes at 0.06 or more: with k=5 the sixth and seventh (one may be a cobra)
+    # would be dropped, and routing could never see them.
+    row = [0.3, 0.2, 0.15, 0.1, 0.08, 0.07, 0.06, 0.04]
+    probs = np.array([row])
+
+    assert [i for i, _ in top_k(probs, 5)[0]] == [0, 1, 2, 3, 4]
+    kept = top_k(probs, 5, keep_above=0.05)[0]
+    assert [i for i, _ in kept] == [0, 1, 2, 3, 4, 5, 6]  # ranked, nothing below 0.05 added
+    assert [i for i, _ in top_k(probs, 2, keep_above=0.5)[0]] == [0, 1]  # k is a floor

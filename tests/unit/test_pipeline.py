@@ -148,3 +148,19 @@ def test_a_non_finite_model_output_fails_that_file_alone(
     for result, path in zip(results, paths, strict=True):
         if result.failure_reason is None:
             _assert_same_as_engine(engine, result, path)
+
+
+def test_classes_at_the_alert_level_are_kept_past_k(
+    engine: InferenceEngine, tmp_path: Path
+) -> None:
+    path = _photo(tmp_path, "p.jpg", COLOURS[0], seed=1)
+    probs = engine.probabilities(preprocess(path, engine.spec)[None])[0]
+    floor = float(np.sort(probs)[-2])  # the second-best class's probability
+
+    (only,) = _score(engine, [path], k=1)
+    (kept,) = _score(engine, [path], k=1, keep_above=floor)
+    assert only.topk is not None and kept.topk is not None
+    assert len(only.topk) == 1
+    assert [label for label, _ in kept.topk] == [
+        engine.labels[i] for i in np.argsort(-probs, kind="stable")[:2]
+    ]
