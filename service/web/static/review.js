@@ -190,10 +190,21 @@
 
   // ------------------------------------------------------------------ rendering
 
-  function pretty(label) { return (label || "").replace(/_/g, " "); }
+  var render = window.HerpscoreReviewRender;
+  var pretty = render.pretty, describe = render.describe;
 
-  function describe(a) {
-    return a.decision === "label" ? pretty(a.label) : { unknown: "unknown species", unusable: "not usable", skip: "skipped" }[a.decision];
+  function renderTopk(topk) {
+    var chosen = state.past && state.past.decision === "label" ? state.past.label : null;
+    $("topk").replaceChildren.apply($("topk"), render.topkItems(topk, chosen, function (label) { decide("label", label); }));
+  }
+
+  function renderSiblings(siblings) {
+    $("siblings").replaceChildren.apply($("siblings"), render.siblingItems(siblings));
+  }
+
+  function renderRecent() {
+    $("recent").replaceChildren.apply($("recent"), render.recentItems(state.recent, state.history, goTo));
+    renderButtons();
   }
 
   function text(id, value) { $(id).textContent = value === null || value === undefined ? "–" : value; }
@@ -245,7 +256,7 @@
     text("rel-path", item.image.rel_path);
     $("rel-path").title = item.image.path;
     text("full-path", item.image.path);
-    text("captured", placeAndTime(item.image));
+    text("captured", render.placeAndTime(item.image));
     text("reason", item.reason_text);
     text("model-name", item.prediction.model_name ? "· " + item.prediction.model_name : "");
     renderTopk(item.prediction.topk);
@@ -277,82 +288,6 @@
     var item = state.shown;
     if (item && photo.getAttribute("data-original") && item.image.display_url) photo.src = item.image.display_url;
   });
-
-  // Camera time as the camera (corrected for the site's clock) gave it: never re-zoned to
-  // the browser's time zone. The offset is shown only when it is known.
-  function formatTime(iso) {
-    var m = /^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(.*)$/.exec(iso);
-    return m ? m[1] + " " + m[2] + (m[3] ? " (UTC" + m[3] + ")" : " (camera time, offset unknown)") : iso;
-  }
-
-  function placeAndTime(image) {
-    var parts = [image.captured_at ? formatTime(image.captured_at) : "no capture time"];
-    if (image.site) parts.unshift("site " + image.site);
-    if (image.gps_lat !== null && image.gps_lat !== undefined) {
-      parts.push("GPS " + image.gps_lat.toFixed(5) + ", " + image.gps_lon.toFixed(5));
-    }
-    return parts.join(" · ");
-  }
-
-  function renderTopk(topk) {
-    var chosen = state.past && state.past.decision === "label" ? state.past.label : null;
-    $("topk").replaceChildren.apply($("topk"), topk.slice(0, 9).map(function (t) {
-      var li = document.createElement("li");
-      if (t.label === chosen) li.className = "chosen";
-      if (t.venomous) li.classList.add("venomous");
-      var pct = Math.round(t.confidence * 1000) / 10;
-      li.innerHTML = '<kbd></kbd><span class="name"></span><span class="pct"></span>' +
-        '<span class="confbar" aria-hidden="true"><span></span></span>';
-      li.children[0].textContent = String(t.rank);
-      li.children[1].textContent = pretty(t.label) + (t.venomous ? " \u26A0 VENOMOUS" : "");
-      li.title = t.label;
-      li.children[2].textContent = pct.toFixed(1) + " %";
-      li.children[3].firstChild.style.width = Math.max(pct, 0.5) + "%";
-      li.setAttribute("aria-label", "Press " + t.rank + ": " + t.label + (t.venomous ? ", venomous" : "") + ", " + pct.toFixed(1) + " percent");
-      li.addEventListener("click", function () { decide("label", t.label); });
-      return li;
-    }));
-  }
-
-  function renderSiblings(siblings) {
-    $("siblings").replaceChildren.apply($("siblings"), siblings.map(function (s) {
-      var li = document.createElement("li");
-      if (s.current) { li.className = "current"; li.setAttribute("aria-current", "true"); }
-      var img = document.createElement("img");
-      img.src = s.thumbnail_url;
-      img.alt = "";
-      img.loading = "lazy";
-      var cap = document.createElement("span");
-      cap.className = "cap";
-      var human = s.human_decision === "label" ? s.human_label : s.human_decision;
-      cap.textContent = human ? "✓ " + pretty(human) : pretty(s.machine_label);
-      if (human) cap.classList.add("human");
-      li.title = s.rel_path + (human ? " — reviewed: " + human : " — model: " + (s.machine_label || "none"));
-      li.append(img, cap);
-      return li;
-    }));
-  }
-
-  function renderRecent() {
-    $("recent").replaceChildren.apply($("recent"), state.recent.map(function (a, i) {
-      var li = document.createElement("li");
-      var b = document.createElement("button");
-      b.type = "button";
-      b.className = "recent-item" + (i === state.history ? " shown" : "");
-      b.setAttribute("data-annotation-id", a.id);
-      b.title = (a.name || "photo") + ": " + describe(a) + " — click to change";
-      var img = document.createElement("img");
-      img.src = a.thumbnail_url;
-      img.alt = "";
-      var cap = document.createElement("span");
-      cap.textContent = describe(a);
-      b.append(img, cap);
-      b.addEventListener("click", function () { goTo(i); });
-      li.append(b);
-      return li;
-    }));
-    renderButtons();
-  }
 
   var toastTimer = null;
   function toast(message, kind) {
