@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import multiprocessing as mp
 import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from functools import cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
+from PIL import Image  # noqa: E402
 
+from benchmarks.scoring_inputs import (  # noqa: E402
+    CTX,
+    PROCESSES,
+    build_model,
+    make_photos,
+    torch_model,
+)
+from benchmarks.scoring_report import machine_info, write_report  # noqa: E402
 from service.imaging import InputSpec, load_rgb, to_array  # noqa: E402
 
 log = logging.getLogger("bench_scoring")
@@ -30,133 +35,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 MODELS = ("mobilenet_v3_small", "efficientnet_lite0")
 PHOTO_SIZES = ((4000, 3000), (1024, 768))
 BACKENDS = ("postgres", "embedded")  # PostgreSQL + Redis; SQLite + the filesystem broker
-NUM_CLASSES = 100
-PROCESSES = 2  # every measurement runs in this many processes, one per core
 MAX_PIXELS, MAX_BYTES = 120_000_000, 256 * 1024 * 1024
-# Spawned, not forked: the parent imports torch (threads, 500 MiB) and a forked child
-# would inherit both; a spawned child imports only what its job needs, like a worker.
-CTX = mp.get_context("spawn")
-
-
-# ---------------------------------------------------------------- inputs: models and photos
-
-
-def build_model(name: str, work: Path) -> Path:
-    """Export a random-weight model to a contract-valid herpscore model folder (cached)."""
-    folder = work / "models" / name
-    if (folder / "metadata.json").is_file():
-        return folder
-    import torch
-
-    model, cfg = _torch_model(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    dummy = torch.zeros(1, 3, 224, 224)
-    torch.onnx.export(
-        model,
-        (dummy,),
-        str(folder / "model.onnx"),
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
-        opset_version=17,
-        dynamo=False,
-    )
-    labels = {str(i): f"Species_{i:03d}" for i in range(NUM_CLASSES)}
-    (folder / "class_map.json").write_text(json.dumps(labels), encoding="utf-8")
-    metadata = {
-        "format": "herpscore-model/1",
-        "backbone": name,
-        "input": {"size": 224, "resize": "shorter_side", **cfg},
-        "temperature": 1.0,
-        "note": "random weights, for speed measurements only",
-    }
-    (folder / "metadata.json").write_text(json.dumps(metadata, indent=2), encoding="utf-8")
-    from service.modelspec import load_artifact
-
-    load_artifact(folder, check_onnx=True)
-    return folder
-
-
-def _torch_model(name: str) -> tuple[Any, dict[str, Any]]:
-    """(eval-mode torch model with random weights, its preprocessing config)."""
-    import torch
-
-    torch.manual_seed(0)
-    if name == "mobilenet_v3_small":
-        from torchvision.models import mobilenet_v3_small
-
-        cfg = {"crop_pct": 0.875, "interpolation": "bilinear"}
-        model = mobilenet_v3_small(num_classes=NUM_CLASSES)
-        cfg |= {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-    else:
-        import timm
-
-        model = timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES)
-        pc: dict[str, Any] = dict(model.pretrained_cfg)  # type: ignore[arg-type]
-        cfg = {
-            "crop_pct": pc["crop_pct"],
-            "interpolation": pc["interpolation"],
-            "mean": list(pc["mean"]),
-            "std": list(pc["std"]),
-        }
-    return model.eval(), cfg
-
-
-def make_photos(
-    folder: Path, size: tuple[int, int], count: int, processes: int = PROCESSES
-) -> list[str]:
-    """Write `count` camera-like JPEGs (gradients, shapes, blur, sensor noise; quality 90)."""
-    # ImageFolder needs one class folder; herpscore only sees a folder of files.
-    target = folder / "survey"
-    target.mkdir(parents=True, exist_ok=True)
-    todo = [target / f"IMG_{i:04d}.jpg" for i in range(count)]
-    for extra in set(target.glob("*.jpg")) - set(todo):
-        extra.unlink()  # every measurement reads the whole folder: it must hold `count` photos
-    missing = [(str(p), size, i) for i, p in enumerate(todo) if not p.is_file()]
-    if missing:
-        log.info("writing %d photos of %dx%d to %s", len(missing), *size, target)
-        with CTX.Pool(processes) as pool:
-            pool.starmap(_write_photo, missing)
-    return [str(p) for p in todo]
-
-
-def _write_photo(path: str, size: tuple[int, int], seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    w, h = size
-    small = (w // 8, h // 8)  # paint the scene at 1/8 scale, then scale up: smooth like optics
-    yy, xx = np.mgrid[0 : small[1], 0 : small[0]].astype(np.float32)
-    base = np.empty((small[1], small[0], 3), dtype=np.float32)
-    for c in range(3):
-        fx, fy, ph = rng.uniform(0.5, 3.0), rng.uniform(0.5, 3.0), rng.uniform(0, 6.3)
-        wave = np.sin(xx / small[0] * fx * 3.14 + ph) * np.cos(yy / small[1] * fy * 3.14)
-        base[..., c] = 90 + 60 * wave + rng.uniform(-30, 30)
-    scene = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
-    draw = ImageDraw.Draw(scene)
-    for _ in range(int(rng.integers(15, 40))):
-        x0, y0 = int(rng.integers(0, small[0])), int(rng.integers(0, small[1]))
-        r = int(rng.integers(3, max(4, small[0] // 6)))
-        colour = tuple(int(v) for v in rng.integers(20, 235, size=3))
-        if rng.random() < 0.5:
-            draw.ellipse((x0 - r, y0 - r, x0 + r, y0 + r // 2), fill=colour)
-        else:
-            draw.line((x0, y0, x0 + r * 3, y0 + r), fill=colour, width=max(1, r // 4))
-    scene = scene.filter(ImageFilter.GaussianBlur(1.5)).resize(size, Image.Resampling.BICUBIC)
-    # Sensor noise and fine texture are what make a real photo 2-4 MB at quality 90; a tiled
-    # noise field (random offset per photo) compresses like fresh noise and is 10x cheaper.
-    tile = _noise_tile()
-    reps = (-(-h // tile.shape[0]) + 1, -(-w // tile.shape[1]) + 1, 1)
-    dy, dx = int(rng.integers(0, tile.shape[0])), int(rng.integers(0, tile.shape[1]))
-    noise = np.tile(tile, reps)[dy : dy + h, dx : dx + w]
-    pixels = np.asarray(scene, dtype=np.int16) + noise
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(path, "JPEG", quality=90)
-
-
-@cache
-def _noise_tile(side: int = 1024) -> np.ndarray:
-    rng = np.random.default_rng(1234)
-    luma = rng.normal(0, 7, size=(side, side, 1))
-    chroma = rng.normal(0, 3, size=(side, side, 3))
-    return np.round(luma + chroma).astype(np.int16)
 
 
 # ---------------------------------------------------------------- running N processes at once
@@ -337,7 +216,7 @@ def measure_naive_torch(folder: Path, model_name: str, num_workers: int, repeats
     import torch
     from torchvision import datasets, transforms
 
-    model, _ = _torch_model(model_name)
+    model, _ = torch_model(model_name)
     transform = transforms.Compose(
         [
             transforms.Resize(256),
@@ -396,122 +275,6 @@ def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - began)
     return statistics.median(times)
-
-
-# ---------------------------------------------------------------- report
-
-
-def machine_info() -> dict[str, Any]:
-    import onnxruntime
-    import PIL
-    import torch
-    import torchvision
-
-    cpu = ""
-    with open("/proc/cpuinfo", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": np.__version__,
-        "pillow": PIL.__version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "loadavg_start": os.getloadavg(),
-    }
-
-
-def write_report(results: dict[str, Any], out_dir: Path, name: str = "scoring") -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    info, rounds, backends = results["machine"], results["rounds"], results["backends"]
-    lines = [
-        "# Scoring throughput (images/s)",
-        "",
-        f"{info['nproc']} cores ({info['cpu']}), onnxruntime {info['onnxruntime']}, "
-        f"Pillow {info['pillow']}, torch {info['torch']}, torchvision {info['torchvision']}, "
-        f"numpy {info['numpy']}. Load average at start {info['loadavg_start']}, at end "
-        f"{info['loadavg_end']}: the cores are shared with other work, so the numbers are "
-        "noisy; trust ratios more than absolute values.",
-        "",
-        "- a: model only, ORT FP32, 2 processes x 1 thread, batch 8, preloaded tensors",
-        "- b: decode + preprocess only, herpscore load_rgb + to_array (JPEG draft), 2 processes",
-        "- b_naive: Image.open().convert('RGB').resize((224, 224)) + to_array, 2 processes",
-        "- L = 1/(1/a + 1/b): the rate if decode and inference took turns on the same cores; "
-        "a and b are measured just before and just after each round's jobs, and L is the mean "
-        "of the two L's (a and b in the table: the means of their two measurements)",
-        f"- c: herpscore end to end, {results['end_to_end_label']}, one job per backend per "
-        "round: pg = PostgreSQL + Redis, emb = the embedded default (SQLite + filesystem "
-        "broker); the workers `herpscore up` runs (scoring: 2 processes x 1 ORT thread; scan: "
-        "its own worker), default settings except display copies "
-        f"({'on' if results['display_copies'] else 'off'}: see docs/performance.md); the "
-        "clock runs from the job's creation to its completion as recorded by the database",
-        "- c_pipe: the inference pipeline alone (score_paths in 2 processes, chunks of 64)",
-        f"- d: torchvision ImageFolder + DataLoader(batch 8, num_workers="
-        f"{results['naive_num_workers']}) + Resize(256)/CenterCrop(224)/ToTensor/Normalize "
-        "+ torch eager in no_grad (torch's default intra-op threads)",
-        f"- mode: {results['mode']}; {rounds} rounds, each measuring a, b, c (one job per "
-        "backend, in alternating order), a, b, c_pipe and d back to back; rates are medians "
-        "over the rounds, and so is each ratio, taken within its round; b_naive: "
-        f"{results['repeats_naive']} round per photo size, shared by both models",
-        "",
-    ]
-    short = {"postgres": "pg", "embedded": "emb"}
-    head = ["model", "photos", "n", "a", "b", "b_naive", "L"]
-    head += [f"c {short[b]}" for b in backends] + ["c_pipe", "d"]
-    head += [f"**c/L {short[b]}**" for b in backends] + ["c_pipe/L"]
-    head += [f"c/d {short[b]}" for b in backends] + ["b/b_naive"]
-    head += [f"c/L {short[b]} by round" for b in backends]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in results["rows"]:
-        per = row["backends"]
-        cells = [row["model"], row["photos"], str(row["count"])]
-        cells += [f"{row[k]:.1f}" for k in ("a", "b", "b_naive", "L")]
-        cells += [f"{per[b]['c']:.1f}" for b in backends]
-        cells += [f"{row['c_pipe']:.1f}", f"{row['d']:.1f}"]
-        cells += [f"**{per[b]['c_over_L']:.2f}**" for b in backends]
-        cells += [f"{row['c_pipe_over_L']:.2f}"]
-        cells += [f"{per[b]['c_over_d']:.2f}" for b in backends]
-        cells += [f"{row['b_over_b_naive']:.2f}"]
-        cells += [" ".join(f"{r['c'][b] / r['L']:.2f}" for r in row["rounds"]) for b in backends]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "## Where a job's CPU goes (ms of CPU per image, medians over the rounds)",
-        "",
-        "Read from /proc for each group of processes while the job ran (up to the 0.5 s poll "
-        "that saw it end). 'ideal' is 2 cores / L: decode and inference alone. 'other' is "
-        "everything else on the machine, the benchmark's own process and other users "
-        "included.",
-        "",
-    ]
-    groups = sorted(
-        {g for row in results["rows"] for b in backends for g in row["backends"][b]["cpu"]}
-    )
-    lines += ["| model | photos | backend | ideal | " + " | ".join(groups) + " | total |"]
-    lines += ["|---|---|---|---|" + "---|" * (len(groups) + 1)]
-    for row in results["rows"]:
-        for b in backends:
-            cpu = row["backends"][b]["cpu"]
-            cells = [row["model"], row["photos"], b, f"{row['ideal_cpu_ms_per_image']:.2f}"]
-            cells += [f"{cpu.get(g, 0.0):.2f}" for g in groups] + [f"{sum(cpu.values()):.2f}"]
-            lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Partial batch handling (1 process x 1 thread, ms per run)", ""]
-    lines += ["| model | rows | cold exact shape | warm exact shape | padded to 8 |"]
-    lines += ["|---|---|---|---|---|"]
-    for model, table in results["batch_policy"].items():
-        for n, t in table.items():
-            lines.append(
-                f"| {model} | {n} | {t['cold_first_run_ms']} | {t['warm_exact_ms']} | "
-                f"{t['padded_to_full_ms']} |"
-            )
-    (out_dir / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
