@@ -104,12 +104,13 @@ def with_thumbnail(row: dict[str, object]) -> dict[str, object]:
 
 @bp.get("/suspects")
 @requires(Role.VIEWER)
-@operation(SuspectPage, query=SuspectQuery)
+@operation(SuspectPage, query=SuspectQuery, errors=(404,))
 def list_suspects(query: SuspectQuery) -> ResponseReturnValue:
     """List suspect labels, most suspect first.
 
     After each training run, the verified labels its out-of-sample predictions doubt
     (cleanlab's confident learning; `HERPSCORE_LABEL_ERRORS`), with the model's view.
+    404 if `run_id` names no training run.
     """
     with db_read() as session:
         rows, total, run_id = suspects.list_suspects(
