@@ -99,12 +99,12 @@ def record_run_suspects(session: Session, run_id: int, limit: int = 1000) -> int
     run = get_or_not_found(session, TrainingRun, run_id, "training run")
     probs_file = Path(run.run_dir or "") / LABEL_PROBS_FILE
     export = session.get(DatasetExport, run.export_id) if run.export_id else None
+    session.execute(delete(SuspectLabel).where(SuspectLabel.run_id == run_id))
     if not run.run_dir or not probs_file.is_file() or export is None or not export.path:
         log.info("training run %d: no out-of-sample probabilities, no suspect labels", run_id)
         return 0
     ranked = rank_run_probs(probs_file, read_manifest(Path(export.path)))
     current = current_annotations(session, [r.image_id for r in ranked])
-    session.execute(delete(SuspectLabel).where(SuspectLabel.run_id == run_id))
     kept = 0
     for r in ranked:
         decision = current.get(r.image_id)
