@@ -59,7 +59,9 @@ def predicting_fit(argv: list[str]) -> Path:
     return folder
 
 
-def run_with_label_errors(settings: Settings, photos_root: Path) -> tuple[int, dict[str, int]]:
+def run_with_label_errors(
+    settings: Settings, photos_root: Path, fit: retraining.Fitter = predicting_fit
+) -> tuple[int, dict[str, int]]:
     """54 photos over 6 sites, all labelled, then `red_0` of every site relabelled green
     (a later decision); one training run. Returns the run id and {rel_path: image id} of
     the mislabelled photos."""
@@ -76,8 +78,6 @@ def run_with_label_errors(settings: Settings, photos_root: Path) -> tuple[int, d
     with session_scope(settings.db_url) as session:
         result = retraining.retrain_check(session, settings, force=True)
     assert result.run_id is not None
-    run = retraining.run_training(
-        settings, result.run_id, predicting_fit, label_predictor(settings)
-    )
-    assert run is not None and run.error is None
+    run = retraining.run_training(settings, result.run_id, fit, label_predictor(settings))
+    assert run is not None and run.error is None, run and run.error
     return result.run_id, wrong
