@@ -60,9 +60,11 @@ def rereview_suspect(suspect_id: int) -> ResponseReturnValue:
         verdict = Verdict(raw)
     except ValueError:
         raise BadInput(f"unknown verdict {raw[:40]!r}") from None
+    # The form always carries the label field: it counts with the verdict `label` only.
+    label = request.form.get("label") if verdict == Verdict.LABEL else None
     with db_session() as session:
         annotation, suspect = suspects.rereview(
-            session, suspect_id, current_user.username, verdict, request.form.get("label")
+            session, suspect_id, current_user.username, verdict, label
         )
     if wants_json():
         return {"annotation_id": annotation.id, "suspect": _thumbnail(suspect)}
