@@ -136,6 +136,12 @@ def latest_run_with_suspects(session: Session) -> int | None:
     return session.scalar(select(func.max(SuspectLabel.run_id)))
 
 
+def count_for_run(session: Session, run_id: int) -> int:
+    """How many suspects a run stored (open or resolved)."""
+    query = select(func.count()).where(SuspectLabel.run_id == run_id)
+    return session.scalar(query) or 0
+
+
 def list_suspects(
     session: Session,
     run_id: int | None = None,

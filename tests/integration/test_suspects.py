@@ -174,6 +174,9 @@ def test_ui_lists_suspects_and_rereviews_by_form(
         == 403
     )
 
+    run_page = client.get("/training/1").get_data(as_text=True)
+    assert f'/suspects?run_id=1&amp;status=all">{len(rows)}</a>' in run_page
+
     log_in_session(client, make_user(field, Role.REVIEWER))
     assert 'class="rereview"' in client.get("/suspects").get_data(as_text=True)
     bad = client.post(f"/suspects/{target['id']}/review", data={"verdict": "nope"})
