@@ -158,7 +158,7 @@ def test_ui_lists_suspects_and_rereviews_by_form(
     from tests.integration.test_admin_ui import log_in_session, make_user
 
     api_app.config["WTF_CSRF_ENABLED"] = False
-    run_with_label_errors(field, photos_root)
+    run_id, _ = run_with_label_errors(field, photos_root)
     client = api_app.test_client()
     log_in_session(client, make_user(field, Role.VIEWER))
     page = client.get("/suspects").get_data(as_text=True)
@@ -174,8 +174,8 @@ def test_ui_lists_suspects_and_rereviews_by_form(
         == 403
     )
 
-    run_page = client.get("/training/1").get_data(as_text=True)
-    assert f'/suspects?run_id=1&amp;status=all">{len(rows)}</a>' in run_page
+    run_page = client.get(f"/training/{run_id}").get_data(as_text=True)
+    assert f'/suspects?run_id={run_id}&amp;status=all">{len(rows)}</a>' in run_page
 
     log_in_session(client, make_user(field, Role.REVIEWER))
     assert 'class="rereview"' in client.get("/suspects").get_data(as_text=True)
