@@ -67,18 +67,18 @@ def rank_run_probs(probs_file: Path, manifest: list[dict[str, str]]) -> list[Ran
     data = json.loads(probs_file.read_text(encoding="utf-8"))
     classes: list[str] = list(data["classes"])
     by_path = {row["path"]: row for row in manifest}
-    groups: dict[str, list[tuple[int, str, list[float], str]]] = {}
+    groups: dict[str, list[tuple[int, str, list[float], int]]] = {}
     for row in data["rows"]:
         entry = by_path.get(row["path"])
         if entry is None or entry.get("source") != HUMAN or entry["label"] not in classes:
             continue  # machine labels train but are not verified; unknown rows are skipped
         given = classes.index(entry["label"])
         groups.setdefault(row["method"], []).append(
-            (int(entry["image_id"]), row["split"], row["probs"], str(given))
+            (int(entry["image_id"]), row["split"], row["probs"], given)
         )
     ranked: list[Ranked] = []
     for method, members in groups.items():
-        labels = np.array([int(m[3]) for m in members])
+        labels = np.array([m[3] for m in members])
         probs = np.array([m[2] for m in members], dtype=np.float64)
         for s in rank_suspects(labels, probs):
             image_id, split, _, _ = members[s.index]
