@@ -496,4 +496,5 @@ import service.field_models  # noqa: E402, F401  # a module import: safe inside 
 from service.run_models import DatasetExport as DatasetExport  # noqa: E402
 from service.run_models import ExportStatus as ExportStatus  # noqa: E402
 from service.run_models import RunStatus as RunStatus  # noqa: E402
+from service.run_models import SuspectLabel as SuspectLabel  # noqa: E402
 from service.run_models import TrainingRun as TrainingRun  # noqa: E402

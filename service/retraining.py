@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service import promotion, registry
+from service import promotion, registry, suspects
 from service.db import get_or_not_found, newest_first, session_scope
 from service.errors import HerpscoreError, InvalidState
 from service.exports import (
@@ -78,6 +78,7 @@ def training_params(settings: Settings) -> dict[str, Any]:
         # may say --baseline none.
         "baseline": "probe",
         "extra_args": settings.training_extra_args,
+        "label_errors": settings.label_errors,
     }
 
 
@@ -96,6 +97,8 @@ def fit_argv(params: dict[str, Any], data: Path, out: Path, resume: bool) -> lis
         argv += ["--size", str(params["size"])]
     if params.get("baseline"):  # runs queued before it existed have none
         argv += ["--baseline", str(params["baseline"])]
+    if params.get("label_errors"):  # likewise
+        argv += ["--label-errors", str(params["label_errors"])]
     argv += shlex.split(params.get("extra_args") or "")
     if resume:
         argv.append("--resume")
@@ -200,6 +203,7 @@ def run_training(
         model_dir = fit(fit_argv(params, export_path, run_dir, resume))
         metrics = _read_metrics(run_dir)
         candidate_id = _publish(settings, run_id, model_dir, metrics)
+        _record_suspects(settings, run_id)
         with session_scope(settings.db_url) as session:
             plan = promotion.plan_evaluation(session, settings, candidate_id)
         record = promotion.evaluate(plan, predict)
@@ -275,6 +279,16 @@ def _publish(
             model_id = int(exc.details["model_version_id"])
         run.model_version_id = model_id
         return model_id
+
+
+def _record_suspects(settings: Settings, run_id: int) -> None:
+    """The run's suspect labels (service/suspects.py); a failure here is logged, and leaves
+    the run and its model as they are."""
+    try:
+        with session_scope(settings.db_url) as session:
+            suspects.record_run_suspects(session, run_id, settings.label_errors_max)
+    except Exception:
+        log.exception("training run %d: the suspect labels could not be computed", run_id)
 
 
 def _fail(settings: Settings, run_id: int, exc: BaseException) -> None:

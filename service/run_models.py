@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.models import Base, created, intpk, str_enum, when
@@ -69,3 +69,37 @@ class TrainingRun(Base):
     enqueued_at: Mapped[when]  # last sent (the scheduler re-sends a lost message)
     started_at: Mapped[when]
     finished_at: Mapped[when]
+
+
+class SuspectLabel(Base):
+    """A verified label a training run's out-of-sample predictions disagree with (cleanlab).
+
+    Linked to the run, the image and the human decision it questions (the image's current
+    decision when the run was ranked). Never updated: a re-review is a new annotation, and
+    the suspect counts as resolved once the image's current decision is another one.
+    """
+
+    __tablename__ = "suspect_labels"
+    __table_args__ = (
+        UniqueConstraint("run_id", "image_id"),
+        Index("ix_suspect_labels_run_rank", "run_id", "rank"),
+    )
+
+    id: Mapped[intpk]
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("training_runs.id", ondelete="CASCADE"), nullable=False
+    )
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    annotation_id: Mapped[int] = mapped_column(
+        ForeignKey("annotations.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    rank: Mapped[int] = mapped_column(Integer, nullable=False)  # 1 = most suspect
+    given_label: Mapped[str] = mapped_column(String(200), nullable=False)
+    given_probability: Mapped[float] = mapped_column(Float, nullable=False)
+    predicted_label: Mapped[str] = mapped_column(String(200), nullable=False)
+    predicted_probability: Mapped[float] = mapped_column(Float, nullable=False)
+    split: Mapped[str] = mapped_column(String(10), nullable=False)
+    method: Mapped[str] = mapped_column(String(10), nullable=False)  # holdout | kfold
+    created_at: Mapped[created]

@@ -244,6 +244,15 @@ class Settings(BaseSettings):
     training_extra_args: str = Field(
         default="", description="More `python -m training fit` options, shell-quoted."
     )
+    label_errors: Literal["holdout", "kfold", "off"] = Field(
+        default="holdout",
+        description="Suspect labels after each training run, from out-of-sample "
+        "probabilities: holdout = the run's val/test predictions; kfold = also every "
+        "training image by K-fold probes (one more feature pass); off = none.",
+    )
+    label_errors_max: int = Field(
+        default=1000, ge=1, le=100_000, description="Most suspect labels kept per training run."
+    )
     display_copies_when_scoring: bool = Field(
         default=True,
         description="Scoring workers make the review page's display copies of routed photos.",

@@ -8,8 +8,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from training import label_errors
 from training.artifacts import export_model_folder
 from training.backbones import Backbone, build_backbone
 from training.data import (
@@ -55,7 +57,11 @@ def main(args: argparse.Namespace) -> Path:
         extra = {}
         if baseline is not None:
             extra["selection"] = choose(backbone, baseline, datasets["val"], args.batch_size)
-        report = evaluate_and_calibrate(backbone, datasets, data.classes, args.out, extra=extra)
+        held_out: dict[str, np.ndarray] = {}
+        report = evaluate_and_calibrate(
+            backbone, datasets, data.classes, args.out, extra=extra, probs_out=held_out
+        )
+        write_out_of_sample(args, data, datasets, held_out)
         if args.refit and report.get("selection", {}).get("published") == PROBE:
             log.info("no refit: the probe baseline beat the fine-tune on validation")
         elif args.refit:
@@ -70,6 +76,24 @@ def main(args: argparse.Namespace) -> Path:
             log.info("published as candidate model version %d", version)
         log.info("model folder: %s", folder)
     return folder
+
+
+def write_out_of_sample(
+    args: argparse.Namespace,
+    data: DatasetFolder,
+    datasets: dict[str, SafeImageFolder],
+    held_out: dict[str, np.ndarray],
+) -> None:
+    """OUT/label_probs.json for the suspect-label list (training/label_errors.py): the
+    selection run's val/test probabilities, plus K-fold ones for train with `kfold`."""
+    if args.label_errors == "off":
+        (args.out / label_errors.LABEL_PROBS_FILE).unlink(missing_ok=True)
+        return
+    rows = label_errors.held_out_rows(data.root, datasets, held_out)
+    if args.label_errors == "kfold":
+        pretrained = build_model(args, data)  # frozen features that never saw these labels
+        rows += label_errors.kfold_rows(args, pretrained, datasets, data.root)
+    label_errors.write_label_probs(args.out, data.classes, args.label_errors, rows)
 
 
 def refit(

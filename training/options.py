@@ -97,6 +97,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="after the run, train again from scratch on train + val for the epochs it kept, "
         "with its temperature: more data for the final model, no held-out val left",
     )
+    run.add_argument(
+        "--label-errors",
+        choices=["holdout", "kfold", "off"],
+        default="holdout",
+        help="write OUT/label_probs.json, out-of-sample probabilities for the suspect-label "
+        "list: holdout = the val/test predictions; kfold = also every training image by "
+        "K-fold probes on the pretrained features (one more pass over train and val)",
+    )
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", default="auto", help="auto | cpu | cuda")
     run.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")

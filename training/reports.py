@@ -24,10 +24,12 @@ def evaluate_and_calibrate(
     temperature: float | None = None,
     splits: tuple[str, ...] = ("val", "test"),
     extra: dict[str, Any] | None = None,
+    probs_out: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """metrics.json: val/test metrics, confusion PNGs, temperature, ECE and reliability PNG.
 
-    The temperature is fitted on val unless given (a refit reuses its selection run's)."""
+    The temperature is fitted on val unless given (a refit reuses its selection run's).
+    `probs_out`, if given, receives each evaluated split's calibrated probabilities."""
     model = backbone.model.cpu().eval()
     logits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     report: dict[str, Any] = {}
@@ -53,6 +55,8 @@ def evaluate_and_calibrate(
         ece_after, bins_after = calibrate.reliability(
             calibrate.softmax(split_logits, temperature), labels
         )
+        if probs_out is not None:
+            probs_out[split] = calibrate.softmax(split_logits, temperature)
         calibration[split] = {
             "ece_before": ece_before,
             "ece_after": ece_after,

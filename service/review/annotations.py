@@ -34,6 +34,16 @@ def normalise_label(label: str | None) -> str:
     return text
 
 
+def checked_decision(decision: Decision | str, label: str | None) -> tuple[Decision, str | None]:
+    """A decision and its label as stored: a label with `label` only, normalised."""
+    decision = Decision(decision)
+    if decision == Decision.LABEL:
+        return decision, normalise_label(label)
+    if label is not None and label.strip():
+        raise BadInput(f"a label is only given with the decision 'label', not {decision.value!r}")
+    return decision, None
+
+
 def decide(
     session: Session,
     item_id: int,
@@ -42,13 +52,7 @@ def decide(
     label: str | None = None,
 ) -> Annotation:
     """Record a reviewer's decision on a claimed item; a skip puts it back, lower in the queue."""
-    decision = Decision(decision)
-    if decision == Decision.LABEL:
-        label = normalise_label(label)
-    elif label is not None and label.strip():
-        raise BadInput(f"a label is only given with the decision 'label', not {decision.value!r}")
-    else:
-        label = None
+    decision, label = checked_decision(decision, label)
     now = utcnow()
     may_decide = and_(
         ReviewItem.id == item_id,
@@ -282,6 +286,60 @@ def confirm_many(session: Session, image_ids: list[int], reviewer: str) -> int:
         confirmed += 1
     session.flush()
     return confirmed
+
+
+def annotate_image(
+    session: Session,
+    image_id: int,
+    reviewer: str,
+    decision: Decision | str,
+    label: str | None = None,
+) -> Annotation:
+    """Record a reviewer's decision on an image outside the queue (a re-review of a label).
+
+    A new annotation, as `decide` writes it (the same checks, what the machine had said from
+    the image's latest prediction); nothing earlier is changed, and `undo_last` undoes it.
+    A pending review item of the image is closed with it, as `confirm_many` does.
+    """
+    decision, label = checked_decision(decision, label)
+    if decision not in SETTLING:
+        raise BadInput(f"a re-review settles the label: {decision.value!r} is not a decision here")
+    now = utcnow()
+    prediction = session.scalar(
+        select(Prediction)
+        .where(Prediction.image_id == image_id)
+        .order_by(Prediction.created_at.desc(), Prediction.id.desc())
+        .limit(1)
+    )
+    item = session.scalar(
+        select(ReviewItem)
+        .where(ReviewItem.image_id == image_id, ReviewItem.status == ReviewStatus.PENDING)
+        .order_by(ReviewItem.id)
+        .limit(1)
+    )
+    if item is not None:
+        session.execute(
+            update(ReviewItem)
+            .where(ReviewItem.id == item.id, ReviewItem.status == ReviewStatus.PENDING)
+            .values(
+                status=ReviewStatus.DONE, claimed_by=reviewer, lease_expires_at=None, decided_at=now
+            )
+            .execution_options(synchronize_session=False)
+        )
+    annotation = Annotation(
+        image_id=image_id,
+        review_item_id=item.id if item is not None else None,
+        reviewer=reviewer,
+        decision=decision,
+        label=label,
+        machine_label=prediction.label if prediction else None,
+        machine_confidence=prediction.confidence if prediction else None,
+        model_version_id=prediction.model_version_id if prediction else None,
+        created_at=now,
+    )
+    session.add(annotation)
+    session.flush()
+    return annotation
 
 
 def _iso(value: datetime | None) -> str | None:

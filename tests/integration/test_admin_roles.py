@@ -45,6 +45,8 @@ EXPECTED_ACCESS: dict[str, Role | None] = {
     "admin.rollback_model": Role.ADMIN,
     "admin.image_display": Role.VIEWER,
     "admin.review_change": Role.REVIEWER,
+    "admin.suspects_page": Role.VIEWER,
+    "admin.rereview_suspect": Role.REVIEWER,
     "admin.list_users": Role.ADMIN,
     "admin.disable_user": Role.ADMIN,
     "admin.enable_user": Role.ADMIN,

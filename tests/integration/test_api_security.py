@@ -47,6 +47,8 @@ EXPECTED_ACCESS: dict[str, Role | None] = {
     "api.review_next": Role.REVIEWER,  # a GET, but it claims an item
     "api.review_decide": Role.REVIEWER,
     "api.review_undo": Role.REVIEWER,
+    "api.list_suspects": Role.VIEWER,
+    "api.rereview_suspect": Role.REVIEWER,
     "api.list_exports": Role.VIEWER,
     "api.get_export": Role.VIEWER,
     "api.get_test_set": Role.VIEWER,

@@ -187,6 +187,7 @@ from service.web.admin import (  # noqa: E402, F401
     media,
     models,
     review,
+    suspects,
     training,
     users,
 )

@@ -10,7 +10,7 @@ from flask import abort, flash, redirect, render_template, send_file, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
-from service import promotion, registry, retraining, tasks_client, training_stack
+from service import promotion, registry, retraining, suspects, tasks_client, training_stack
 from service.models import Role
 from service.web.admin import bp, flash_enqueued, role_required
 from service.web.context import current_settings, db_read, db_session
@@ -41,6 +41,7 @@ def training_run(run_id: int) -> ResponseReturnValue:
             registry.get_model(session, row.model_version_id) if row.model_version_id else None
         )
         candidate_status = candidate.status.value if candidate else None
+        suspect_count = suspects.count_for_run(session, run_id)
     folder = Path(run_dir) if run_dir else None
     return render_template(
         "training/show.html",
@@ -49,6 +50,7 @@ def training_run(run_id: int) -> ResponseReturnValue:
         plots=[p for p in PLOTS if folder and (folder / p).is_file()],
         comparison=_comparison(run["promotion"]),
         candidate_status=candidate_status,
+        suspect_count=suspect_count,
     )
 
 

@@ -33,6 +33,7 @@ from service.web.api import (  # noqa: E402, F401
     keys,
     models,
     review,
+    suspects,
     system,
     training,
     users,
