@@ -170,6 +170,11 @@ def probe(path: str | os.PathLike[str], max_pixels: int, max_bytes: int) -> Imag
     with open_checked(path, max_pixels, max_bytes) as img:
         width, height = img.size
         info = ImageInfo(width=width, height=height, format=img.format or "")
+        if img.format == "PNG" and "exif" not in img.info:
+            # Pillow would decode every pixel to look for an eXIf chunk after the image
+            # data (a 94 MP RGBA PNG took the scan to 432 MB): such a PNG is probed
+            # without EXIF. An eXIf chunk before the image data is read as usual.
+            return info
         try:
             exif = img.getexif()
         except Exception:  # noqa: BLE001 - malformed EXIF must not make a photo unusable

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from service.imaging import ImageError, InputSpec, decoded_bytes, load_rgb
+from service.imaging import ImageError, InputSpec, decoded_bytes, load_rgb, probe
+from tests.support.hostile import write_big_png
 
 MAKE = """
 import sys
@@ -66,3 +67,33 @@ def test_the_decoded_size_limit_counts_the_bytes_of_the_mode(tmp_path: Path) -> 
         load_rgb(rgba, spec, 10**9, 10**9, max_decoded=limit)
     assert caught.value.reason == "too_many_pixels"
     assert "RGBA decodes to 1 MB" in caught.value.message
+
+
+PROBE = """
+import re, sys
+from service.imaging import probe
+info = probe(sys.argv[1], 120_000_000, 256 * 2**20)
+assert (info.width, info.height) == (9000, 9000), info
+status = open("/proc/self/status").read()
+print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) // 1024)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's VmHWM")
+def test_the_scan_probes_a_huge_png_without_decoding_it(tmp_path: Path) -> None:
+    # Pillow's PNG getexif() loaded every pixel to look for an eXIf chunk after the image
+    # data: 324 MB of RGBA for a 300 KB file, in a scan that should read headers only.
+    path = tmp_path / "huge.png"
+    write_big_png(path, 9000, 9000, colour_type=6)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path)], check=True, capture_output=True, text=True
+    )
+    assert int(done.stdout.strip()) < 150, f"peak RSS {done.stdout.strip()} MB"
+
+
+def test_a_png_with_exif_before_its_pixels_keeps_its_capture_time(tmp_path: Path) -> None:
+    path = tmp_path / "dated.png"
+    exif = Image.Exif()
+    exif[306] = "2024:05:01 10:20:30"
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(path, exif=exif)
+    assert probe(path, 10**6, 10**6).exif_datetime_raw == "2024:05:01 10:20:30"
