@@ -149,11 +149,16 @@ def hostile_inputs() -> list[Hostile]:
                 "subsampling (4:4:4)",
                 _pil("RGB", (10860, 10860), (40, 160, 60), "JPEG", quality=90,
                      progressive=True, subsampling=0), ".jpg"),
+        Hostile("jpeg_progressive_cmyk_100mp", "progressive CMYK JPEG, 10,000 x 10,000",
+                _pil("CMYK", (10000, 10000), (0, 200, 0, 30), "JPEG", quality=90,
+                     progressive=True), ".jpg"),
         Hostile("jpeg_cmyk_100mp", "CMYK JPEG, 10,000 x 10,000",
                 _pil("CMYK", (10000, 10000), (0, 200, 0, 30), "JPEG", quality=90), ".jpg"),
         Hostile("tiff_float_81mp", "32-bit float TIFF (deflate), 9,000 x 9,000 (324 MB)",
                 _pil("F", (9000, 9000), 0.5, "TIFF", compression="tiff_adobe_deflate"),
                 ".tif"),
+        Hostile("webp_rgb_24mp", "lossless WebP, 6,000 x 4,000 (24 MP)",
+                _pil("RGB", (6000, 4000), (40, 160, 60), "WEBP", lossless=True), ".webp"),
         Hostile("webp_rgb_100mp", "lossless WebP, 10,000 x 10,000 (RGB 300 MB)",
                 _pil("RGB", (10000, 10000), (40, 160, 60), "WEBP", lossless=True), ".webp"),
     ]  # fmt: skip
@@ -248,7 +253,7 @@ def write(results: list[Measure]) -> None:
         "Web base / peak MB | Outcome (inference; web) |",
         "|---|---|---|---|---|---|",
     ]
-    for name, kinds in by_input.items():
+    for kinds in by_input.values():
         cells = [
             f"{kinds[k].base_mb} / **{kinds[k].peak_mb}**" if k in kinds else "-" for k in KINDS
         ]

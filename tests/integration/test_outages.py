@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +10,6 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 
 from service.broker_watch import MARK_KEY, broker_was_reset
-from service.cli import settings_env
 from service.db import session_scope
 from service.jobs import create_job, get_job
 from service.models import Chunk, ChunkStatus, JobStatus, Prediction
@@ -23,7 +19,7 @@ from service.tasks_client import SCAN_TASK, enqueue
 from tests.support.brokers import PrivateRedis
 from tests.support.models import make_model_folder
 from tests.support.photos import make_photo_folder
-from tests.support.workers import stop
+from tests.support.workers import start_worker, stop
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -50,24 +46,6 @@ def settings(pg_url, broker, make_settings, tmp_path) -> Settings:
     with session_scope(built.db_url) as session:
         add_model(session, built, model_dir, activate=True)
     return built
-
-
-def start_worker(
-    settings: Settings, log: Path, queues: str, beat: Path | None = None
-) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(settings_env(settings))
-    cmd = [
-        sys.executable, "-m", "celery", "--quiet", "-A", "workers", "worker", "-Q", queues,
-        "--hostname", f"{queues.split(',')[0]}@%h", "--concurrency", "2",
-        "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
-    if beat is not None:
-        cmd += ["--beat", "--schedule", str(beat)]
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
