@@ -10,7 +10,9 @@ import math
 import os
 import re
 import stat
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -215,14 +217,15 @@ def decode_upright(
                 f"{source.width}x{source.height} {source.mode} decodes to "
                 f"{size / 2**20:.0f} MB, over the limit of {limit / 2**20:.0f} MB",
             )
-        source.load()
-        # Grey stays one byte a pixel until `finish` has shrunk it: same pixels, a third
-        # of the memory.
-        out = finish(_rgb_or_grey(upright(source)))
-        if out.mode != "RGB":
-            out = out.convert("RGB")
-        if out is source:
-            out = out.copy()  # never hand out the file-backed image closed below
+        with DECODES.hold(size, limit):
+            source.load()
+            # Grey stays one byte a pixel until `finish` has shrunk it: same pixels, a third
+            # of the memory.
+            out = finish(_rgb_or_grey(upright(source)))
+            if out.mode != "RGB":
+                out = out.convert("RGB")
+            if out is source:
+                out = out.copy()  # never hand out the file-backed image closed below
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -233,6 +236,41 @@ def decode_upright(
         source.close()
     return out
 
+
+class DecodeBudget:
+    """The decoded bytes a process lets be in flight at once, across its threads.
+
+    Each decode holds its size (as `decoded_bytes` counts it) while it runs, and waits while
+    other decodes hold so much that its own would pass the limit; a decode alone always
+    runs. So the decode threads of a scoring process, or the threads of a web worker
+    rendering thumbnails, hold at most one limit's worth of decoded images at once however
+    many of them meet big files together, while small photos (a 12 MP JPEG decodes at a
+    quarter or an eighth of its size) never wait for each other.
+    """
+
+    def __init__(self) -> None:
+        self._used = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, size: int, limit: int) -> Iterator[None]:
+        with self._changed:
+            while self._used and self._used + size > limit:
+                self._changed.wait()
+            self._used += size
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._used -= size
+                self._changed.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        return self._used
+
+
+DECODES = DecodeBudget()  # this process's, shared by every decode in it
 
 _ORIENTATION = 0x0112
 _TRANSPOSE = {
