@@ -8,7 +8,8 @@ work (the base: interpreter, imports, ONNX session, Flask app):
 - inference: a batch of two paths to the file (two decode threads decoding it at once,
   the worst case of one pool process), then its display copy, as a scoring process does;
 - scan: `inspect_file` (hash in 1 MB reads, header probe), as the scan does per file;
-- web: `create_app()`, then the thumbnail a viewer's request renders on first sight.
+- web: `create_app()`, then two request threads rendering the thumbnail at once (a
+  gthread worker has 4), as a viewer's first look at it does.
 
 Writes benchmarks/results/memory_bound.md (and .json).
 
@@ -86,17 +87,26 @@ outcome = record.failure_reason or f"recorded {record.width}x{record.height}"
 """,
     "web": """
 os.environ.setdefault("HERPSCORE_SECRET_KEY", "memory-bound-benchmark-" + "x" * 40)
+import threading
 from service.web import create_app
-from service.imaging import ImageError, sha256_file
+from service.imaging import ImageError
 from service.thumbnails import ensure_thumbnail
 app = create_app(settings)
 base = _status("VmRSS")
-with app.app_context():
-    try:
-        ensure_thumbnail(settings, Path(path), sha256_file(path))
-        outcome = "thumbnail"
-    except ImageError as exc:
-        outcome = exc.reason
+outcomes = []
+def render(digest):  # two request threads rendering it at once (as two contents)
+    with app.app_context():
+        try:
+            ensure_thumbnail(settings, Path(path), digest)
+            outcomes.append("thumbnail")
+        except ImageError as exc:
+            outcomes.append(exc.reason)
+threads = [threading.Thread(target=render, args=(c * 64,)) for c in "ab"]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+outcome = outcomes[0]
 """,
 }
 _PROBE_TAIL = """
@@ -245,7 +255,8 @@ def write(results: list[Measure]) -> None:
         "`benchmarks/memory_bound.py`: each input in a fresh interpreter per process kind; "
         "peak = VmHWM, base = VmRSS before the work (interpreter, imports, the tiny test "
         "model's ONNX session, the Flask app). Inference decodes two paths to the file at "
-        "once (two decode threads) and then makes its display copy. Default limits: "
+        "once (two decode threads) and then makes its display copy; web renders its thumbnail "
+        "in two request threads at once. Default limits: "
         f"{meta['max_image_pixels']:,} pixels, {meta['max_decoded_megabytes']} MB decoded. "
         f"Pillow {meta['pillow']}, Python {meta['python']}, {meta['cpus']} shared cores.",
         "",
