@@ -355,8 +355,9 @@ def _fault(
         note += (
             f"; {poster.refused} POSTs failed while it was down, each retried; "
             f"{sum(n for _, n in per_folder)} jobs for {len(per_folder)} folders"
-            + (f" ({', '.join(twice)} twice: a retried POST whose answer was lost)" * bool(twice))
         )
+        if twice:
+            note += f" ({', '.join(twice)} twice: a POST the client gave up on was served later)"
     _, total_scored, total_failed, failures, per_image = _counts(settings)
     stack.stop()
     log = stack.log.read_text(errors="replace")

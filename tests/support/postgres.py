@@ -15,7 +15,16 @@ import psycopg
 
 from tests.support.brokers import free_port
 
-PG_BINARIES = Path(os.environ.get("HERPSCORE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _binaries() -> Path:
+    """HERPSCORE_PG_BIN, else the newest Debian-style /usr/lib/postgresql/<major>/bin."""
+    if chosen := os.environ.get("HERPSCORE_PG_BIN"):
+        return Path(chosen)
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BINARIES = _binaries()
 
 
 class PrivatePostgres:
