@@ -136,9 +136,9 @@ class Settings(BaseSettings):
     worker_kill_memory_megabytes: int = Field(
         default=4096,
         ge=0,
-        description="A scoring worker process past this resident size is killed at once, "
-        "mid-task (SIGKILL from a watchdog thread): its chunk is split and the file that "
-        "did it fails alone as killed_worker; 0 = no hard ceiling.",
+        description="A worker process past this resident size while it scores a chunk is "
+        "killed at once (SIGKILL from a watchdog thread): the chunk is split and the file "
+        "that did it fails alone as killed_worker; 0 = no hard ceiling.",
     )
     broker_visibility_timeout: int = Field(
         default=3600, ge=1, description="Seconds before Redis redelivers an unacknowledged task."

@@ -16,6 +16,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -31,12 +33,26 @@ def resident_bytes() -> int | None:
         return None
 
 
+_ARMED = threading.Event()  # set while a scoring task runs in this process
+
+
+@contextmanager
+def armed() -> Iterator[None]:
+    """The ceiling applies inside this block (a chunk's scoring), not to other tasks a
+    worker of every queue may run, such as a training run that needs more."""
+    _ARMED.set()
+    try:
+        yield
+    finally:
+        _ARMED.clear()
+
+
 def _watch(limit: int, interval: float) -> None:
     while True:
         rss = resident_bytes()
         if rss is None:
             return  # not Linux: nothing to watch
-        if rss > limit:
+        if rss > limit and _ARMED.is_set():
             # Straight to stderr: the logging machinery may itself need memory or a lock.
             sys.stderr.write(
                 f"herpscore memory guard: pool process {os.getpid()} reached "
@@ -49,7 +65,8 @@ def _watch(limit: int, interval: float) -> None:
 
 
 def start(limit_megabytes: int, interval: float = 0.02) -> threading.Thread | None:
-    """Watch this process (call it in each pool process after the fork); 0 = no ceiling."""
+    """Watch this process (call it in each pool process after the fork) while `armed`;
+    0 = no ceiling."""
     if limit_megabytes <= 0 or resident_bytes() is None:
         return None
     thread = threading.Thread(

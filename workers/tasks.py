@@ -33,6 +33,7 @@ from service.tasks_client import (
     TRAIN_TASK,
     enqueue,
 )
+from workers import memory_guard
 from workers.engine import InferenceEngine, get_engine
 from workers.pipeline import score_paths
 
@@ -134,7 +135,7 @@ def scan_job(self: object, job_id: int) -> None:
     soft_time_limit=3600,
 )
 def score_chunk_task(self: object, chunk_id: int) -> dict[str, int]:
-    with work_context(chunk_id=int(chunk_id)):
+    with work_context(chunk_id=int(chunk_id)), memory_guard.armed():
         return _score_chunk(int(chunk_id))
 
 

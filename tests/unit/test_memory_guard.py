@@ -12,13 +12,15 @@ import pytest
 from workers.memory_guard import resident_bytes
 
 GROW = """
-import sys, time
+import contextlib, sys, time
 from workers import memory_guard
 assert memory_guard.start(int(sys.argv[1])) is not None
 held = []
-for _ in range(int(sys.argv[2])):
-    held.append(bytearray(16 * 2**20))  # zero-filled: resident at once
-    time.sleep(0.01)
+with memory_guard.armed() if sys.argv[3] == "armed" else contextlib.nullcontext():
+    for _ in range(int(sys.argv[2])):
+        held.append(bytearray(16 * 2**20))  # zero-filled: resident at once
+        time.sleep(0.01)
+    time.sleep(0.2)  # a few of the guard's looks
 print("survived", flush=True)
 """
 
@@ -27,9 +29,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _grow(limit_mb: int, chunks_of_16mb: int) -> subprocess.CompletedProcess[str]:
+def _grow(
+    limit_mb: int, chunks_of_16mb: int, armed: bool = True
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", GROW, str(limit_mb), str(chunks_of_16mb)],
+        [sys.executable, "-c", GROW, str(limit_mb), str(chunks_of_16mb),
+         "armed" if armed else "idle"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
@@ -43,6 +48,12 @@ def test_a_process_past_its_hard_ceiling_is_killed_mid_work() -> None:
 
 def test_a_process_under_its_ceiling_runs_on() -> None:
     done = _grow(400, 8)  # 128 MB over a ~30 MB interpreter
+    assert done.returncode == 0, done.stderr
+    assert "survived" in done.stdout
+
+
+def test_the_ceiling_applies_only_while_a_chunk_scores() -> None:
+    done = _grow(200, 20, armed=False)  # 320 MB outside a scoring task: a training run
     assert done.returncode == 0, done.stderr
     assert "survived" in done.stdout
 
