@@ -10,7 +10,9 @@ import math
 import os
 import re
 import stat
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +38,7 @@ MAX_ASPECT_RATIO = 50
 # Largest decoded image (width x height x bytes per pixel of its mode) by default: an RGB
 # photo of 128 MP. Checked before any pixel is decoded (see `decode_upright`).
 DEFAULT_MAX_DECODED_BYTES = 384 * 1024 * 1024
+WEBP_BYTES_PER_PIXEL = 16  # what decoding a WebP holds at once (see `decoded_bytes`)
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _BLOCK_PIXELS = 1 << 20  # wide modes are converted this many pixels at a time
 _EXIF_IFD = 0x8769
@@ -170,6 +173,11 @@ def probe(path: str | os.PathLike[str], max_pixels: int, max_bytes: int) -> Imag
     with open_checked(path, max_pixels, max_bytes) as img:
         width, height = img.size
         info = ImageInfo(width=width, height=height, format=img.format or "")
+        if img.format == "PNG" and "exif" not in img.info:
+            # Pillow would decode every pixel to look for an eXIf chunk after the image
+            # data (a 94 MP RGBA PNG took the scan to 432 MB): such a PNG is probed
+            # without EXIF. An eXIf chunk before the image data is read as usual.
+            return info
         try:
             exif = img.getexif()
         except Exception:  # noqa: BLE001 - malformed EXIF must not make a photo unusable
@@ -200,22 +208,24 @@ def decode_upright(
     source = open_checked(path, max_pixels, max_bytes)
     limit = max_decoded or DEFAULT_MAX_DECODED_BYTES
     try:
+        coefficients = jpeg_coefficient_bytes(source)  # at full size, whatever the draft
         if at_least and source.format in ("JPEG", "MPO"):  # MPO: camera JPEG + preview
             source.draft("RGB", (at_least, at_least))
-        if (size := decoded_bytes(source)) > limit:
+        if (size := decoded_bytes(source) + coefficients) > limit:
             raise ImageError(
                 "too_many_pixels",
                 f"{source.width}x{source.height} {source.mode} decodes to "
                 f"{size / 2**20:.0f} MB, over the limit of {limit / 2**20:.0f} MB",
             )
-        source.load()
-        # Grey stays one byte a pixel until `finish` has shrunk it: same pixels, a third
-        # of the memory.
-        out = finish(_rgb_or_grey(upright(source)))
-        if out.mode != "RGB":
-            out = out.convert("RGB")
-        if out is source:
-            out = out.copy()  # never hand out the file-backed image closed below
+        with DECODES.hold(size, limit):
+            source.load()
+            # Grey stays one byte a pixel until `finish` has shrunk it: same pixels, a third
+            # of the memory.
+            out = finish(_rgb_or_grey(upright(source)))
+            if out.mode != "RGB":
+                out = out.convert("RGB")
+            if out is source:
+                out = out.copy()  # never hand out the file-backed image closed below
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -226,6 +236,41 @@ def decode_upright(
         source.close()
     return out
 
+
+class DecodeBudget:
+    """The decoded bytes a process lets be in flight at once, across its threads.
+
+    Each decode holds its size (as `decoded_bytes` counts it) while it runs, and waits while
+    other decodes hold so much that its own would pass the limit; a decode alone always
+    runs. So the decode threads of a scoring process, or the threads of a web worker
+    rendering thumbnails, hold at most one limit's worth of decoded images at once however
+    many of them meet big files together, while small photos (a 12 MP JPEG decodes at a
+    quarter or an eighth of its size) never wait for each other.
+    """
+
+    def __init__(self) -> None:
+        self._used = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, size: int, limit: int) -> Iterator[None]:
+        with self._changed:
+            while self._used and self._used + size > limit:
+                self._changed.wait()
+            self._used += size
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._used -= size
+                self._changed.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        return self._used
+
+
+DECODES = DecodeBudget()  # this process's, shared by every decode in it
 
 _ORIENTATION = 0x0112
 _TRANSPOSE = {
@@ -277,6 +322,11 @@ def load_rgb(
 def decoded_bytes(img: Image.Image) -> int:
     """The bytes Pillow holds for this image once decoded (at its mode's pixel size; a
     palette image at its expanded size)."""
+    if img.format == "WEBP":
+        # Pillow decodes WebP through libwebp's animation decoder: its RGBA canvas and frame,
+        # the frame copied out as bytes, then the image. A 100 MP lossless WebP of 4 KB
+        # took 1.5 GB per decode (benchmarks/results/memory_bound.md).
+        return img.width * img.height * WEBP_BYTES_PER_PIXEL
     if img.mode == "P":
         return img.width * img.height * 4  # palette images are expanded to RGB(A) at once
     try:
@@ -285,6 +335,27 @@ def decoded_bytes(img: Image.Image) -> int:
     except (KeyError, TypeError, ValueError):
         per_pixel = 8  # an exotic mode: assume the widest
     return img.width * img.height * max(per_pixel, 1)
+
+
+def jpeg_coefficient_bytes(img: Image.Image) -> int:
+    """What libjpeg holds besides the pixels while it decodes a progressive JPEG: every DCT
+    coefficient of the whole image (2 bytes each, one per pixel of each component at its
+    sampling), at full size whatever the draft scale. 0 for anything else.
+
+    A 118 MP progressive JPEG without chroma subsampling held 680 MB to make a 224 px input
+    (benchmarks/results/memory_bound.md) while its 1/8-scale draft counted 5 MB. Call it
+    before `draft`, which shrinks `size`.
+    """
+    if img.format not in ("JPEG", "MPO") or not img.info.get("progressive"):
+        return 0
+    layers = getattr(img, "layer", None) or []
+    if not layers:
+        return 0
+    h_max = max(int(layer[1]) for layer in layers) or 1
+    v_max = max(int(layer[2]) for layer in layers) or 1
+    width, height = img.size
+    share = sum(int(layer[1]) * int(layer[2]) for layer in layers) / (h_max * v_max)
+    return int(2 * width * height * share)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

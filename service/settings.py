@@ -139,6 +139,13 @@ class Settings(BaseSettings):
         description="A worker process past this resident size is replaced after its task "
         "(Celery's worker_max_memory_per_child); 0 = never.",
     )
+    worker_kill_memory_megabytes: int = Field(
+        default=4096,
+        ge=0,
+        description="A worker process past this resident size while it scores a chunk is "
+        "killed at once (SIGKILL from a watchdog thread): the chunk is split and the file "
+        "that did it fails alone as killed_worker; 0 = no hard ceiling.",
+    )
     broker_visibility_timeout: int = Field(
         default=3600, ge=1, description="Seconds before Redis redelivers an unacknowledged task."
     )

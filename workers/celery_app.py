@@ -19,7 +19,7 @@ from service.db import dispose_engines
 from service.processes import SchedulerRunning, hold_scheduler_lock
 from service.settings import get_settings
 from service.tasks_client import celery_config
-from workers import broker_compat
+from workers import broker_compat, memory_guard
 
 
 def make_app() -> Celery:
@@ -63,6 +63,7 @@ def _after_fork(**_: object) -> None:
     from workers.tasks import preload_active_model, warm_database
 
     if _scores:
+        memory_guard.start(get_settings().worker_kill_memory_megabytes)
         preload_active_model()  # connects to the database too
     else:  # a scan/export/training worker would only hold the session's memory
         warm_database()

@@ -33,16 +33,25 @@ from service.tasks_client import (
     TRAIN_TASK,
     enqueue,
 )
+from workers import memory_guard
 from workers.engine import InferenceEngine, get_engine
 from workers.pipeline import score_paths
 
 log = logging.getLogger(__name__)
 TRANSIENT = (OperationalError, BrokerError, ConnectionError, TimeoutError)
-# Late acks, and retries with backoff for the named transient errors only.
+# Late acks, and retries with backoff for the named transient errors only. A database or
+# broker outage (a restart, a failover) is ridden out: retries 1, 2, 4, ... s apart, at most
+# RETRY_BACKOFF_MAX, without jitter, for about 10 minutes in all; past that the scheduler's
+# lease takes over. Five jittered retries were spent in 7 s of a 10 s PostgreSQL restart,
+# which left a chunk queued for the 900 s lease (benchmarks/crash_drill.py).
+RETRY_BACKOFF_MAX = 30
 RETRY_TRANSIENT: dict[str, Any] = {
     "acks_late": True,
     "autoretry_for": TRANSIENT,
     "retry_backoff": True,
+    "retry_backoff_max": RETRY_BACKOFF_MAX,
+    "retry_jitter": False,
+    "max_retries": 25,
 }
 
 
@@ -111,7 +120,6 @@ def preload_active_model() -> None:
     name=SCAN_TASK,
     bind=True,
     **RETRY_TRANSIENT,
-    max_retries=5,
     soft_time_limit=6 * 3600,
 )
 def scan_job(self: object, job_id: int) -> None:
@@ -125,11 +133,10 @@ def scan_job(self: object, job_id: int) -> None:
     name=SCORE_TASK,
     bind=True,
     **RETRY_TRANSIENT,
-    max_retries=5,
     soft_time_limit=3600,
 )
 def score_chunk_task(self: object, chunk_id: int) -> dict[str, int]:
-    with work_context(chunk_id=int(chunk_id)):
+    with work_context(chunk_id=int(chunk_id)), memory_guard.armed():
         return _score_chunk(int(chunk_id))
 
 

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 @shared_task(
     name=EXPORT_TASK,
     **RETRY_TRANSIENT,
-    max_retries=3,
     soft_time_limit=6 * 3600,
 )
 def export_task(export_id: int) -> dict[str, Any]:
@@ -41,7 +40,6 @@ def export_task(export_id: int) -> dict[str, Any]:
 @shared_task(
     name=RETRAIN_CHECK_TASK,
     **RETRY_TRANSIENT,
-    max_retries=3,
 )
 def retrain_check_task(force: bool = False) -> dict[str, Any]:
     settings = worker_settings()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,9 +11,9 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 
 from service.broker_watch import MARK_KEY, broker_was_reset
-from service.cli import settings_env
-from service.db import session_scope
+from service.db import dispose_engines, session_scope
 from service.jobs import create_job, get_job
+from service.migrate import upgrade
 from service.models import Chunk, ChunkStatus, JobStatus, Prediction
 from service.registry import add_model
 from service.settings import Settings
@@ -23,7 +21,8 @@ from service.tasks_client import SCAN_TASK, enqueue
 from tests.support.brokers import PrivateRedis
 from tests.support.models import make_model_folder
 from tests.support.photos import make_photo_folder
-from tests.support.workers import stop
+from tests.support.postgres import PrivatePostgres
+from tests.support.workers import start_worker, stop
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -50,24 +49,6 @@ def settings(pg_url, broker, make_settings, tmp_path) -> Settings:
     with session_scope(built.db_url) as session:
         add_model(session, built, model_dir, activate=True)
     return built
-
-
-def start_worker(
-    settings: Settings, log: Path, queues: str, beat: Path | None = None
-) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(settings_env(settings))
-    cmd = [
-        sys.executable, "-m", "celery", "--quiet", "-A", "workers", "worker", "-Q", queues,
-        "--hostname", f"{queues.split(',')[0]}@%h", "--concurrency", "2",
-        "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
-    if beat is not None:
-        cmd += ["--beat", "--schedule", str(beat)]
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
@@ -198,3 +179,46 @@ def test_the_scheduler_sees_a_broker_reset_and_a_gap_between_checks(broker, make
     broker.kill()
     broker.start()  # empty, as a Redis restarted without its data
     assert broker_was_reset(settings, now=start + 40)
+
+
+def test_scoring_rides_out_a_postgresql_restart(broker, make_settings, photos_root, tmp_path):
+    # A cluster of the test's own, so that restarting it touches no other test's database.
+    try:
+        cluster = PrivatePostgres()
+        cluster.start()
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot run a PostgreSQL cluster of our own: {exc}")
+    try:
+        db_url = cluster.create_database("outage")
+        upgrade(db_url)
+        settings = make_settings(
+            db_url, broker_url=broker.url, chunk_size=4, chunk_lease_seconds=900,
+            stalled_check_seconds=2,
+        )  # fmt: skip
+        with session_scope(settings.db_url) as session:
+            model = make_model_folder(tmp_path / "model", labels=["red", "green", "blue"])
+            add_model(session, settings, model, activate=True)
+        count = 120  # 30 chunks: most are still to score when the database goes
+        make_photo_folder(photos_root / "survey", count=count, size=(320, 240))
+        log = tmp_path / "worker.log"
+        worker = start_worker(settings, log, "scan,inference,maintenance", beat=tmp_path / "b")
+        try:
+            with session_scope(settings.db_url) as session:
+                job_id = create_job(session, settings, "survey").id
+            enqueue(settings, SCAN_TASK, [job_id])
+            wait_until(lambda: job_counts(settings, job_id)[2] > 0, 90, "scoring", log)
+            cluster.stop("immediate")  # a crash: connections cut, no shutdown checkpoint
+            time.sleep(15)  # five jittered retries (the old policy) often ended sooner
+            cluster.start()
+            # Far less than the 900 s lease: the tasks' own retries must carry the job.
+            wait_until(
+                lambda: job_counts(settings, job_id)[0] == JobStatus.DONE, 120, "the job", log
+            )
+            assert worker.poll() is None, "the worker exited"
+        finally:
+            stop(worker)
+        assert job_counts(settings, job_id)[1:] == (count, count, 0)
+        assert one_prediction_per_image(settings) == [1]
+    finally:
+        dispose_engines()
+        cluster.destroy()

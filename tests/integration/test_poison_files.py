@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Sequence
 
@@ -15,8 +16,12 @@ from service.registry import add_model
 from service.results import iter_results
 from service.scanning import run_scan
 from service.scoring import FileOutcome, score_chunk
+from service.tasks_client import SCAN_TASK, enqueue
+from tests.support.brokers import PrivateRedis
+from tests.support.hostile import write_big_png
 from tests.support.models import make_model_folder
 from tests.support.photos import make_photo_folder, write_photo
+from tests.support.workers import start_worker, stop
 from workers.tasks import run_model
 
 
@@ -99,3 +104,62 @@ def test_a_chunk_interrupted_once_still_scores_everything(
     with session_scope(settings.db_url) as session:
         job = get_job(session, job_id)
         assert (job.status, job.scored, job.failed) == (JobStatus.DONE, files, 0)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_real_file_that_kills_real_workers_fails_alone(
+    pg_url, make_settings, photos_root, tmp_path
+):
+    # A real poison file and a real kill: a 64 MP RGBA PNG (300 KB, 256 MB decoded, inside
+    # every decode limit) takes its decoding pool process past a 400 MB hard ceiling, and
+    # the memory guard kills that process (SIGKILL) mid-chunk, every time. The broker
+    # redelivers the chunk, it is split on each claim, and only the PNG fails.
+    broker = PrivateRedis(tmp_path / "redis")
+    try:
+        broker.start()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    settings = make_settings(
+        pg_url, broker_url=broker.url, chunk_size=8, worker_kill_memory_megabytes=400
+    )
+    with session_scope(settings.db_url) as session:
+        add_model(session, settings, make_model_folder(tmp_path / "m", ["red"]), activate=True)
+    count = 14
+    make_photo_folder(photos_root / "site", count=count, size=(96, 72))
+    write_big_png(photos_root / "site" / "site0" / "poison.png", 8000, 8000)
+    log = tmp_path / "worker.log"
+    scan = start_worker(settings, log, "scan,maintenance")
+    scorer = start_worker(settings, log, "inference")
+    try:
+        with session_scope(settings.db_url) as session:
+            job_id = create_job(session, settings, "site").id
+        enqueue(settings, SCAN_TASK, [job_id])
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            with session_scope(settings.db_url) as session:
+                if get_job(session, job_id).status == JobStatus.DONE:
+                    break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the job never finished\n" + log.read_text(errors="replace")[-5000:])
+        assert scorer.poll() is None and scan.poll() is None, "a worker exited"
+    finally:
+        stop(scan)
+        stop(scorer)
+        broker.kill()
+    text = log.read_text(errors="replace")
+    assert "over the hard ceiling of 400 MB" in text  # a real kill, not a decode failure
+    assert "exited with 'signal 9 (SIGKILL)'" in text
+    with session_scope(settings.db_url) as session:
+        job = get_job(session, job_id)
+        assert (job.total, job.scored, job.failed) == (count + 1, count, 1)
+        failed = [r for r in iter_results(session, job_id) if r["status"] == "failed"]
+        assert [(r["rel_path"], r["failure_reason"]) for r in failed] == [
+            ("site0/poison.png", "killed_worker")
+        ]
+        per_image = session.execute(
+            select(func.count()).select_from(Prediction).group_by(Prediction.image_id)
+        ).all()
+    assert len(per_image) == count and {n for (n,) in per_image} == {1}

@@ -51,6 +51,37 @@ def write_bomb(path: Path, side: int = 30000) -> None:
     )
 
 
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples a pixel
+
+
+def write_big_png(
+    path: Path, width: int, height: int, colour_type: int = 6, bit_depth: int = 8
+) -> None:
+    """A valid, uniform PNG of width x height, written a row at a time (a small file and
+    little memory to make, however many pixels it declares). Colour type 3 (palette) gets
+    a 256-colour palette with a transparent entry."""
+    channels = _PNG_CHANNELS[colour_type]
+    row = b"\x00" + bytes([0x5A]) * (width * channels * bit_depth // 8)  # filter 0
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    chunks = [_png_chunk(b"IHDR", header)]
+    if colour_type == 3:
+        chunks.append(_png_chunk(b"PLTE", bytes(range(256)) * 3))
+        chunks.append(_png_chunk(b"tRNS", b"\xff" * 0x5A + b"\x80"))
+    with path.open("wb") as out:
+        out.write(b"\x89PNG\r\n\x1a\n" + b"".join(chunks))
+        squeeze = zlib.compressobj(9)
+        block: list[bytes] = []
+        for _ in range(height):
+            block.append(squeeze.compress(row))
+            if len(block) >= 256:
+                data = b"".join(block)
+                if data:
+                    out.write(_png_chunk(b"IDAT", data))
+                block = []
+        out.write(_png_chunk(b"IDAT", b"".join(block) + squeeze.flush()))
+        out.write(_png_chunk(b"IEND", b""))
+
+
 def make_hostile_folder(folder: Path, outside: Path) -> Path:
     """Write every case of EXPECTED into `folder`; `outside` receives the symlink's target."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,63 @@
+"""The hard memory ceiling kills its own process mid-work, and only past the ceiling."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workers.memory_guard import resident_bytes
+
+GROW = """
+import contextlib, sys, time
+from workers import memory_guard
+assert memory_guard.start(int(sys.argv[1])) is not None
+held = []
+with memory_guard.armed() if sys.argv[3] == "armed" else contextlib.nullcontext():
+    for _ in range(int(sys.argv[2])):
+        held.append(bytearray(16 * 2**20))  # zero-filled: resident at once
+        time.sleep(0.01)
+    time.sleep(0.2)  # a few of the guard's looks
+print("survived", flush=True)
+"""
+
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/statm").exists(), reason="reads Linux's /proc/self/statm"
+)
+
+
+def _grow(
+    limit_mb: int, chunks_of_16mb: int, armed: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", GROW, str(limit_mb), str(chunks_of_16mb),
+         "armed" if armed else "idle"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_a_process_past_its_hard_ceiling_is_killed_mid_work() -> None:
+    done = _grow(200, 40)  # 640 MB wanted, 200 allowed
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert "survived" not in done.stdout
+    assert "over the hard ceiling of 200 MB" in done.stderr
+
+
+def test_a_process_under_its_ceiling_runs_on() -> None:
+    done = _grow(400, 8)  # 128 MB over a ~30 MB interpreter
+    assert done.returncode == 0, done.stderr
+    assert "survived" in done.stdout
+
+
+def test_the_ceiling_applies_only_while_a_chunk_scores() -> None:
+    done = _grow(200, 20, armed=False)  # 320 MB outside a scoring task: a training run
+    assert done.returncode == 0, done.stderr
+    assert "survived" in done.stdout
+
+
+def test_resident_bytes_reads_this_process() -> None:
+    rss = resident_bytes()
+    assert rss is not None and 10 * 2**20 < rss < 8 * 2**30
