@@ -374,6 +374,21 @@ class ReviewItem(Base):
     decided_at: Mapped[when]
 
 
+class ReviewCounter(Base):
+    """How many review items of one job are pending and done (job_id 0: items of no job).
+
+    Kept by database triggers on review_items (migration 0010), so every write that moves
+    an item (routing, decisions, undo, bulk confirm, cascading deletes) updates it in its
+    own transaction; the queue counts read a row instead of counting items.
+    """
+
+    __tablename__ = "review_counters"
+
+    job_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    pending: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    done: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+
+
 class ApiKey(Base):
     """An API key: only its sha256 is stored; the prefix finds the row."""
 

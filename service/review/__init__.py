@@ -14,7 +14,13 @@ from service.review.annotations import (
     recent_annotations,
     undo_last,
 )
-from service.review.claims import CLAIM_ATTEMPTS, DEFAULT_LEASE_SECONDS, get_item, next_item
+from service.review.claims import (
+    CLAIM_ATTEMPTS,
+    DEFAULT_LEASE_SECONDS,
+    claimable,
+    get_item,
+    next_item,
+)
 from service.review.page import (
     SIBLINGS_EACH_SIDE,
     ImageUrl,
@@ -34,6 +40,7 @@ __all__ = [
     "SKIP_PENALTY",
     "ImageUrl",
     "annotation_to_dict",
+    "claimable",
     "confirm_many",
     "current_label",
     "decide",

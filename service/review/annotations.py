@@ -14,7 +14,7 @@ from service.db import get_or_not_found
 from service.decisions import SETTLING, current_annotation, decided_images
 from service.errors import BadInput, InvalidState
 from service.models import Annotation, Decision, Prediction, ReviewItem, ReviewStatus, utcnow
-from service.review.claims import CLAIM_ATTEMPTS, DEFAULT_LEASE_SECONDS, _claimable
+from service.review.claims import CLAIM_ATTEMPTS, DEFAULT_LEASE_SECONDS, claimable
 
 MAX_LABEL_LENGTH = 200
 # A skip sinks the item below every item that was never skipped (priorities lie in [0, 2]:
@@ -53,7 +53,7 @@ def decide(
     may_decide = and_(
         ReviewItem.id == item_id,
         ReviewItem.status == ReviewStatus.PENDING,
-        or_(ReviewItem.claimed_by == reviewer, _claimable(now)),
+        or_(ReviewItem.claimed_by == reviewer, claimable(now)),
     )
     if decision == Decision.SKIP:
         values: dict[str, Any] = {

@@ -27,6 +27,7 @@ from service.models import (
     utcnow,
 )
 from service.review.annotations import SETTLING, _iso, annotation_to_dict, current_label
+from service.review.counters import queue_counts
 from service.routing import describe_reasons
 
 SIBLINGS_EACH_SIDE = 4
@@ -38,25 +39,26 @@ def queue_stats(
 ) -> dict[str, Any]:
     """Queue counts: pending, free to claim, held by others, done; and the reviewer's own."""
     now = utcnow()
-    scope = [ReviewItem.job_id == job_id] if job_id is not None else []
-
-    def count(*where: Any) -> int:
-        return int(
-            session.scalar(select(func.count()).select_from(ReviewItem).where(*scope, *where)) or 0
-        )
-
-    pending = count(ReviewItem.status == ReviewStatus.PENDING)
+    # Pending and done are stored counters (service/review/counters.py), not counts.
+    pending, done = queue_counts(session, job_id)
     # Items under a live lease are few and have their own index; the rest are free.
-    claimed = count(
-        ReviewItem.status == ReviewStatus.PENDING,
-        ReviewItem.claimed_by.is_not(None),
-        ReviewItem.lease_expires_at > now,
+    leased = (
+        select(func.count())
+        .select_from(ReviewItem)
+        .where(
+            ReviewItem.status == ReviewStatus.PENDING,
+            ReviewItem.claimed_by.is_not(None),
+            ReviewItem.lease_expires_at > now,
+        )
     )
+    if job_id is not None:
+        leased = leased.where(ReviewItem.job_id == job_id)
+    claimed = int(session.scalar(leased) or 0)
     stats: dict[str, Any] = {
         "pending": pending,
-        "available": pending - claimed,
+        "available": max(0, pending - claimed),
         "claimed": claimed,
-        "done": count(ReviewItem.status == ReviewStatus.DONE),
+        "done": done,
     }
     if reviewer is not None:
         since = now - timedelta(days=1)

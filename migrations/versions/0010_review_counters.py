@@ -1,0 +1,142 @@
+"""review counters: pending and done review items per job, kept by triggers
+
+The queue counts (review stats, the review page, the dashboard's backlog, /metrics) counted
+review items by status on every request: 100k pending and 100k done items at a million
+stored predictions took 30 ms a count. `review_counters` holds the two numbers per job
+(job_id 0: items whose job was deleted or that never had one), and triggers on
+review_items keep them in the same transaction as the write that moved an item: routing's
+inserts, decisions, undo, bulk confirm, and cascading deletes (PostgreSQL and SQLite both
+fire triggers for foreign-key actions). An update that changes neither status nor job
+(claims, leases, skips) does not touch them.
+
+Concurrent writers on PostgreSQL serialise on a job's counter row from their item update
+to their commit (row lock, READ COMMITTED re-reads the committed value), so the numbers
+stay exact; SQLite serialises writers anyway.
+
+Note for later migrations: on SQLite, `batch_alter_table("review_items")` copies the table
+and drops its triggers; such a migration must create them again (tests compare the
+counters with a recount at head on both databases).
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-12-06
+
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision: str = "0010"
+down_revision: str | Sequence[str] | None = "0009"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+TRIGGERS = ("review_counters_insert", "review_counters_update", "review_counters_delete")
+
+# PostgreSQL: one function for the three triggers. An item's move within its job is one
+# UPDATE of one counter row; a new job's row is made by an upsert (safe under concurrency).
+PG_FUNCTION = """
+CREATE FUNCTION review_counters_track() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    old_job integer;
+    new_job integer;
+BEGIN
+    IF TG_OP = 'UPDATE' AND coalesce(OLD.job_id, 0) = coalesce(NEW.job_id, 0) THEN
+        UPDATE review_counters
+        SET pending = pending - (OLD.status = 'pending')::int + (NEW.status = 'pending')::int,
+            done = done - (OLD.status = 'done')::int + (NEW.status = 'done')::int
+        WHERE job_id = coalesce(NEW.job_id, 0);
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        old_job := coalesce(OLD.job_id, 0);
+        UPDATE review_counters
+        SET pending = pending - (OLD.status = 'pending')::int,
+            done = done - (OLD.status = 'done')::int
+        WHERE job_id = old_job;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+        new_job := coalesce(NEW.job_id, 0);
+        INSERT INTO review_counters (job_id, pending, done)
+        VALUES (new_job, (NEW.status = 'pending')::int, (NEW.status = 'done')::int)
+        ON CONFLICT (job_id) DO UPDATE
+        SET pending = review_counters.pending + excluded.pending,
+            done = review_counters.done + excluded.done;
+    END IF;
+    RETURN NULL;
+END
+$$
+"""
+PG_TRIGGERS = (
+    "CREATE TRIGGER review_counters_insert AFTER INSERT ON review_items "
+    "FOR EACH ROW EXECUTE FUNCTION review_counters_track()",
+    "CREATE TRIGGER review_counters_update AFTER UPDATE OF status, job_id ON review_items "
+    "FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status "
+    "OR OLD.job_id IS DISTINCT FROM NEW.job_id) EXECUTE FUNCTION review_counters_track()",
+    "CREATE TRIGGER review_counters_delete AFTER DELETE ON review_items "
+    "FOR EACH ROW EXECUTE FUNCTION review_counters_track()",
+)
+
+# SQLite: the row is made with INSERT ... WHERE NOT EXISTS, not INSERT OR IGNORE (an outer
+# statement's conflict clause would override a trigger's).
+_SQLITE_ADD = """
+    INSERT INTO review_counters (job_id, pending, done)
+    SELECT coalesce(NEW.job_id, 0), 0, 0
+    WHERE NOT EXISTS (SELECT 1 FROM review_counters WHERE job_id = coalesce(NEW.job_id, 0));
+    UPDATE review_counters
+    SET pending = pending + (NEW.status = 'pending'), done = done + (NEW.status = 'done')
+    WHERE job_id = coalesce(NEW.job_id, 0);
+"""
+_SQLITE_REMOVE = """
+    UPDATE review_counters
+    SET pending = pending - (OLD.status = 'pending'), done = done - (OLD.status = 'done')
+    WHERE job_id = coalesce(OLD.job_id, 0);
+"""
+SQLITE_TRIGGERS = (
+    f"CREATE TRIGGER review_counters_insert AFTER INSERT ON review_items BEGIN {_SQLITE_ADD} END",
+    f"CREATE TRIGGER review_counters_update AFTER UPDATE OF status, job_id ON review_items "
+    f"WHEN OLD.status IS NOT NEW.status OR OLD.job_id IS NOT NEW.job_id "
+    f"BEGIN {_SQLITE_REMOVE} {_SQLITE_ADD} END",
+    f"CREATE TRIGGER review_counters_delete AFTER DELETE ON review_items "
+    f"BEGIN {_SQLITE_REMOVE} END",
+)
+
+BACKFILL = (
+    "INSERT INTO review_counters (job_id, pending, done) "
+    "SELECT coalesce(job_id, 0), "
+    "sum(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), "
+    "sum(CASE WHEN status = 'done' THEN 1 ELSE 0 END) "
+    "FROM review_items GROUP BY coalesce(job_id, 0)"
+)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "review_counters",
+        sa.Column("job_id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("pending", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("done", sa.BigInteger(), server_default="0", nullable=False),
+        sa.PrimaryKeyConstraint("job_id", name=op.f("pk_review_counters")),
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        # No item may move between the count and the triggers taking over.
+        op.execute("LOCK TABLE review_items IN SHARE ROW EXCLUSIVE MODE")
+        op.execute(PG_FUNCTION)
+        for statement in PG_TRIGGERS:
+            op.execute(statement)
+    else:
+        for statement in SQLITE_TRIGGERS:
+            op.execute(statement)
+    op.execute(BACKFILL)
+
+
+def downgrade() -> None:
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    for name in TRIGGERS:
+        op.execute(f"DROP TRIGGER IF EXISTS {name}" + (" ON review_items" if postgresql else ""))
+    if postgresql:
+        op.execute("DROP FUNCTION IF EXISTS review_counters_track()")
+    op.drop_table("review_counters")
