@@ -139,18 +139,23 @@ class Statements:
             self.on = False
 
 
+def percentiles(times: list[float]) -> dict[str, float]:
+    """n, p50 and p95 of these times in ms."""
+    ordered = sorted(times)
+    return {
+        "n": len(ordered),
+        "p50_ms": round(statistics.median(ordered), 1),
+        "p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1),
+    }
+
+
 def timed(fn: Callable[[], Any], reps: int) -> dict[str, float]:
     times = []
     for _ in range(reps):
         t = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t) * 1000)
-    ordered = sorted(times)
-    return {
-        "n": reps,
-        "p50_ms": round(statistics.median(ordered), 1),
-        "p95_ms": round(ordered[min(reps - 1, int(0.95 * reps))], 1),
-    }
+    return percentiles(times)
 
 
 def explain(dsn: str, statement: str, params: Any) -> str:
@@ -174,8 +179,9 @@ def measure(url: str, facts: dict[str, Any], reps: int) -> dict[str, Any]:
     )  # fmt: skip
     with session_scope(url) as session:
         _, key = apikeys.create_key(session, "bench", Role.REVIEWER)
-        user_id = users.create_user(session, "bencher", "bench-password-1", Role.VIEWER).id
+        user_id = users.create_user(session, "bencher", "bench-password-1", Role.REVIEWER).id
     app = create_app(settings)
+    app.config["WTF_CSRF_ENABLED"] = False  # the review page's posts; CSRF has its own tests
     api = app.test_client()
     ui = app.test_client()
     with ui.session_transaction() as s:
@@ -215,14 +221,26 @@ def measure(url: str, facts: dict[str, Any], reps: int) -> dict[str, Any]:
     next_ms: list[float] = []
     decide_ms: list[float] = []
     run("review next + decision", next_and_decide)
-    for name, times in (("review next", next_ms[1:]), ("decision", decide_ms[1:])):
-        ordered = sorted(times)
-        out[name] = {
-            "n": len(ordered),
-            "p50_ms": round(statistics.median(ordered), 1),
-            "p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1),
-        }
+    out["review next"], out["decision"] = percentiles(next_ms[1:]), percentiles(decide_ms[1:])
     run("review stats", lambda: ok(api.get("/api/v1/review/stats", headers=headers)))
+    run("review stats (job)",
+        lambda: ok(api.get(f"/api/v1/review/stats?job_id={big}", headers=headers)))  # fmt: skip
+
+    def page_next_and_decide() -> None:
+        # The review page: its answer holds the item, two held ahead, counts, recent ones.
+        t = time.perf_counter()
+        item = ok(ui.post("/review/next.json", json={})).json["item"]
+        page_next_ms.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        ok(ui.post(f"/review/items/{item['id']}/decision.json",
+                   json={"decision": "label", "label": "Species_03"}))  # fmt: skip
+        page_decide_ms.append((time.perf_counter() - t) * 1000)
+
+    page_next_ms: list[float] = []
+    page_decide_ms: list[float] = []
+    run("review page next + decision", page_next_and_decide, max(10, reps // 2))
+    out["review page next.json"] = percentiles(page_next_ms[1:])
+    out["review page decision.json (+ next)"] = percentiles(page_decide_ms[1:])
     # The plan flip: a worker that served small jobs first (psycopg prepares a statement on
     # its 5th run; PostgreSQL may then keep a generic plan).
     for job in range(2, min(facts["jobs"], 12) + 1):
@@ -336,7 +354,8 @@ def main() -> None:
             facts = fill(url, n)
             log.info("%d predictions generated in %.0f s", n, time.monotonic() - t)
             results[str(n)] = {"generate_seconds": round(time.monotonic() - t), **facts,
-                               **measure(url, facts, args.reps)}  # fmt: skip
+                               **measure(url, facts, args.reps),
+                               "load_average": [round(x, 1) for x in os.getloadavg()]}  # fmt: skip
         finally:
             from service.db import dispose_engines
 
