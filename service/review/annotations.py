@@ -68,14 +68,13 @@ def decide(
             "lease_expires_at": None,
             "decided_at": now,
         }
-    changed = session.execute(
-        update(ReviewItem)
-        .where(may_decide)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    item = get_or_not_found(session, ReviewItem, item_id, "review item", populate_existing=True)
-    if changed.rowcount != 1:  # type: ignore[attr-defined]
+    # RETURNING hands back the decided row without another read.
+    decided = session.scalars(
+        update(ReviewItem).where(may_decide).values(**values).returning(ReviewItem),
+        execution_options={"synchronize_session": False, "populate_existing": True},
+    ).one_or_none()
+    if decided is None:
+        item = get_or_not_found(session, ReviewItem, item_id, "review item", populate_existing=True)
         if item.status != ReviewStatus.PENDING:
             raise InvalidState(
                 f"review item {item_id} was already decided", {"status": item.status.value}
@@ -84,6 +83,7 @@ def decide(
             f"review item {item_id} is claimed by another reviewer",
             {"claimed_by": item.claimed_by, "lease_expires_at": _iso(item.lease_expires_at)},
         )
+    item = decided
     prediction = session.get(Prediction, item.prediction_id)
     annotation = Annotation(
         image_id=item.image_id,

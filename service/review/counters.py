@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import case, func, select
+from typing import Any
+
+from sqlalchemy import ScalarSelect, case, func, select
 from sqlalchemy.orm import Session
 
 from service.models import ReviewCounter, ReviewItem, ReviewStatus
@@ -11,19 +13,24 @@ from service.models import ReviewCounter, ReviewItem, ReviewStatus
 NO_JOB = 0
 
 
+def counted(job_id: int | None = None) -> tuple[ScalarSelect[Any], ScalarSelect[Any]]:
+    """The stored pending and done counts of one job, or of all, as two scalar subqueries
+    (for a caller that reads them with other numbers in one statement)."""
+    pending = select(func.coalesce(func.sum(ReviewCounter.pending), 0))
+    done = select(func.coalesce(func.sum(ReviewCounter.done), 0))
+    if job_id is not None:
+        pending = pending.where(ReviewCounter.job_id == job_id)
+        done = done.where(ReviewCounter.job_id == job_id)
+    return pending.scalar_subquery(), done.scalar_subquery()
+
+
 def queue_counts(session: Session, job_id: int | None = None) -> tuple[int, int]:
     """(pending, done) review items of one job, or of all: one row, or a sum over jobs.
 
     The triggers of migration 0010 keep the rows in step with review_items in the
     writer's own transaction, so this reads what a count would, without counting.
     """
-    query = select(
-        func.coalesce(func.sum(ReviewCounter.pending), 0),
-        func.coalesce(func.sum(ReviewCounter.done), 0),
-    )
-    if job_id is not None:
-        query = query.where(ReviewCounter.job_id == job_id)
-    pending, done = session.execute(query).one()
+    pending, done = session.execute(select(*counted(job_id))).one()
     return int(pending), int(done)
 
 
