@@ -35,9 +35,11 @@ LABELS = [f"Species_{i:02d}" for i in range(10)]
 SMALL_JOB = 1000
 
 
-def fill(url: str, n: int) -> dict[str, Any]:
-    """n images, job images and predictions; n/10 pending review items, n/10 decided."""
-    big = int(n * 0.6)
+def fill(url: str, n: int, big_share: float = 0.6) -> dict[str, Any]:
+    """n images, job images and predictions; n/10 pending review items, n/10 decided.
+
+    Job 1 holds `big_share` of them; the rest are in jobs of SMALL_JOB images."""
+    big = int(n * big_share)
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn, autocommit=True) as conn:
         has_folder = conn.execute(
@@ -165,9 +167,11 @@ def explain(dsn: str, statement: str, params: Any) -> str:
     return "\n".join(r[0] for r in rows)
 
 
-def measure(url: str, facts: dict[str, Any], reps: int) -> dict[str, Any]:
+def measure(
+    url: str, facts: dict[str, Any], reps: int, full_download: bool = True
+) -> dict[str, Any]:
     from service import apikeys, users
-    from service.db import dispose_engines, session_scope
+    from service.db import session_scope
     from service.models import Role
     from service.settings import Settings
     from service.web import create_app
@@ -272,6 +276,8 @@ def measure(url: str, facts: dict[str, Any], reps: int) -> dict[str, Any]:
         response.close()
         rows["n"] = size
 
+    if not full_download:  # benchmarks/results_download.py times it through gunicorn
+        return _finish(url, out, slowest)
     t = time.perf_counter()
     full()
     out["results.csv full"] = {
@@ -279,6 +285,13 @@ def measure(url: str, facts: dict[str, Any], reps: int) -> dict[str, Any]:
         "rows": facts["big_job_images"],
     }  # fmt: skip
     log.info("results.csv full %s", out["results.csv full"])
+    return _finish(url, out, slowest)
+
+
+def _finish(url: str, out: dict[str, Any], slowest: dict[str, Any]) -> dict[str, Any]:
+    """EXPLAIN the slowest statement of the four slowest endpoints; drop the connections."""
+    from service.db import dispose_engines
+
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
     plans = {}
     for name, (seconds, statement, params) in sorted(slowest.items(), key=lambda kv: -kv[1][0])[:4]:
@@ -335,6 +348,11 @@ def main() -> None:
     parser.add_argument("--label", default="after")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/scale.json"))
     parser.add_argument("--report", action="store_true", help="only write scale.md")
+    parser.add_argument(
+        "--skip-full-download",
+        action="store_true",
+        help="time results.csv's first byte only (results_download.py times the whole file)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.report:
@@ -354,7 +372,7 @@ def main() -> None:
             facts = fill(url, n)
             log.info("%d predictions generated in %.0f s", n, time.monotonic() - t)
             results[str(n)] = {"generate_seconds": round(time.monotonic() - t), **facts,
-                               **measure(url, facts, args.reps),
+                               **measure(url, facts, args.reps, not args.skip_full_download),
                                "load_average": [round(x, 1) for x in os.getloadavg()]}  # fmt: skip
         finally:
             from service.db import dispose_engines
