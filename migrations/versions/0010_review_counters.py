@@ -10,7 +10,7 @@ fire triggers for foreign-key actions). An update that changes neither status no
 (claims, leases, skips) does not touch them.
 
 Concurrent writers on PostgreSQL serialise on a job's counter row from their item update
-to their commit (row lock, READ COMMITTED re-reads the committed value), so the numbers
+to their commit (row lock; READ COMMITTED re-reads the committed value), so the numbers
 stay exact; SQLite serialises writers anyway.
 
 Note for later migrations: on SQLite, `batch_alter_table("review_items")` copies the table
@@ -36,32 +36,42 @@ depends_on: str | Sequence[str] | None = None
 
 TRIGGERS = ("review_counters_insert", "review_counters_update", "review_counters_delete")
 
-# PostgreSQL: one function for the three triggers. An item's move within its job is one
-# UPDATE of one counter row; a new job's row is made by an upsert (safe under concurrency).
+# PostgreSQL: statement-level triggers over the statement's transition tables, one upsert
+# of each job's net change per statement. (A row-level trigger updates a job's counter row
+# once per item: a statement that moves 100k items then makes 100k versions of that row
+# in one transaction, each update walking the chain of the ones before, quadratic.) Rows
+# are upserted in job order, so two statements that move items of several jobs lock the
+# counter rows in the same order; an update that moves nothing (a claim, a lease, a skip)
+# writes nothing.
 PG_FUNCTION = """
 CREATE FUNCTION review_counters_track() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    old_job integer;
-    new_job integer;
 BEGIN
-    IF TG_OP = 'UPDATE' AND coalesce(OLD.job_id, 0) = coalesce(NEW.job_id, 0) THEN
-        UPDATE review_counters
-        SET pending = pending - (OLD.status = 'pending')::int + (NEW.status = 'pending')::int,
-            done = done - (OLD.status = 'done')::int + (NEW.status = 'done')::int
-        WHERE job_id = coalesce(NEW.job_id, 0);
-        RETURN NULL;
-    END IF;
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        old_job := coalesce(OLD.job_id, 0);
-        UPDATE review_counters
-        SET pending = pending - (OLD.status = 'pending')::int,
-            done = done - (OLD.status = 'done')::int
-        WHERE job_id = old_job;
-    END IF;
-    IF TG_OP IN ('UPDATE', 'INSERT') THEN
-        new_job := coalesce(NEW.job_id, 0);
+    IF TG_OP = 'INSERT' THEN
         INSERT INTO review_counters (job_id, pending, done)
-        VALUES (new_job, (NEW.status = 'pending')::int, (NEW.status = 'done')::int)
+        SELECT coalesce(job_id, 0), count(*) FILTER (WHERE status = 'pending'),
+               count(*) FILTER (WHERE status = 'done')
+        FROM new_rows GROUP BY 1 ORDER BY 1
+        ON CONFLICT (job_id) DO UPDATE
+        SET pending = review_counters.pending + excluded.pending,
+            done = review_counters.done + excluded.done;
+    ELSIF TG_OP = 'DELETE' THEN
+        UPDATE review_counters c
+        SET pending = c.pending - gone.pending, done = c.done - gone.done
+        FROM (SELECT coalesce(job_id, 0) AS job_id,
+                     count(*) FILTER (WHERE status = 'pending') AS pending,
+                     count(*) FILTER (WHERE status = 'done') AS done
+              FROM old_rows GROUP BY 1) gone
+        WHERE c.job_id = gone.job_id;
+    ELSE
+        INSERT INTO review_counters (job_id, pending, done)
+        SELECT job_id, sum(pending), sum(done)
+        FROM (SELECT coalesce(job_id, 0) AS job_id, (status = 'pending')::int AS pending,
+                     (status = 'done')::int AS done
+              FROM new_rows
+              UNION ALL
+              SELECT coalesce(job_id, 0), -(status = 'pending')::int, -(status = 'done')::int
+              FROM old_rows) moves
+        GROUP BY job_id HAVING sum(pending) <> 0 OR sum(done) <> 0 ORDER BY job_id
         ON CONFLICT (job_id) DO UPDATE
         SET pending = review_counters.pending + excluded.pending,
             done = review_counters.done + excluded.done;
@@ -72,16 +82,20 @@ $$
 """
 PG_TRIGGERS = (
     "CREATE TRIGGER review_counters_insert AFTER INSERT ON review_items "
-    "FOR EACH ROW EXECUTE FUNCTION review_counters_track()",
-    "CREATE TRIGGER review_counters_update AFTER UPDATE OF status, job_id ON review_items "
-    "FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status "
-    "OR OLD.job_id IS DISTINCT FROM NEW.job_id) EXECUTE FUNCTION review_counters_track()",
+    "REFERENCING NEW TABLE AS new_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION review_counters_track()",
+    "CREATE TRIGGER review_counters_update AFTER UPDATE ON review_items "
+    "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION review_counters_track()",
     "CREATE TRIGGER review_counters_delete AFTER DELETE ON review_items "
-    "FOR EACH ROW EXECUTE FUNCTION review_counters_track()",
+    "REFERENCING OLD TABLE AS old_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION review_counters_track()",
 )
 
-# SQLite: the row is made with INSERT ... WHERE NOT EXISTS, not INSERT OR IGNORE (an outer
-# statement's conflict clause would override a trigger's).
+# SQLite: row-level triggers (it has no others; it updates a row in place, so many updates
+# of one counter row in a transaction stay cheap). The row is made with INSERT ... WHERE
+# NOT EXISTS, not INSERT OR IGNORE (an outer statement's conflict clause would override a
+# trigger's). Updates that change neither status nor job do not fire.
 _SQLITE_ADD = """
     INSERT INTO review_counters (job_id, pending, done)
     SELECT coalesce(NEW.job_id, 0), 0, 0
