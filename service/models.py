@@ -219,7 +219,11 @@ class Image(Base):
     """A photo: one row per (resolved path, content); a file whose bytes change is a new row."""
 
     __tablename__ = "images"
-    __table_args__ = (UniqueConstraint("path", "sha256"),)
+    __table_args__ = (
+        UniqueConstraint("path", "sha256"),
+        # A burst's candidates: the photos taken around one moment, not a job site's all.
+        Index("ix_images_captured_local", "captured_local"),
+    )
 
     id: Mapped[intpk]
     # Looked up by the unique (path, sha256) index, whose first column it is.

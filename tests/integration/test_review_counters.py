@@ -12,6 +12,7 @@ from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import Session
 
 from service import review, review_queue
+from service.bursts import BurstRules
 from service.db import get_engine, insert_ignoring_conflicts, session_scope
 from service.models import Decision, Prediction, ReviewItem, ScanJob, utcnow
 from service.review.counters import NO_JOB, queue_counts, recounted, stored_counts
@@ -127,7 +128,7 @@ def test_counters_stay_exact_under_concurrent_reviewers(db_url: str) -> None:
 
 # ------------------------------------------------------------------------------ flat reads
 
-PENDING = 4000  # far more than any read of the queue may touch
+PENDING = 20_000  # far more than any read of the queue may touch
 ROW_BUDGET = 200  # rows any plan node may produce or filter away, per statement
 
 
@@ -136,13 +137,16 @@ def _bulk_pending(url: str, seeded_job: int, model_id: int) -> None:
     engine = get_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql(
-            "INSERT INTO images (path, sha256, created_at) SELECT '/bulk/' || i || '.jpg', "
-            f"md5(i::text), now() FROM generate_series(1, {PENDING}) i"
+            # A photo every 7 seconds at one site, each with a perceptual hash: bursts.
+            "INSERT INTO images (path, sha256, captured_local, phash, created_at) "
+            "SELECT '/bulk/' || i || '.jpg', md5(i::text), "
+            "timestamp '2026-01-01' + i * interval '7 seconds', lpad(to_hex(i), 16, '0'), "
+            f"now() FROM generate_series(1, {PENDING}) i"
         )
         conn.exec_driver_sql(
-            "INSERT INTO job_images (job_id, image_id, rel_path, folder, status) "
-            f"SELECT {seeded_job}, id, 'bulk/' || id || '.jpg', 'bulk', 'scored' FROM images "
-            "WHERE path LIKE '/bulk/%%'"
+            "INSERT INTO job_images (job_id, image_id, rel_path, folder, site, status) "
+            f"SELECT {seeded_job}, id, 'bulk/' || id || '.jpg', 'bulk', 'site_x', 'scored' "
+            "FROM images WHERE path LIKE '/bulk/%%'"
         )
         conn.exec_driver_sql(
             "INSERT INTO predictions (image_id, model_version_id, job_id, label, label_index, "
@@ -153,7 +157,7 @@ def _bulk_pending(url: str, seeded_job: int, model_id: int) -> None:
         conn.exec_driver_sql(
             "INSERT INTO review_items (prediction_id, image_id, job_id, reason, status, "
             "priority, venom_risk, created_at) SELECT p.id, p.image_id, p.job_id, 'low', "
-            "'pending', random(), false, now() FROM predictions p "
+            "'pending', 1 + random(), false, now() FROM predictions p "
             "JOIN images i ON i.id = p.image_id WHERE i.path LIKE '/bulk/%%'"
         )
         conn.exec_driver_sql("ANALYZE")
@@ -190,7 +194,8 @@ def _queue_reads(session: Session, reviewer: str, job_id: int | None) -> None:
     assert item is not None
     review_queue.claim_ahead(session, reviewer, item, job_id)
     review_queue.upcoming_images(session, reviewer, item.id, job_id)
-    review.item_context(session, item, reviewer=reviewer, job_id=job_id)
+    rules = BurstRules(window_seconds=3, max_distance=64)
+    review.item_context(session, item, reviewer=reviewer, job_id=job_id, burst_rules=rules)
     review.queue_stats(session, reviewer, job_id)
     review.recent_annotations(session, reviewer, 12, job_id=job_id)
 
@@ -199,7 +204,8 @@ def _queue_reads(session: Session, reviewer: str, job_id: int | None) -> None:
 @pytest.mark.parametrize("scoped", [False, True], ids=["all jobs", "one job"])
 def test_queue_reads_touch_a_bounded_number_of_rows(pg_url: str, scoped: bool) -> None:
     """Every statement of a claim, its page and the counts reads O(page) rows, not the
-    pending set: no sort of every pending item, no count over them (EXPLAIN ANALYZE)."""
+    pending set or the job: no sort of every pending item, no count over them, no read of
+    a site's every photo for a burst (EXPLAIN ANALYZE)."""
     seeded = seed_queue(pg_url, count=10)
     _bulk_pending(pg_url, seeded.job_id, seeded.model_id)
     job_id = seeded.job_id if scoped else None
