@@ -316,6 +316,10 @@ def report(path: Path) -> str:
         runs = {label: data[label][n] for label in labels if n in data[label]}
         first = next(iter(runs.values()))
         lines += [f"## {int(n):,} predictions (big job: {first['big_job_images']:,} images)", ""]
+        loads = [f"{label} {run['load_average']}" for label, run in runs.items()
+                 if "load_average" in run]  # fmt: skip
+        if loads:
+            lines += ["Load average (1, 5, 15 min) at the end: " + "; ".join(loads) + ".", ""]
         lines += ["| endpoint | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
         names = [k for k in first if isinstance(first[k], dict) and "n" in first[k]]
         for other in runs.values():
