@@ -107,7 +107,7 @@ def claim_ahead(
         ReviewItem.lease_expires_at.is_(None),
         ReviewItem.lease_expires_at <= now,
     )
-    others = [ReviewItem.status == ReviewStatus.PENDING, ReviewItem.id != current.id]
+    others = [ReviewItem.id != current.id]
     if job_id is not None:
         others.append(ReviewItem.job_id == job_id)
     queue_order = (ReviewItem.priority.desc(), ReviewItem.id)
@@ -115,7 +115,12 @@ def claim_ahead(
     # the queue's order (the claim-order index; one ORDER BY over both would sort them all).
     mine = session.scalars(
         select(ReviewItem.id)
-        .where(*others, ReviewItem.claimed_by.is_not(None), ReviewItem.claimed_by == reviewer)
+        .where(
+            *others,
+            ReviewItem.status == ReviewStatus.PENDING,
+            ReviewItem.claimed_by.is_not(None),  # the leased index's condition
+            ReviewItem.claimed_by == reviewer,
+        )
         .order_by(*queue_order)
         .limit(count * 3)
     )
