@@ -35,9 +35,11 @@ LABELS = [f"Species_{i:02d}" for i in range(10)]
 SMALL_JOB = 1000
 
 
-def fill(url: str, n: int) -> dict[str, Any]:
-    """n images, job images and predictions; n/10 pending review items, n/10 decided."""
-    big = int(n * 0.6)
+def fill(url: str, n: int, big_share: float = 0.6) -> dict[str, Any]:
+    """n images, job images and predictions; n/10 pending review items, n/10 decided.
+
+    Job 1 holds `big_share` of them; the rest are in jobs of SMALL_JOB images."""
+    big = int(n * big_share)
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn, autocommit=True) as conn:
         has_folder = conn.execute(
@@ -139,18 +141,23 @@ class Statements:
             self.on = False
 
 
+def percentiles(times: list[float]) -> dict[str, float]:
+    """n, p50 and p95 of these times in ms."""
+    ordered = sorted(times)
+    return {
+        "n": len(ordered),
+        "p50_ms": round(statistics.median(ordered), 1),
+        "p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1),
+    }
+
+
 def timed(fn: Callable[[], Any], reps: int) -> dict[str, float]:
     times = []
     for _ in range(reps):
         t = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t) * 1000)
-    ordered = sorted(times)
-    return {
-        "n": reps,
-        "p50_ms": round(statistics.median(ordered), 1),
-        "p95_ms": round(ordered[min(reps - 1, int(0.95 * reps))], 1),
-    }
+    return percentiles(times)
 
 
 def explain(dsn: str, statement: str, params: Any) -> str:
@@ -160,9 +167,15 @@ def explain(dsn: str, statement: str, params: Any) -> str:
     return "\n".join(r[0] for r in rows)
 
 
-def measure(url: str, facts: dict[str, Any], reps: int) -> dict[str, Any]:
+def measure(
+    url: str,
+    facts: dict[str, Any],
+    reps: int,
+    full_download: bool = True,
+    review_only: bool = False,
+) -> dict[str, Any]:
     from service import apikeys, users
-    from service.db import dispose_engines, session_scope
+    from service.db import session_scope
     from service.models import Role
     from service.settings import Settings
     from service.web import create_app
@@ -174,8 +187,9 @@ def measure(url: str, facts: dict[str, Any], reps: int) -> dict[str, Any]:
     )  # fmt: skip
     with session_scope(url) as session:
         _, key = apikeys.create_key(session, "bench", Role.REVIEWER)
-        user_id = users.create_user(session, "bencher", "bench-password-1", Role.VIEWER).id
+        user_id = users.create_user(session, "bencher", "bench-password-1", Role.REVIEWER).id
     app = create_app(settings)
+    app.config["WTF_CSRF_ENABLED"] = False  # the review page's posts; CSRF has its own tests
     api = app.test_client()
     ui = app.test_client()
     with ui.session_transaction() as s:
@@ -204,25 +218,47 @@ def measure(url: str, facts: dict[str, Any], reps: int) -> dict[str, Any]:
         return response
 
     def next_and_decide() -> None:
-        t = time.perf_counter()
+        # Wall time, and this process's CPU time (the app's Python, not PostgreSQL's): the
+        # CPU time moves far less than the wall time with the load of a shared machine.
+        t, cpu = time.perf_counter(), time.process_time()
         item = ok(api.get("/api/v1/review/next", headers=headers)).json["item"]
         next_ms.append((time.perf_counter() - t) * 1000)
-        t = time.perf_counter()
+        next_cpu.append((time.process_time() - cpu) * 1000)
+        t, cpu = time.perf_counter(), time.process_time()
         ok(api.post(f"/api/v1/review/items/{item['id']}/decision", headers=headers,
                     json={"decision": "label", "label": "Species_03"}))  # fmt: skip
         decide_ms.append((time.perf_counter() - t) * 1000)
+        decide_cpu.append((time.process_time() - cpu) * 1000)
 
     next_ms: list[float] = []
     decide_ms: list[float] = []
+    next_cpu: list[float] = []
+    decide_cpu: list[float] = []
     run("review next + decision", next_and_decide)
-    for name, times in (("review next", next_ms[1:]), ("decision", decide_ms[1:])):
-        ordered = sorted(times)
-        out[name] = {
-            "n": len(ordered),
-            "p50_ms": round(statistics.median(ordered), 1),
-            "p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1),
-        }
+    out["review next"], out["decision"] = percentiles(next_ms[1:]), percentiles(decide_ms[1:])
+    out["review next, app CPU"] = percentiles(next_cpu[1:])
+    out["decision, app CPU"] = percentiles(decide_cpu[1:])
     run("review stats", lambda: ok(api.get("/api/v1/review/stats", headers=headers)))
+    run("review stats (job)",
+        lambda: ok(api.get(f"/api/v1/review/stats?job_id={big}", headers=headers)))  # fmt: skip
+
+    def page_next_and_decide() -> None:
+        # The review page: its answer holds the item, two held ahead, counts, recent ones.
+        t = time.perf_counter()
+        item = ok(ui.post("/review/next.json", json={})).json["item"]
+        page_next_ms.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        ok(ui.post(f"/review/items/{item['id']}/decision.json",
+                   json={"decision": "label", "label": "Species_03"}))  # fmt: skip
+        page_decide_ms.append((time.perf_counter() - t) * 1000)
+
+    page_next_ms: list[float] = []
+    page_decide_ms: list[float] = []
+    run("review page next + decision", page_next_and_decide, max(10, reps // 2))
+    out["review page next.json"] = percentiles(page_next_ms[1:])
+    out["review page decision.json (+ next)"] = percentiles(page_decide_ms[1:])
+    if review_only:
+        return _finish(url, out, slowest)
     # The plan flip: a worker that served small jobs first (psycopg prepares a statement on
     # its 5th run; PostgreSQL may then keep a generic plan).
     for job in range(2, min(facts["jobs"], 12) + 1):
@@ -254,6 +290,8 @@ def measure(url: str, facts: dict[str, Any], reps: int) -> dict[str, Any]:
         response.close()
         rows["n"] = size
 
+    if not full_download:  # benchmarks/results_download.py times it through gunicorn
+        return _finish(url, out, slowest)
     t = time.perf_counter()
     full()
     out["results.csv full"] = {
@@ -261,6 +299,13 @@ def measure(url: str, facts: dict[str, Any], reps: int) -> dict[str, Any]:
         "rows": facts["big_job_images"],
     }  # fmt: skip
     log.info("results.csv full %s", out["results.csv full"])
+    return _finish(url, out, slowest)
+
+
+def _finish(url: str, out: dict[str, Any], slowest: dict[str, Any]) -> dict[str, Any]:
+    """EXPLAIN the slowest statement of the four slowest endpoints; drop the connections."""
+    from service.db import dispose_engines
+
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
     plans = {}
     for name, (seconds, statement, params) in sorted(slowest.items(), key=lambda kv: -kv[1][0])[:4]:
@@ -285,6 +330,10 @@ def report(path: Path) -> str:
         runs = {label: data[label][n] for label in labels if n in data[label]}
         first = next(iter(runs.values()))
         lines += [f"## {int(n):,} predictions (big job: {first['big_job_images']:,} images)", ""]
+        loads = [f"{label} {run['load_average']}" for label, run in runs.items()
+                 if "load_average" in run]  # fmt: skip
+        if loads:
+            lines += ["Load average (1, 5, 15 min) at the end: " + "; ".join(loads) + ".", ""]
         lines += ["| endpoint | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
         names = [k for k in first if isinstance(first[k], dict) and "n" in first[k]]
         for other in runs.values():
@@ -317,6 +366,14 @@ def main() -> None:
     parser.add_argument("--label", default="after")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/scale.json"))
     parser.add_argument("--report", action="store_true", help="only write scale.md")
+    parser.add_argument(
+        "--review-only", action="store_true", help="the review endpoints only, no job pages"
+    )
+    parser.add_argument(
+        "--skip-full-download",
+        action="store_true",
+        help="time results.csv's first byte only (results_download.py times the whole file)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.report:
@@ -335,8 +392,11 @@ def main() -> None:
             t = time.monotonic()
             facts = fill(url, n)
             log.info("%d predictions generated in %.0f s", n, time.monotonic() - t)
-            results[str(n)] = {"generate_seconds": round(time.monotonic() - t), **facts,
-                               **measure(url, facts, args.reps)}  # fmt: skip
+            generated = round(time.monotonic() - t)
+            measured = measure(url, facts, args.reps, not args.skip_full_download,
+                               args.review_only)  # fmt: skip
+            results[str(n)] = {"generate_seconds": generated, **facts, **measured,
+                               "load_average": [round(x, 1) for x in os.getloadavg()]}  # fmt: skip
         finally:
             from service.db import dispose_engines
 

@@ -219,7 +219,11 @@ class Image(Base):
     """A photo: one row per (resolved path, content); a file whose bytes change is a new row."""
 
     __tablename__ = "images"
-    __table_args__ = (UniqueConstraint("path", "sha256"),)
+    __table_args__ = (
+        UniqueConstraint("path", "sha256"),
+        # A burst's candidates: the photos taken around one moment, not a job site's all.
+        Index("ix_images_captured_local", "captured_local"),
+    )
 
     id: Mapped[intpk]
     # Looked up by the unique (path, sha256) index, whose first column it is.
@@ -372,6 +376,21 @@ class ReviewItem(Base):
     lease_expires_at: Mapped[when]
     created_at: Mapped[created]
     decided_at: Mapped[when]
+
+
+class ReviewCounter(Base):
+    """How many review items of one job are pending and done (job_id 0: items of no job).
+
+    Kept by database triggers on review_items (migration 0010), so every write that moves
+    an item (routing, decisions, undo, bulk confirm, cascading deletes) updates it in its
+    own transaction; the queue counts read a row instead of counting items.
+    """
+
+    __tablename__ = "review_counters"
+
+    job_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    pending: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    done: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
 
 
 class ApiKey(Base):

@@ -28,7 +28,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
 
 from service.db import read_scope
-from service.models import Annotation, ReviewItem, ReviewStatus, ScanJob, TrainingRun
+from service.models import Annotation, ScanJob, TrainingRun
+from service.review.counters import queue_counts
 from service.settings import Settings
 from service.tasks_client import QUEUES, celery_client
 
@@ -84,15 +85,7 @@ class DatabaseCollector(Collector):
                 select(ScanJob.status, func.count()).group_by(ScanJob.status)
             ):
                 jobs.add_metric([str(status)], n)
-            backlog.add_metric(
-                [],
-                session.scalar(
-                    select(func.count())
-                    .select_from(ReviewItem)
-                    .where(ReviewItem.status == ReviewStatus.PENDING)
-                )
-                or 0,
-            )
+            backlog.add_metric([], queue_counts(session)[0])  # a stored counter
             for decision, n in session.execute(
                 select(Annotation.decision, func.count())
                 .where(Annotation.undone_at.is_(None))

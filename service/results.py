@@ -267,18 +267,51 @@ def iter_results(
 
     On PostgreSQL the rows come from a server-side cursor: the first ones are ready at once
     and memory stays flat however big the job (keyset batches re-ranked the job's human
-    decisions for every batch: quadratic in the job's size).
+    decisions for every batch: quadratic in the job's size). Unless a filter needs them in
+    SQL, the human decisions are read per batch, for the batch's images: joined to the
+    cursor, the decisions' row estimate (rank = 1) was 200x too low and PostgreSQL's
+    fast-start cursor plan compared every row with every decision of the job (a 600k-row
+    job with 60k decisions: 8 s per 1,000 rows).
     """
     job = get_job(session, job_id)
-    query = _query(job_id, job.model_version_id, filters or ResultFilters())
+    filters = filters or ResultFilters()
     ctx = _context(session, job.model_version_id)
-    query = query.order_by(JobImage.id)
-    rows = session.execute(query.execution_options(yield_per=batch))
+    if filters.final_label is not None or filters.reviewed is not None:
+        query = _query(job_id, job.model_version_id, filters).order_by(JobImage.id)
+        rows = session.execute(query.execution_options(yield_per=batch))
+        try:
+            for r in rows:
+                yield _row(tuple(r), ctx)
+        finally:
+            rows.close()
+        return
+    columns = cast(
+        Select[Any],
+        select(JobImage, Image, Prediction, ReviewItem)
+        .join(Image, Image.id == JobImage.image_id)
+        .outerjoin(Prediction, _prediction_of(job.model_version_id))
+        .outerjoin(ReviewItem, ReviewItem.prediction_id == Prediction.id)
+        .where(JobImage.job_id == job_id)
+        .options(lazyload(JobImage.image)),
+    )
+    plain = _filtered(columns, filters, None).order_by(JobImage.id)
+    stream = session.execute(plain.execution_options(yield_per=batch))
     try:
-        for r in rows:
-            yield _row(tuple(r), ctx)
+        for part in stream.partitions():
+            decided = _decisions_by_image(session, [r[0].image_id for r in part])
+            for r in part:
+                yield _row((*r, *decided.get(r[0].image_id, _UNDECIDED)), ctx)
     finally:
-        rows.close()
+        stream.close()
+
+
+_UNDECIDED = (None, None, None, None)
+
+
+def _decisions_by_image(session: Session, image_ids: list[int]) -> dict[int, tuple[Any, ...]]:
+    """(decision, label, reviewer, decided at) of each of these images a human decided."""
+    rows = session.execute(current_decisions(image_ids))
+    return {r.image_id: (r.decision, r.label, r.reviewer, r.created_at) for r in rows}
 
 
 def write_results(session: Session, job_id: int, fmt: str, out: TextIO) -> None:

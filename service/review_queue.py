@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from service import review
@@ -107,18 +107,30 @@ def claim_ahead(
         ReviewItem.lease_expires_at.is_(None),
         ReviewItem.lease_expires_at <= now,
     )
-    query = select(ReviewItem.id).where(
-        ReviewItem.status == ReviewStatus.PENDING, ReviewItem.id != current.id, free
-    )
+    others = [ReviewItem.id != current.id]
     if job_id is not None:
-        query = query.where(ReviewItem.job_id == job_id)
-    # The reviewer's own claims first (held already), then the queue's order.
-    mine = case((ReviewItem.claimed_by == reviewer, 0), else_=1)
-    candidates = list(
-        session.scalars(
-            query.order_by(mine, ReviewItem.priority.desc(), ReviewItem.id).limit(count * 3)
+        others.append(ReviewItem.job_id == job_id)
+    queue_order = (ReviewItem.priority.desc(), ReviewItem.id)
+    # The reviewer's own claims first (held already: few, through the leased index), then
+    # the queue's order (the claim-order index; one ORDER BY over both would sort them all).
+    mine = session.scalars(
+        select(ReviewItem.id)
+        .where(
+            *others,
+            ReviewItem.status == ReviewStatus.PENDING,
+            ReviewItem.claimed_by.is_not(None),  # the leased index's condition
+            ReviewItem.claimed_by == reviewer,
         )
+        .order_by(*queue_order)
+        .limit(count * 3)
     )
+    unheld = session.scalars(
+        select(ReviewItem.id)
+        .where(*others, review.claimable(now))
+        .order_by(*queue_order)
+        .limit(count * 3)
+    )
+    candidates = list(dict.fromkeys([*mine, *unheld]))[: count * 3]
     held: list[ReviewItem] = []
     for item_id in candidates:
         if len(held) == count:

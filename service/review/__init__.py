@@ -16,7 +16,13 @@ from service.review.annotations import (
     recent_annotations,
     undo_last,
 )
-from service.review.claims import CLAIM_ATTEMPTS, DEFAULT_LEASE_SECONDS, get_item, next_item
+from service.review.claims import (
+    CLAIM_ATTEMPTS,
+    DEFAULT_LEASE_SECONDS,
+    claimable,
+    get_item,
+    next_item,
+)
 from service.review.page import (
     SIBLINGS_EACH_SIDE,
     ImageUrl,
@@ -38,6 +44,7 @@ __all__ = [
     "annotate_image",
     "annotation_to_dict",
     "checked_decision",
+    "claimable",
     "confirm_many",
     "current_label",
     "decide",

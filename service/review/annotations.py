@@ -14,7 +14,7 @@ from service.db import get_or_not_found
 from service.decisions import SETTLING, current_annotation, decided_images
 from service.errors import BadInput, InvalidState
 from service.models import Annotation, Decision, Prediction, ReviewItem, ReviewStatus, utcnow
-from service.review.claims import CLAIM_ATTEMPTS, DEFAULT_LEASE_SECONDS, _claimable
+from service.review.claims import CLAIM_ATTEMPTS, DEFAULT_LEASE_SECONDS, claimable
 
 MAX_LABEL_LENGTH = 200
 # A skip sinks the item below every item that was never skipped (priorities lie in [0, 2]:
@@ -57,7 +57,7 @@ def decide(
     may_decide = and_(
         ReviewItem.id == item_id,
         ReviewItem.status == ReviewStatus.PENDING,
-        or_(ReviewItem.claimed_by == reviewer, _claimable(now)),
+        or_(ReviewItem.claimed_by == reviewer, claimable(now)),
     )
     if decision == Decision.SKIP:
         values: dict[str, Any] = {
@@ -72,14 +72,13 @@ def decide(
             "lease_expires_at": None,
             "decided_at": now,
         }
-    changed = session.execute(
-        update(ReviewItem)
-        .where(may_decide)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    item = get_or_not_found(session, ReviewItem, item_id, "review item", populate_existing=True)
-    if changed.rowcount != 1:  # type: ignore[attr-defined]
+    # RETURNING hands back the decided row without another read.
+    decided = session.scalars(
+        update(ReviewItem).where(may_decide).values(**values).returning(ReviewItem),
+        execution_options={"synchronize_session": False, "populate_existing": True},
+    ).one_or_none()
+    if decided is None:
+        item = get_or_not_found(session, ReviewItem, item_id, "review item", populate_existing=True)
         if item.status != ReviewStatus.PENDING:
             raise InvalidState(
                 f"review item {item_id} was already decided", {"status": item.status.value}
@@ -88,6 +87,7 @@ def decide(
             f"review item {item_id} is claimed by another reviewer",
             {"claimed_by": item.claimed_by, "lease_expires_at": _iso(item.lease_expires_at)},
         )
+    item = decided
     prediction = session.get(Prediction, item.prediction_id)
     annotation = Annotation(
         image_id=item.image_id,

@@ -16,7 +16,7 @@ DEFAULT_LEASE_SECONDS = 300
 CLAIM_ATTEMPTS = 20
 
 
-def _claimable(now: Any) -> ColumnElement[bool]:
+def claimable(now: Any) -> ColumnElement[bool]:
     """A pending item nobody holds: never claimed, released, or its lease ran out."""
     return and_(
         ReviewItem.status == ReviewStatus.PENDING,
@@ -56,7 +56,7 @@ def next_item(
         mine.lease_expires_at = lease  # the reviewer is still on it: keep it theirs
         return mine
 
-    candidates = select(ReviewItem.id).where(_claimable(now))
+    candidates = select(ReviewItem.id).where(claimable(now))
     if job_id is not None:
         candidates = candidates.where(ReviewItem.job_id == job_id)
     candidates = (
@@ -68,16 +68,16 @@ def next_item(
         item_id = session.scalar(candidates)
         if item_id is None:
             return None
-        claimed = session.execute(
+        # Taken only if still free; RETURNING hands back the row without another read.
+        claimed = session.scalars(
             update(ReviewItem)
-            .where(ReviewItem.id == item_id, _claimable(now))
+            .where(ReviewItem.id == item_id, claimable(now))
             .values(claimed_by=reviewer, lease_expires_at=lease)
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount == 1:  # type: ignore[attr-defined]
-            item = session.get(ReviewItem, item_id, populate_existing=True)
-            assert item is not None
-            return item
+            .returning(ReviewItem),
+            execution_options={"synchronize_session": False, "populate_existing": True},
+        ).one_or_none()
+        if claimed is not None:
+            return claimed
     return None
 
 

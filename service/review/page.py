@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, false, func, select, union_all
 from sqlalchemy.orm import Session, aliased
 
 from service.bursts import BurstRules, burst_members
@@ -26,7 +26,8 @@ from service.models import (
     folder_of,
     utcnow,
 )
-from service.review.annotations import SETTLING, _iso, annotation_to_dict, current_label
+from service.review.annotations import SETTLING, _iso, annotation_to_dict
+from service.review.counters import counted
 from service.routing import describe_reasons
 
 SIBLINGS_EACH_SIDE = 4
@@ -36,44 +37,48 @@ ImageUrl = Callable[[int], str]
 def queue_stats(
     session: Session, reviewer: str | None = None, job_id: int | None = None
 ) -> dict[str, Any]:
-    """Queue counts: pending, free to claim, held by others, done; and the reviewer's own."""
+    """Queue counts: pending, free to claim, held by others, done; and the reviewer's own.
+
+    One statement: pending and done are stored counters (service/review/counters.py);
+    items under a live lease are few and have their own index; the reviewer's decisions
+    of the last day come from their (reviewer, time) index.
+    """
     now = utcnow()
-    scope = [ReviewItem.job_id == job_id] if job_id is not None else []
-
-    def count(*where: Any) -> int:
-        return int(
-            session.scalar(select(func.count()).select_from(ReviewItem).where(*scope, *where)) or 0
+    pending, done = counted(job_id)
+    leased = (
+        select(func.count())
+        .select_from(ReviewItem)
+        .where(
+            ReviewItem.status == ReviewStatus.PENDING,
+            ReviewItem.claimed_by.is_not(None),
+            ReviewItem.lease_expires_at > now,
         )
-
-    pending = count(ReviewItem.status == ReviewStatus.PENDING)
-    # Items under a live lease are few and have their own index; the rest are free.
-    claimed = count(
-        ReviewItem.status == ReviewStatus.PENDING,
-        ReviewItem.claimed_by.is_not(None),
-        ReviewItem.lease_expires_at > now,
     )
+    if job_id is not None:
+        leased = leased.where(ReviewItem.job_id == job_id)
+    columns = [pending, done, leased.scalar_subquery()]
+    if reviewer is not None:
+        mine = (
+            select(func.count())
+            .select_from(Annotation)
+            .where(
+                Annotation.reviewer == reviewer,
+                Annotation.undone_at.is_(None),
+                Annotation.decision.in_(SETTLING),
+                Annotation.created_at >= now - timedelta(days=1),
+            )
+        )
+        columns.append(mine.scalar_subquery())
+    row = session.execute(select(*columns)).one()
     stats: dict[str, Any] = {
-        "pending": pending,
-        "available": pending - claimed,
-        "claimed": claimed,
-        "done": count(ReviewItem.status == ReviewStatus.DONE),
+        "pending": int(row[0]),
+        "available": max(0, int(row[0]) - int(row[2])),
+        "claimed": int(row[2]),
+        "done": int(row[1]),
     }
     if reviewer is not None:
-        since = now - timedelta(days=1)
         stats["reviewer"] = reviewer
-        stats["decided_by_you_24h"] = int(
-            session.scalar(
-                select(func.count())
-                .select_from(Annotation)
-                .where(
-                    Annotation.reviewer == reviewer,
-                    Annotation.undone_at.is_(None),
-                    Annotation.decision.in_(SETTLING),
-                    Annotation.created_at >= since,
-                )
-            )
-            or 0
-        )
+        stats["decided_by_you_24h"] = int(row[3])
     return stats
 
 
@@ -130,40 +135,33 @@ def describe_reason(reason: str) -> str:
     return describe_reasons(reason)
 
 
-def _siblings(
-    session: Session,
-    job_id: int,
-    rel_path: str,
-    model_version_id: int,
-    image_url: ImageUrl | None,
-) -> list[dict[str, Any]]:
-    """Images of the same job in the same folder, a few on each side of this one, in order."""
-    # The folder is stored with each job image: an index range, not a scan of the job.
+def _siblings(session: Session, job_id: int, rel_path: str) -> list[tuple[int, str]]:
+    """(image id, rel path) of the job's images in this one's folder, a few each side, in order."""
+    # The folder is stored with each job image: two index ranges in one statement.
     base = select(JobImage.image_id, JobImage.rel_path).where(
         JobImage.job_id == job_id, JobImage.folder == folder_of(rel_path)
     )
-    before = session.execute(
+    before = (
         base.where(JobImage.rel_path < rel_path)
         .order_by(JobImage.rel_path.desc())
         .limit(SIBLINGS_EACH_SIDE)
-    ).all()
-    after = session.execute(
+        .subquery()
+    )
+    after = (
         base.where(JobImage.rel_path >= rel_path)
         .order_by(JobImage.rel_path)
         .limit(SIBLINGS_EACH_SIDE + 1)
-    ).all()
-    return _strip(session, [*reversed(before), *after], rel_path, model_version_id, image_url)
+        .subquery()
+    )
+    rows = session.execute(union_all(select(before), select(after))).all()
+    return sorted(((int(i), str(path)) for i, path in rows), key=lambda row: row[1])
 
 
 def _burst(
-    session: Session,
-    job_id: int,
-    image_id: int,
-    model_version_id: int,
-    image_url: ImageUrl | None,
-    rules: BurstRules,
-) -> list[dict[str, Any]]:
-    """The other photos of this photo's burst and itself, in capture order; [] when alone."""
+    session: Session, job_id: int, image_id: int, rules: BurstRules
+) -> list[tuple[int, str]]:
+    """(image id, rel path) of this photo's burst, itself included, in capture order; []
+    when it is alone."""
     members = burst_members(session, job_id, image_id, rules)
     if len(members) < 2:
         return []
@@ -174,27 +172,17 @@ def _burst(
             )
         ).all()
     )
-    rows = [(i, paths[i]) for i in members if i in paths]
-    return _strip(session, rows, paths.get(image_id, ""), model_version_id, image_url)
+    return [(i, paths[i]) for i in members if i in paths]
 
 
 def _strip(
-    session: Session,
-    rows: Sequence[Any],
+    rows: Sequence[tuple[int, str]],
     rel_path: str,
-    model_version_id: int,
+    machine: dict[int, str],
+    human: dict[int, Annotation],
     image_url: ImageUrl | None,
 ) -> list[dict[str, Any]]:
     """Thumbnails with what the machine and any human said, for (image id, rel path) rows."""
-    ids = [r[0] for r in rows]
-    machine = dict(
-        session.execute(
-            select(Prediction.image_id, Prediction.label).where(
-                Prediction.image_id.in_(ids), Prediction.model_version_id == model_version_id
-            )
-        ).all()
-    )
-    human = {a.image_id: a for a in _current_decisions(session, ids)}
     return [
         {
             "image_id": image_id,
@@ -210,9 +198,38 @@ def _strip(
     ]
 
 
-def _current_decisions(session: Session, image_ids: Sequence[int]) -> list[Annotation]:
-    """The current human decision of each of these images that has one."""
-    return list(current_annotations(session, image_ids).values())
+def _machine_labels(
+    session: Session, image_ids: Sequence[int], model_version_id: int
+) -> dict[int, str]:
+    """The model version's top-1 label of each of these images (the thumbnails' captions)."""
+    if not image_ids:
+        return {}
+    rows = session.execute(
+        select(Prediction.image_id, Prediction.label).where(
+            Prediction.image_id.in_(image_ids), Prediction.model_version_id == model_version_id
+        )
+    )
+    return {int(image_id): str(label) for image_id, label in rows}
+
+
+def _photo(
+    session: Session, item: ReviewItem
+) -> tuple[Image, Prediction, ModelVersion | None, JobImage | None]:
+    """The item's image, prediction, model version and job image, read in one statement."""
+    in_job = (
+        and_(JobImage.job_id == item.job_id, JobImage.image_id == Image.id)
+        if item.job_id is not None
+        else false()
+    )
+    row = session.execute(
+        select(Image, Prediction, ModelVersion, JobImage)
+        .select_from(Image)
+        .join(Prediction, Prediction.id == item.prediction_id)
+        .outerjoin(ModelVersion, ModelVersion.id == Prediction.model_version_id)
+        .outerjoin(JobImage, in_job)
+        .where(Image.id == item.image_id)
+    ).one()  # foreign keys with cascading deletes: the image and prediction exist
+    return row[0], row[1], row[2], row[3]
 
 
 def item_context(
@@ -231,19 +248,21 @@ def item_context(
     `reviewer` and `job_id` scope the queue counts (the queue the reviewer is working on);
     `with_stats=False` leaves them out (items held ahead: the answer carries them once).
     """
-    image = session.get(Image, item.image_id)
-    prediction = session.get(Prediction, item.prediction_id)
-    assert image is not None and prediction is not None  # foreign keys, cascading deletes
-    job_image = None
-    if item.job_id is not None:
-        job_image = session.scalar(
-            select(JobImage).where(
-                JobImage.job_id == item.job_id, JobImage.image_id == item.image_id
-            )
-        )
+    image, prediction, model, job_image = _photo(session, item)
     rel_path = job_image.rel_path if job_image else posixpath.basename(image.path)
-    model = session.get(ModelVersion, prediction.model_version_id)
-    decision = current_label(session, image.id)
+    in_job = item.job_id is not None
+    siblings = _siblings(session, item.job_id, rel_path) if job_image and item.job_id else []
+    burst = (
+        _burst(session, item.job_id, image.id, burst_rules)
+        if burst_rules is not None and item.job_id is not None
+        else []
+    )
+    shown = list(dict.fromkeys([image.id, *(i for i, _ in siblings), *(i for i, _ in burst)]))
+    # One read each for every photo on the page: the humans' decisions, the machine's labels.
+    human = current_annotations(session, shown)
+    machine = _machine_labels(session, shown[1:], prediction.model_version_id)
+    machine[image.id] = prediction.label
+    decision = human.get(image.id)
     marks = species_marks(session, [str(entry[0]) for entry in prediction.topk])
     labels = known_labels(session, prediction.model_version_id)
     return {
@@ -283,21 +302,8 @@ def item_context(
             ],
         },
         "human": annotation_to_dict(decision) if decision else None,
-        "siblings": _siblings(
-            session, item.job_id, rel_path, prediction.model_version_id, thumbnail_url
-        )
-        if job_image is not None and item.job_id is not None
-        else [],
-        "burst": _burst(
-            session,
-            item.job_id,
-            image.id,
-            prediction.model_version_id,
-            thumbnail_url,
-            burst_rules,
-        )
-        if burst_rules is not None and item.job_id is not None
-        else [],
+        "siblings": _strip(siblings, rel_path, machine, human, thumbnail_url) if in_job else [],
+        "burst": _strip(burst, rel_path, machine, human, thumbnail_url),
         "labels": labels,
         "label_names": label_names(session, labels),
         "stats": queue_stats(session, reviewer, job_id) if with_stats else None,

@@ -106,6 +106,40 @@ def test_results_download_starts_before_the_rows_are_read(
     assert [r["rel_path"] for r in rows] == paths and len(made) == len(paths)
 
 
+def test_streamed_results_carry_each_rows_current_human_decision(
+    api_settings: Settings, active_model: int, site: Path
+) -> None:
+    """Decisions read per batch land on their own rows, in every batch: the latest live
+    one, not an undone one, not a skip; undecided rows stay machine-labelled."""
+    from service.models import Annotation, Decision, utcnow
+
+    paths = [f"cam/IMG_{i:03d}.jpg" for i in range(11)]
+    job_id = _job(api_settings, active_model, site, paths)
+    with session_scope(api_settings.db_url) as session:
+        ids = list(session.scalars(select(JobImage.image_id).where(JobImage.job_id == job_id)))
+        now = utcnow()
+        for n, image_id in enumerate(ids[::2]):
+            session.add(Annotation(image_id=image_id, reviewer="ana", decision=Decision.LABEL,
+                                   label=f"Human_{n}", created_at=now))  # fmt: skip
+        later = {"image_id": ids[2], "reviewer": "ben", "created_at": now}
+        session.add(Annotation(**later, decision=Decision.UNKNOWN))
+        session.add(Annotation(**later, decision=Decision.LABEL, label="Undone", undone_at=now))
+        session.add(Annotation(image_id=ids[1], reviewer="ben", decision=Decision.SKIP,
+                               created_at=now))  # fmt: skip
+    with session_scope(api_settings.db_url) as session:
+        rows = {r["image_id"]: r for r in results.iter_results(session, job_id, batch=3)}
+    assert len(rows) == len(ids)
+    for n, image_id in enumerate(ids[::2]):
+        expected = (
+            (None, "unknown", "ben") if image_id == ids[2] else (f"Human_{n}", "label", "ana")
+        )
+        row = rows[image_id]
+        assert (row["final_label"], row["human_decision"], row["reviewed_by"]) == expected
+    for image_id in ids[1::2]:
+        assert rows[image_id]["final_source"] == "machine"
+        assert rows[image_id]["final_label"] == "Naja_philippinensis"
+
+
 def test_results_download_of_an_unknown_job_is_a_404(api_client: FlaskClient, auth: Auth) -> None:
     response = api_client.get("/api/v1/jobs/99999/results.csv", headers=auth(Role.VIEWER))
     assert response.status_code == 404 and response.get_json()["error"] == "not_found"
@@ -186,11 +220,10 @@ def test_neighbours_are_the_photos_of_the_same_folder(
         folders = dict(session.execute(select(JobImage.rel_path, JobImage.folder)).all())
         assert folders["top.jpg"] == "" and folders["site_b/IMG_000.jpg"] == "site_b"
         assert folders["site_a/cam1/deeper/IMG_002b.jpg"] == "site_a/cam1/deeper"
-        near = _siblings(session, job_id, "site_a/cam1/IMG_003.jpg", active_model, None)
-        assert [s["name"] for s in near] == [f"IMG_{i:03d}.jpg" for i in range(7)]
-        assert [s["current"] for s in near].index(True) == 3
-        alone = _siblings(session, job_id, "top.jpg", active_model, None)
-        assert [s["rel_path"] for s in alone] == ["top.jpg"]
+        near = _siblings(session, job_id, "site_a/cam1/IMG_003.jpg")
+        assert [path for _, path in near] == [f"site_a/cam1/IMG_{i:03d}.jpg" for i in range(7)]
+        alone = _siblings(session, job_id, "top.jpg")
+        assert [path for _, path in alone] == ["top.jpg"]
 
 
 def test_the_scan_stores_each_images_folder(

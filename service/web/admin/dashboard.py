@@ -6,12 +6,13 @@ from typing import Any
 
 from flask import render_template
 from flask.typing import ResponseReturnValue
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import registry
 from service.jobs import FINISHED, job_to_dict
-from service.models import DatasetExport, ReviewItem, ReviewStatus, Role, ScanJob, TrainingRun
+from service.models import DatasetExport, Role, ScanJob, TrainingRun
+from service.review.counters import queue_counts
 from service.web.admin import bp, role_required
 from service.web.context import db_read
 
@@ -27,11 +28,7 @@ def dashboard_summary(session: Session) -> dict[str, Any]:
     return {
         "model": model,
         "live_jobs": [job_to_dict(job) for job in live],
-        "backlog": session.scalar(
-            select(func.count())
-            .select_from(ReviewItem)
-            .where(ReviewItem.status == ReviewStatus.PENDING)
-        ),
+        "backlog": queue_counts(session)[0],  # a stored counter, not a count
         "exports": list(
             session.scalars(select(DatasetExport).order_by(DatasetExport.id.desc()).limit(RECENT))
         ),
