@@ -154,11 +154,13 @@ def seed_labels(pool: list[dict[str, str]], per_class: int, seed: int) -> list[d
 
 
 def recipe_settings(
-    work: Path, name: str, recipe: dict[str, Any], seed: int, margin: float = 0.05
+    work: Path, name: str, recipe: dict[str, Any], seed: int, margin: float | None = None
 ) -> Settings:
     """The settings of one simulated installation (embedded SQLite + filesystem broker)."""
     values = dict(recipe)
     values["training_extra_args"] = f"{recipe['training_extra_args']} --seed {seed}".strip()
+    if margin is not None:
+        values["promotion_recall_margin"] = margin
     return Settings(
         data_dir=work / name,
         allowed_roots=[work / "photos"],
@@ -167,7 +169,6 @@ def recipe_settings(
         export_val_fraction=0.15,
         export_test_fraction=0.0,  # the gate judges on the pinned test split
         retrain_min_new_labels=1,
-        promotion_recall_margin=margin,
         chunk_size=64,
         batch_size=16,
         **values,
@@ -276,7 +277,8 @@ def run_loop(args: argparse.Namespace, recipe: dict[str, Any]) -> dict[str, Any]
         "seed": args.seed,
         "strategy": args.strategy,
         "pool": len(pool),
-        "recall_margin": args.recall_margin,
+        "recall_margin": settings.promotion_recall_margin,
+        "recall_alpha": settings.promotion_recall_alpha,
         "rounds": rounds,
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -321,10 +323,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--recall-margin",
         type=float,
-        default=0.2,
-        help="the gate's largest allowed per-class recall drop (HERPSCORE_PROMOTION_RECALL_"
-        "MARGIN); at 15 test photos a class, one photo is 0.067, so the default 0.05 "
-        "refuses almost every candidate",
+        default=None,
+        help="the gate's per-class recall margin (HERPSCORE_PROMOTION_RECALL_MARGIN); "
+        "default: the product's setting",
     )
     parser.add_argument("--timeout", type=float, default=3600.0, help="per job or training run")
     parser.add_argument(

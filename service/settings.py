@@ -211,7 +211,17 @@ class Settings(BaseSettings):
         default=0.05,
         ge=0.0,
         le=1.0,
-        description="Most a class's recall may drop for a candidate to pass the gate.",
+        description="Largest per-class recall drop the gate ignores; for a medically "
+        "significant species any larger drop blocks the candidate, for other classes only a "
+        "significant one (see promotion_recall_alpha).",
+    )
+    promotion_recall_alpha: float = Field(
+        default=0.05,
+        gt=0.0,
+        le=1.0,
+        description="Significance level of the gate's per-class recall test: a drop beyond the "
+        "margin blocks only if the exact one-sided sign test on the class's test photos the two "
+        "models disagree on gives a p-value below it.",
     )
     training_backbone: str = Field(
         default="efficientnet_lite0", description="Backbone of scheduled retraining."
