@@ -69,6 +69,14 @@ class Settings(BaseSettings):
         description="A medically significant species at or above this anywhere in the top-k "
         "sends the photo to review, whatever the top-1 says.",
     )
+    review_order: Literal["confidence", "margin", "balanced", "stratified", "mixed"] = Field(
+        default="confidence",
+        description="The order a finished job's review queue serves its items (venom risk "
+        "always first): confidence (lowest top-1 first), margin (smallest top-1/top-2 "
+        "margin first), or turns across the predicted labels, each label's items by margin "
+        "(balanced), at random (stratified) or alternating the two (mixed). See "
+        "docs/experiments/loop.md.",
+    )
     lookalike_margin: float = Field(
         default=0.3,
         ge=0.0,
