@@ -14,15 +14,27 @@ from typing import Any
 TARGET_SHARE = 0.95
 # ... with at most this share of the labels.
 LABEL_BUDGET = 0.40
-ORDER = ("queue", "random", "margin", "entropy", "balanced", "balanced-queue")
+# Queue runs are named after the order the queue served (HERPSCORE_REVIEW_ORDER).
+ORDER = (
+    "queue-confidence",
+    "random",
+    "queue-mixed",
+    "queue-stratified",
+    "queue-balanced",
+    "queue-margin",
+    "margin",
+    "entropy",
+    "balanced",
+)
 COLOURS = {
-    "queue": "tab:blue",
-    "balanced-queue": "tab:brown",
+    "queue-confidence": "tab:blue",
     "random": "tab:orange",
-    "margin": "tab:green",
-    "entropy": "tab:purple",
-    "balanced": "tab:red",
+    "queue-mixed": "tab:red",
+    "queue-stratified": "tab:green",
+    "queue-balanced": "tab:brown",
+    "queue-margin": "tab:purple",
 }
+OTHER_COLOURS = ("tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 
 
 def load_runs(work: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -101,11 +113,12 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "In brackets: how many seeds.",
         "",
-        "`queue` is the order the review queue serves (lowest confidence first); `random` "
-        "draws items at random; `margin`, `entropy` and `balanced` (turns across predicted "
-        "labels, each label's smallest top-1/top-2 margin first) are orders tried by "
-        "picking items by id; `balanced-queue` is `balanced` served by the queue itself "
-        "(commit 8ab6310, reverted), whose turns carry on across rounds.",
+        "`queue-<order>` is the review queue itself serving its items in that order "
+        "(HERPSCORE_REVIEW_ORDER: `confidence`, lowest top-1 first; `margin`; `balanced`, "
+        "turns across the predicted labels, each label's smallest margin first; "
+        "`stratified`, turns with random items; `mixed`, turns alternating the smallest "
+        "margin and a random item); `random` draws items at random; `margin`, `entropy` "
+        "and `balanced` without `queue-` are orders picked by item id outside the queue.",
         "",
         "| round | labels | " + " | ".join(f"{s} (seeds)" for s in strategies) + " |",
         "|---|---|" + "---|" * len(strategies),
@@ -138,7 +151,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"- seed {ref['seed']}: {ref['labels']} labels, top-1 {ref['top1']:.3f}, "
             f"macro-F1 {ref['macro_f1']:.3f}"
         )
-    lines += ["", "## Checks (queue order)", ""]
+    lines += ["", "## Checks (every order against random)", ""]
     lines += [f"- {k}: {v}" for k, v in result["summary"]["checks"].items()]
     lines += ["", "## Every run", ""]
     lines += [
@@ -172,7 +185,10 @@ def plot(result: dict[str, Any], target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = COLOURS
+    names = [s for s in ORDER if s in result["summary"]["table"]]
+    names += sorted(set(result["summary"]["table"]) - set(names))
+    spare = iter(OTHER_COLOURS * len(names))
+    colours = {s: COLOURS.get(s) or next(spare) for s in names}
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for run in result["runs"]:
         xs = [row["labels"] for row in run["rounds"]]
