@@ -41,6 +41,9 @@ def load_runs(work: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(loop runs, reference runs) found in work/results."""
     folder = work / "results"
     runs = [json.loads(p.read_text()) for p in sorted(folder.glob("seed*.json"))]
+    for run in runs:  # runs made before queue runs were named after their order
+        if run["strategy"] == "queue":
+            run["strategy"] = f"queue-{run.setdefault('review_order', 'confidence')}"
     refs = [json.loads(p.read_text()) for p in sorted(folder.glob("reference-seed*.json"))]
     return runs, refs
 
