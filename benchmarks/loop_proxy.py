@@ -162,11 +162,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = features(args.work)
-    runs = {
-        (order, seed): simulate(data, order, seed, args.rounds, args.per_round, args.margin)
-        for order in args.orders
-        for seed in args.seeds
-    }
+    runs = {}
+    for seed in args.seeds:
+        for order in args.orders:
+            runs[(order, seed)] = simulate(
+                data, order, seed, args.rounds, args.per_round, args.margin
+            )
+            cells = [
+                f"{x['top1']:.3f} ({x.get('candidate_top1', x['top1']):.3f})"
+                for x in runs[(order, seed)]
+            ]
+            print(f"seed {seed} {order:>12}: " + " | ".join(cells), flush=True)
     print(f"mean over seeds {args.seeds}: active top-1 (candidate top-1) per round")
     for order in args.orders:
         cells = []
