@@ -68,8 +68,18 @@ def features(work: Path) -> dict[str, Any]:
     return out
 
 
+_FITS: dict[tuple[tuple[int, ...], int], Any] = {}
+
+
 def fit(x: torch.Tensor, labels: list[str], rows: list[int], classes: list[str], seed: int) -> Any:
     """The loop's probe on these labelled rows: stratified 15 % val, L2 chosen on it."""
+    key = (tuple(sorted(rows)), seed)
+    if key not in _FITS:
+        _FITS[key] = _fit(x, labels, rows, classes, seed)
+    return _FITS[key]
+
+
+def _fit(x: torch.Tensor, labels: list[str], rows: list[int], classes: list[str], seed: int) -> Any:
     from training.data import class_weights
     from training.head import fit_head
 
