@@ -70,12 +70,13 @@ class Settings(BaseSettings):
         "sends the photo to review, whatever the top-1 says.",
     )
     review_order: Literal["confidence", "margin", "balanced", "stratified", "mixed"] = Field(
-        default="confidence",
+        default="mixed",
         description="The order a finished job's review queue serves its items (venom risk "
-        "always first): confidence (lowest top-1 first), margin (smallest top-1/top-2 "
-        "margin first), or turns across the predicted labels, each label's items by margin "
-        "(balanced), at random (stratified) or alternating the two (mixed). See "
-        "docs/experiments/loop.md.",
+        "always first; while a job scores, lowest confidence first): turns across the "
+        "predicted labels, each label's smallest top-1/top-2 margin and a random item "
+        "alternating (mixed); the same with margin only (balanced) or random only "
+        "(stratified); lowest top-1 first (confidence); smallest margin first (margin). "
+        "See docs/experiments/loop.md.",
     )
     lookalike_margin: float = Field(
         default=0.3,
