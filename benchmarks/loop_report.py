@@ -70,13 +70,20 @@ def summarise(runs: list[dict[str, Any]], refs: list[dict[str, Any]]) -> dict[st
             for r, rows in sorted(rounds.items())
         ]
     checks: dict[str, Any] = {}
-    random_by_round = {row["round"]: row for row in table.get("random", [])}
-    for strategy in [s for s in table if s != "random"] if random_by_round else []:
+    # Compared on the seeds both ran: a mean over other seeds is another test.
+    seeds_of = {(run["strategy"], run["seed"]): run["rounds"] for run in runs}
+    for strategy in [s for s in table if s != "random"]:
+        paired = sorted(
+            seed for name, seed in seeds_of if name == strategy and ("random", seed) in seeds_of
+        )
+        if not paired:
+            continue
+        checks[f"{strategy}_seeds_compared_with_random"] = paired
         for key, name in (("top1", "active"), ("candidate_top1", "candidate")):
             checks[f"{strategy}_beats_random_every_round_{name}"] = all(
-                row[key] > random_by_round[row["round"]][key]
-                for row in table[strategy]
-                if row["round"] > 0 and row["round"] in random_by_round
+                _paired_mean(seeds_of, strategy, paired, r, key)
+                > _paired_mean(seeds_of, "random", paired, r, key)
+                for r in range(1, min(len(seeds_of[(strategy, s)]) for s in paired))
             )
     if refs:
         ref_top1 = mean(r["top1"] for r in refs)
@@ -88,6 +95,18 @@ def summarise(runs: list[dict[str, Any]], refs: list[dict[str, Any]]) -> dict[st
             checks[f"{strategy}_share_of_reference"] = round(best / ref_top1, 4)
             checks[f"{strategy}_reaches_95_percent"] = best >= TARGET_SHARE * ref_top1
     return {"table": table, "checks": checks}
+
+
+def _paired_mean(
+    seeds_of: dict[tuple[str, int], list[dict[str, Any]]],
+    strategy: str,
+    seeds: list[int],
+    round_: int,
+    key: str,
+) -> float:
+    """Mean over these seeds of one round's active (top1) or candidate top-1."""
+    rows = [seeds_of[(strategy, seed)][round_] for seed in seeds]
+    return mean(r["top1"] if key == "top1" else _candidate(r)["top1"] for r in rows)
 
 
 def _candidate(row: dict[str, Any]) -> dict[str, float]:
