@@ -14,21 +14,36 @@ from typing import Any
 TARGET_SHARE = 0.95
 # ... with at most this share of the labels.
 LABEL_BUDGET = 0.40
-ORDER = ("queue", "random", "margin", "entropy", "balanced", "balanced-queue")
+# Queue runs are named after the order the queue served (HERPSCORE_REVIEW_ORDER).
+ORDER = (
+    "queue-confidence",
+    "random",
+    "queue-mixed",
+    "queue-stratified",
+    "queue-balanced",
+    "queue-margin",
+    "margin",
+    "entropy",
+    "balanced",
+)
 COLOURS = {
-    "queue": "tab:blue",
-    "balanced-queue": "tab:brown",
+    "queue-confidence": "tab:blue",
     "random": "tab:orange",
-    "margin": "tab:green",
-    "entropy": "tab:purple",
-    "balanced": "tab:red",
+    "queue-mixed": "tab:red",
+    "queue-stratified": "tab:green",
+    "queue-balanced": "tab:brown",
+    "queue-margin": "tab:purple",
 }
+OTHER_COLOURS = ("tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 
 
 def load_runs(work: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(loop runs, reference runs) found in work/results."""
     folder = work / "results"
     runs = [json.loads(p.read_text()) for p in sorted(folder.glob("seed*.json"))]
+    for run in runs:  # runs made before queue runs were named after their order
+        if run["strategy"] == "queue":
+            run["strategy"] = f"queue-{run.setdefault('review_order', 'confidence')}"
     refs = [json.loads(p.read_text()) for p in sorted(folder.glob("reference-seed*.json"))]
     return runs, refs
 
@@ -55,13 +70,20 @@ def summarise(runs: list[dict[str, Any]], refs: list[dict[str, Any]]) -> dict[st
             for r, rows in sorted(rounds.items())
         ]
     checks: dict[str, Any] = {}
-    random_by_round = {row["round"]: row for row in table.get("random", [])}
-    for strategy in [s for s in table if s != "random"] if random_by_round else []:
+    # Compared on the seeds both ran: a mean over other seeds is another test.
+    seeds_of = {(run["strategy"], run["seed"]): run["rounds"] for run in runs}
+    for strategy in [s for s in table if s != "random"]:
+        paired = sorted(
+            seed for name, seed in seeds_of if name == strategy and ("random", seed) in seeds_of
+        )
+        if not paired:
+            continue
+        checks[f"{strategy}_seeds_compared_with_random"] = paired
         for key, name in (("top1", "active"), ("candidate_top1", "candidate")):
             checks[f"{strategy}_beats_random_every_round_{name}"] = all(
-                row[key] > random_by_round[row["round"]][key]
-                for row in table[strategy]
-                if row["round"] > 0 and row["round"] in random_by_round
+                _paired_mean(seeds_of, strategy, paired, r, key)
+                > _paired_mean(seeds_of, "random", paired, r, key)
+                for r in range(1, min(len(seeds_of[(strategy, s)]) for s in paired))
             )
     if refs:
         ref_top1 = mean(r["top1"] for r in refs)
@@ -73,6 +95,18 @@ def summarise(runs: list[dict[str, Any]], refs: list[dict[str, Any]]) -> dict[st
             checks[f"{strategy}_share_of_reference"] = round(best / ref_top1, 4)
             checks[f"{strategy}_reaches_95_percent"] = best >= TARGET_SHARE * ref_top1
     return {"table": table, "checks": checks}
+
+
+def _paired_mean(
+    seeds_of: dict[tuple[str, int], list[dict[str, Any]]],
+    strategy: str,
+    seeds: list[int],
+    round_: int,
+    key: str,
+) -> float:
+    """Mean over these seeds of one round's active (top1) or candidate top-1."""
+    rows = [seeds_of[(strategy, seed)][round_] for seed in seeds]
+    return mean(r["top1"] if key == "top1" else _candidate(r)["top1"] for r in rows)
 
 
 def _candidate(row: dict[str, Any]) -> dict[str, float]:
@@ -101,11 +135,12 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "In brackets: how many seeds.",
         "",
-        "`queue` is the order the review queue serves (lowest confidence first); `random` "
-        "draws items at random; `margin`, `entropy` and `balanced` (turns across predicted "
-        "labels, each label's smallest top-1/top-2 margin first) are orders tried by "
-        "picking items by id; `balanced-queue` is `balanced` served by the queue itself "
-        "(commit 8ab6310, reverted), whose turns carry on across rounds.",
+        "`queue-<order>` is the review queue itself serving its items in that order "
+        "(HERPSCORE_REVIEW_ORDER: `confidence`, lowest top-1 first; `margin`; `balanced`, "
+        "turns across the predicted labels, each label's smallest margin first; "
+        "`stratified`, turns with random items; `mixed`, turns alternating the smallest "
+        "margin and a random item); `random` draws items at random; `margin`, `entropy` "
+        "and `balanced` without `queue-` are orders picked by item id outside the queue.",
         "",
         "| round | labels | " + " | ".join(f"{s} (seeds)" for s in strategies) + " |",
         "|---|---|" + "---|" * len(strategies),
@@ -138,7 +173,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"- seed {ref['seed']}: {ref['labels']} labels, top-1 {ref['top1']:.3f}, "
             f"macro-F1 {ref['macro_f1']:.3f}"
         )
-    lines += ["", "## Checks (queue order)", ""]
+    lines += ["", "## Checks (every order against random)", ""]
     lines += [f"- {k}: {v}" for k, v in result["summary"]["checks"].items()]
     lines += ["", "## Every run", ""]
     lines += [
@@ -172,7 +207,10 @@ def plot(result: dict[str, Any], target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = COLOURS
+    names = [s for s in ORDER if s in result["summary"]["table"]]
+    names += sorted(set(result["summary"]["table"]) - set(names))
+    spare = iter(OTHER_COLOURS * len(names))
+    colours = {s: COLOURS.get(s) or next(spare) for s in names}
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for run in result["runs"]:
         xs = [row["labels"] for row in run["rounds"]]

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.loop_stack import Stack, folder_oracle, score_on_test  # noqa: E402
 from service import retraining  # noqa: E402
+from service.routing import QUEUE_ORDERS  # noqa: E402
 from service.settings import DEFAULT_EXTENSIONS, Settings  # noqa: E402
 
 log = logging.getLogger("loop_sim")
@@ -154,11 +155,20 @@ def seed_labels(pool: list[dict[str, str]], per_class: int, seed: int) -> list[d
 
 
 def recipe_settings(
-    work: Path, name: str, recipe: dict[str, Any], seed: int, margin: float = 0.05
+    work: Path,
+    name: str,
+    recipe: dict[str, Any],
+    seed: int,
+    margin: float | None = None,
+    review_order: str | None = None,
 ) -> Settings:
     """The settings of one simulated installation (embedded SQLite + filesystem broker)."""
     values = dict(recipe)
     values["training_extra_args"] = f"{recipe['training_extra_args']} --seed {seed}".strip()
+    if margin is not None:
+        values["promotion_recall_margin"] = margin
+    if review_order is not None:
+        values["review_order"] = review_order
     return Settings(
         data_dir=work / name,
         allowed_roots=[work / "photos"],
@@ -167,7 +177,6 @@ def recipe_settings(
         export_val_fraction=0.15,
         export_test_fraction=0.0,  # the gate judges on the pinned test split
         retrain_min_new_labels=1,
-        promotion_recall_margin=margin,
         chunk_size=64,
         batch_size=16,
         **values,
@@ -213,8 +222,12 @@ def run_loop(args: argparse.Namespace, recipe: dict[str, Any]) -> dict[str, Any]
     summary = prepare_photos(args.data, work)
     pool = summary["items"]["pool"]
     seed_rows = seed_labels(pool, args.seed_per_class, args.seed)
-    name = args.name or f"seed{args.seed}-{args.strategy}"
-    settings = recipe_settings(work, name, recipe, args.seed, args.recall_margin)
+    settings = recipe_settings(work, "_", recipe, args.seed, args.recall_margin, args.review_order)
+    strategy = args.strategy
+    if strategy == "queue":  # named after the order the queue served
+        strategy = f"queue-{settings.review_order}"
+    name = args.name or f"seed{args.seed}-{strategy}"
+    settings = settings.model_copy(update={"data_dir": work / name})
     if settings.data_path.exists():
         shutil.rmtree(settings.data_path)
     round0 = fit_folder(settings, seed_rows, work, work / f"round0-seed{args.seed}")
@@ -274,9 +287,11 @@ def run_loop(args: argparse.Namespace, recipe: dict[str, Any]) -> dict[str, Any]
             rounds.append(row)
     result = {
         "seed": args.seed,
-        "strategy": args.strategy,
+        "strategy": strategy,
+        "review_order": settings.review_order,
         "pool": len(pool),
-        "recall_margin": args.recall_margin,
+        "recall_margin": settings.promotion_recall_margin,
+        "recall_alpha": settings.promotion_recall_alpha,
         "rounds": rounds,
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -321,10 +336,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--recall-margin",
         type=float,
-        default=0.2,
-        help="the gate's largest allowed per-class recall drop (HERPSCORE_PROMOTION_RECALL_"
-        "MARGIN); at 15 test photos a class, one photo is 0.067, so the default 0.05 "
-        "refuses almost every candidate",
+        default=None,
+        help="the gate's per-class recall margin (HERPSCORE_PROMOTION_RECALL_MARGIN); "
+        "default: the product's setting",
+    )
+    parser.add_argument(
+        "--review-order",
+        choices=QUEUE_ORDERS,
+        help="the queue's order (HERPSCORE_REVIEW_ORDER); default: the product's setting",
     )
     parser.add_argument("--timeout", type=float, default=3600.0, help="per job or training run")
     parser.add_argument(

@@ -13,6 +13,7 @@ from service.errors import BadInput, InvalidState
 from service.models import Chunk, ChunkStatus, JobImage, JobStatus, ScanJob, utcnow
 from service.paths import resolve_job_folder
 from service.registry import get_model, require_active_model
+from service.review.order import rank_job_queue
 from service.settings import Settings
 
 # Allowed transitions; every status change goes through `transition`.
@@ -202,8 +203,10 @@ def job_to_dict(job: ScanJob) -> dict[str, Any]:
     }
 
 
-def maybe_finish(session: Session, job_id: int) -> bool:
-    """Mark a job done once its scan is complete and no chunk is left; safe to call twice."""
+def maybe_finish(session: Session, job_id: int, order: str = "confidence") -> bool:
+    """Mark a job done once its scan is complete and no chunk is left, then put its review
+    items in the queue's `order` (HERPSCORE_REVIEW_ORDER, see `rank_job_queue`); safe to
+    call twice."""
     job = get_job(session, job_id)
     session.refresh(job)
     if job.status not in (JobStatus.SCANNING, JobStatus.SCORING) or not job.scan_complete:
@@ -215,4 +218,7 @@ def maybe_finish(session: Session, job_id: int) -> bool:
     )
     if open_chunks:
         return False
-    return transition(session, job, JobStatus.DONE)
+    if not transition(session, job, JobStatus.DONE):
+        return False
+    rank_job_queue(session, job_id, order)
+    return True

@@ -3,20 +3,28 @@
 Both models are scored on the same frozen, human-verified test set (see
 `service.exports.frozen_test_set`) with the shared preprocessing; labels are matched by
 name, so a class a model does not know simply gets recall 0. The candidate passes when
-its macro-F1 is not lower and no class's recall drops by more than the margin.
+its macro-F1 is not lower and no class's recall drop blocks it:
+
+- a medically significant species (the species table's flag) blocks on any recall drop
+  larger than the margin;
+- any other class blocks when its recall drops by more than the margin *and* the drop is
+  significant for the class's photos: an exact one-sided sign test (McNemar's) on the
+  class's photos the two models disagree on, at level alpha. With 15 photos a class, one
+  photo is 0.067 of recall, so the margin alone would refuse a better model over noise.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from service import registry
+from service import registry, species
 from service.db import get_or_not_found
 from service.errors import InvalidState
 from service.exports import TestSet, frozen_test_set
@@ -54,10 +62,69 @@ def classification_scores(truth: Sequence[str], predicted: Sequence[str | None])
     }
 
 
+def recall_changes(
+    truth: Sequence[str], active: Sequence[str | None], candidate: Sequence[str | None]
+) -> dict[str, dict[str, int]]:
+    """Per class of the test set: its photos the candidate gets wrong and the active model
+    right (`lost`), the reverse (`gained`), and how many photos it has (`support`)."""
+    if not len(truth) == len(active) == len(candidate):
+        raise ValueError("truth and predictions differ in length")
+    changes: dict[str, dict[str, int]] = {
+        label: {"lost": 0, "gained": 0, "support": 0} for label in sorted(set(truth))
+    }
+    for label, old, new in zip(truth, active, candidate, strict=True):
+        row = changes[label]
+        row["support"] += 1
+        row["lost"] += int(old == label and new != label)
+        row["gained"] += int(old != label and new == label)
+    return changes
+
+
+def drop_p_value(lost: int, gained: int) -> float:
+    """How likely a drop at least this large is if the models are equally good on the class:
+    the exact one-sided sign test on the discordant photos, P(X >= lost), X ~ Bin(n, 1/2)."""
+    n = lost + gained
+    if lost <= 0:
+        return 1.0
+    return sum(math.comb(n, k) for k in range(lost, n + 1)) / 2**n
+
+
+def _recall_rule(
+    label: str,
+    old_r: float,
+    new_r: float,
+    margin: float,
+    counts: Mapping[str, int] | None,
+    venomous: bool,
+    alpha: float,
+) -> tuple[bool, str]:
+    """Whether a class's recall drop beyond the margin blocks, and why (in words)."""
+    drop = f"{label} {old_r:.3f} -> {new_r:.3f}"
+    if venomous:
+        return True, f"{drop}: medically significant, drops by more than {margin:g}"
+    if counts is None:
+        return True, f"{drop}: drops by more than {margin:g} (no paired predictions to test)"
+    lost, gained, support = counts["lost"], counts["gained"], counts["support"]
+    p = drop_p_value(lost, gained)
+    paired = f"lost {lost}, gained {gained} of {support} photos, p={p:.3g}"
+    if p < alpha:
+        return True, f"{drop}: significant drop ({paired} < {alpha:g})"
+    return False, f"{drop}: not significant ({paired} >= {alpha:g}), tolerated"
+
+
 def decide_promotion(
-    candidate_metrics: dict[str, Any], active_metrics: dict[str, Any] | None, margin: float
+    candidate_metrics: dict[str, Any],
+    active_metrics: dict[str, Any] | None,
+    margin: float,
+    *,
+    changes: Mapping[str, Mapping[str, int]] | None = None,
+    venomous: frozenset[str] | set[str] = frozenset(),
+    alpha: float = 0.05,
 ) -> tuple[bool, list[str]]:
-    """Promote only if macro-F1 is not lower and no class's recall drops by more than margin."""
+    """Promote only if macro-F1 is not lower and no class's recall drop blocks (see the
+    module's docstring); every class whose recall drops by more than the margin gets a
+    reason, blocking or not. `changes` comes from `recall_changes`; without it every drop
+    beyond the margin blocks."""
     if active_metrics is None:
         return True, ["no model is active: the candidate is the only one"]
     ok, reasons = True, []
@@ -68,16 +135,22 @@ def decide_promotion(
     else:
         reasons.append(f"macro-F1 {new_f1:.4f} >= {old_f1:.4f}")
     new_pc, old_pc = candidate_metrics["per_class"], active_metrics["per_class"]
-    drops = []
+    blocking: list[str] = []
+    tolerated: list[str] = []
     for label in sorted(set(new_pc) | set(old_pc)):
         new_r = new_pc.get(label, {}).get("recall", 0.0)
         old_r = old_pc.get(label, {}).get("recall", 0.0)
-        if old_r - new_r > margin + EPSILON:
-            drops.append(f"{label} {old_r:.3f} -> {new_r:.3f}")
-    if drops:
+        if old_r - new_r <= margin + EPSILON:
+            continue
+        counts = changes.get(label) if changes is not None else None
+        blocks, why = _recall_rule(label, old_r, new_r, margin, counts, label in venomous, alpha)
+        (blocking if blocks else tolerated).append(why)
+    if blocking:
         ok = False
-        reasons.append(f"recall drops by more than {margin:g}: " + "; ".join(drops))
-    else:
+        reasons.append("recall drops that block: " + "; ".join(blocking))
+    if tolerated:
+        reasons.append("recall drops within noise: " + "; ".join(tolerated))
+    if not blocking and not tolerated:
         reasons.append(f"no class's recall drops by more than {margin:g}")
     return ok, reasons
 
@@ -97,12 +170,9 @@ def verify_test_set(test_set: TestSet) -> list[str]:
     return paths
 
 
-def score_model(
-    model_dir: Path, test_set: TestSet, paths: list[str], predict: Predictor
-) -> dict[str, Any]:
-    """One model's scores on the frozen test set."""
-    predicted = list(predict(model_dir, paths))
-    return classification_scores([i["label"] for i in test_set.items], predicted)
+def score_model(model_dir: Path, paths: list[str], predict: Predictor) -> list[str | None]:
+    """One model's predicted label for each test photo."""
+    return list(predict(model_dir, paths))
 
 
 @dataclass(frozen=True)
@@ -115,6 +185,8 @@ class EvaluationPlan:
     active_path: str | None
     test_set: TestSet | None
     margin: float
+    alpha: float = 0.05
+    venomous: frozenset[str] = frozenset()
 
 
 def plan_evaluation(session: Session, settings: Settings, candidate_id: int) -> EvaluationPlan:
@@ -128,6 +200,8 @@ def plan_evaluation(session: Session, settings: Settings, candidate_id: int) -> 
         active.path if active else None,
         frozen_test_set(session, settings),
         settings.promotion_recall_margin,
+        settings.promotion_recall_alpha,
+        species.venomous_labels(session),
     )
 
 
@@ -137,6 +211,8 @@ def evaluate(plan: EvaluationPlan, predict: Predictor) -> dict[str, Any]:
         "candidate_id": plan.candidate_id,
         "active_id": plan.active_id,
         "margin": plan.margin,
+        "alpha": plan.alpha,
+        "venomous": sorted(plan.venomous),
         "decided_at": utcnow().isoformat(timespec="seconds"),
         "promoted": False,
         "test_set": plan.test_set.summary() if plan.test_set else None,
@@ -155,11 +231,21 @@ def evaluate(plan: EvaluationPlan, predict: Predictor) -> dict[str, Any]:
         )  # fmt: skip
         return record
     paths = verify_test_set(plan.test_set)
-    record["candidate"] = score_model(Path(plan.candidate_path), plan.test_set, paths, predict)
+    truth = [i["label"] for i in plan.test_set.items]
+    candidate = score_model(Path(plan.candidate_path), paths, predict)
+    record["candidate"] = classification_scores(truth, candidate)
+    changes = None
     if plan.active_path is not None:
-        record["active"] = score_model(Path(plan.active_path), plan.test_set, paths, predict)
+        active = score_model(Path(plan.active_path), paths, predict)
+        record["active"] = classification_scores(truth, active)
+        changes = record["recall_changes"] = recall_changes(truth, active, candidate)
     record["passed"], record["reasons"] = decide_promotion(
-        record["candidate"], record["active"], plan.margin
+        record["candidate"],
+        record["active"],
+        plan.margin,
+        changes=changes,
+        venomous=plan.venomous,
+        alpha=plan.alpha,
     )
     return record
 

@@ -3,6 +3,7 @@ the genus rollup of a prediction no species is sure enough of."""
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,3 +137,86 @@ def describe_reasons(reason: str) -> str:
         else:
             words.append(part.replace("_", " "))
     return "; ".join(words)
+
+
+# ---------------------------------------------------------------- the order of a job's queue
+
+QUEUE_ORDERS = ("confidence", "margin", "balanced", "stratified", "mixed")
+
+
+@dataclass(frozen=True)
+class QueueCandidate:
+    """A routed item as the queue's order sees it: its predicted label and top-k probabilities
+    (highest first)."""
+
+    key: int
+    label: str
+    probs: Sequence[float]
+
+    @property
+    def margin(self) -> float:
+        """Top-1 minus top-2 probability: small when the model hesitates between two labels."""
+        second = self.probs[1] if len(self.probs) > 1 else 0.0
+        return (self.probs[0] if self.probs else 0.0) - second
+
+
+def queue_order(candidates: Sequence[QueueCandidate], order: str, seed: int = 0) -> list[int]:
+    """The keys of one job's items in the order the queue should serve them.
+
+    - confidence: lowest top-1 probability first;
+    - margin: smallest top-1 / top-2 margin first;
+    - balanced: turns across the predicted labels, each label's smallest margin first;
+    - stratified: turns across the predicted labels, each label's items in random order;
+    - mixed: turns across the predicted labels; within a label, its smallest-margin item
+      and a random one alternate.
+
+    The random draws are seeded (a job serves the same order every time).
+    """
+    if order not in QUEUE_ORDERS:
+        raise ValueError(f"unknown queue order {order!r}; choose one of {', '.join(QUEUE_ORDERS)}")
+    if order == "confidence":
+        return [
+            c.key for c in sorted(candidates, key=lambda c: (c.probs[0] if c.probs else 0.0, c.key))
+        ]
+    by_margin = sorted(candidates, key=lambda c: (c.margin, c.key))
+    if order == "margin":
+        return [c.key for c in by_margin]
+    rng = random.Random(seed)
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for c in by_margin:
+        by_label[c.label].append(c.key)
+    turns: list[list[int]] = []
+    for label in sorted(by_label):
+        keys = by_label[label]
+        if order == "stratified":
+            keys = sorted(keys)
+            rng.shuffle(keys)
+        elif order == "mixed":
+            keys = _alternate(keys, rng)
+        turns.append(keys)
+    # Every label's first item, then every label's second, ...; within a turn, by margin.
+    served: list[int] = []
+    margin_of = {c.key: c.margin for c in candidates}
+    depth = max((len(keys) for keys in turns), default=0)
+    for rank in range(depth):
+        layer = [keys[rank] for keys in turns if rank < len(keys)]
+        served += sorted(layer, key=lambda key: (margin_of[key], key))
+    return served
+
+
+def _alternate(by_margin: list[int], rng: random.Random) -> list[int]:
+    """The smallest-margin item, a random one of the rest, the next smallest margin, ..."""
+    left = list(by_margin)
+    out: list[int] = []
+    take_random = False
+    while left:
+        index = rng.randrange(len(left)) if take_random else 0
+        out.append(left.pop(index))
+        take_random = not take_random
+    return out
+
+
+def order_priorities(keys: Sequence[int]) -> dict[int, float]:
+    """Priorities in (0, 1] that make `ORDER BY priority DESC` serve `keys` in this order."""
+    n = len(keys)
+    return {key: 1.0 - position / n for position, key in enumerate(keys)}

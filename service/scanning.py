@@ -406,5 +406,5 @@ def run_scan(settings: Settings, job_id: int, enqueue: Callable[[list[int]], obj
         job.scan_complete = True
         session.flush()
         transition(session, job, JobStatus.SCORING)
-        maybe_finish(session, job_id)
+        maybe_finish(session, job_id, settings.review_order)
     enqueue(chunk_ids)

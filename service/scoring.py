@@ -408,7 +408,7 @@ def score_chunk(settings: Settings, chunk_id: int, scorer: Scorer) -> ChunkResul
             return ChunkResult(skipped=True, split=split)
         if interrupted >= SINGLE_FILE_ATTEMPTS and work.job_image_ids:
             fail_killer(session, chunk_id, work.job_id, interrupted)
-            maybe_finish(session, work.job_id)
+            maybe_finish(session, work.job_id, settings.review_order)
             return ChunkResult(failed=len(work.job_image_ids))
 
     claimed = time.perf_counter()
@@ -431,7 +431,7 @@ def score_chunk(settings: Settings, chunk_id: int, scorer: Scorer) -> ChunkResul
         # In the same transaction: store_results updated the job's row first, and that row
         # lock orders the chunks that finish together, so the last of them (in commit
         # order) counts every other as done and finishes the job. One round trip saved.
-        maybe_finish(session, work.job_id)
+        maybe_finish(session, work.job_id, settings.review_order)
     stored = time.perf_counter()
     if result.routed:  # the review page's photos, made before any reviewer asks
         display.prepare_for_review(settings, work.image_ids)

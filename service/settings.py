@@ -69,6 +69,15 @@ class Settings(BaseSettings):
         description="A medically significant species at or above this probability, at any "
         "rank, sends the photo to review, whatever the top-1 says.",
     )
+    review_order: Literal["confidence", "margin", "balanced", "stratified", "mixed"] = Field(
+        default="mixed",
+        description="The order a finished job's review queue serves its items (venom risk "
+        "always first; while a job scores, lowest confidence first): turns across the "
+        "predicted labels, each label's smallest top-1/top-2 margin and a random item "
+        "alternating (mixed); the same with margin only (balanced) or random only "
+        "(stratified); lowest top-1 first (confidence); smallest margin first (margin). "
+        "See docs/experiments/loop.md.",
+    )
     lookalike_margin: float = Field(
         default=0.3,
         ge=0.0,
@@ -224,7 +233,17 @@ class Settings(BaseSettings):
         default=0.05,
         ge=0.0,
         le=1.0,
-        description="Most a class's recall may drop for a candidate to pass the gate.",
+        description="Largest per-class recall drop the gate ignores; for a medically "
+        "significant species any larger drop blocks the candidate, for other classes only a "
+        "significant one (see promotion_recall_alpha).",
+    )
+    promotion_recall_alpha: float = Field(
+        default=0.05,
+        gt=0.0,
+        le=1.0,
+        description="Significance level of the gate's per-class recall test: a drop beyond the "
+        "margin blocks only if the exact one-sided sign test on the class's test photos the two "
+        "models disagree on gives a p-value below it.",
     )
     training_backbone: str = Field(
         default="efficientnet_lite0", description="Backbone of scheduled retraining."

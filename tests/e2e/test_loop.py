@@ -86,7 +86,14 @@ def test_the_loop(
     # 5. The gate decided as its numbers say.
     decision = run.promotion
     assert decision and decision["test_set"]["n"] > 0 and decision["active_id"] == first
-    expected, _ = decide_promotion(decision["candidate"], decision["active"], decision["margin"])
+    expected, _ = decide_promotion(
+        decision["candidate"],
+        decision["active"],
+        decision["margin"],
+        changes=decision["recall_changes"],
+        venomous=set(decision["venomous"]),
+        alpha=decision["alpha"],
+    )
     assert decision["passed"] is expected and decision["promoted"] is expected
     candidate = run.model_version_id
     with session_scope(settings.db_url) as session:
