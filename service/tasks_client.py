@@ -12,7 +12,10 @@ from celery import Celery
 from kombu import Exchange, Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from service import fs_broker
 from service.settings import Settings
+
+fs_broker.install()  # the embedded broker's message files are written atomically
 
 log = logging.getLogger(__name__)
 

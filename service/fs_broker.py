@@ -1,0 +1,86 @@
+"""The embedded default's broker: kombu's filesystem transport with atomic message files.
+
+kombu writes a message by creating its final file and then writing into it. A consumer
+polling the folder can move and read that file in between: it reads nothing, the JSON
+decode fails, the worker stops ("Unrecoverable error: JSONDecodeError") and the message
+is lost. Here a message is written under a name no consumer picks up and renamed into
+place once complete (a rename within one folder is atomic), and a file that still does not
+parse (a disk that filled up, a hand edit) is set aside with a log line instead of
+stopping the worker. `install()` makes `filesystem://` URLs use this transport.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from queue import Empty
+from time import monotonic
+from typing import Any
+
+from kombu import transport as kombu_transport
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem
+from kombu.utils.json import dumps, loads
+
+log = logging.getLogger(__name__)
+
+STAGING_PREFIX = "."  # kombu matches `<time>_<uuid>.<queue>.msg`; a leading dot never matches
+UNREADABLE_FOLDER = "unreadable"
+
+
+class Channel(filesystem.Channel):
+    # kombu names the message `message` in the base class and `payload` in this one.
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        staging = os.path.join(self.data_folder_out, f"{STAGING_PREFIX}{name}.part")
+        try:
+            with open(staging, "wb") as fh:
+                fh.write(dumps(payload).encode())
+            os.replace(staging, final)
+        except OSError as exc:
+            raise ChannelError(f"cannot add message {name!r} to {self.data_folder_out}") from exc
+
+    def _get(self, queue: Any, timeout: Any = None) -> Any:
+        wanted = f"{queue}.msg"
+        for name in sorted(os.listdir(self.data_folder_in)):
+            if name.startswith(STAGING_PREFIX) or name.partition(".")[2] != wanted:
+                continue
+            # Taking the file by moving it out: only one consumer's move can succeed.
+            taken = os.path.join(self.processed_folder, name)
+            try:
+                os.makedirs(self.processed_folder, exist_ok=True)
+                shutil.move(os.path.join(self.data_folder_in, name), taken)
+            except OSError:
+                continue  # another consumer took it first
+            try:
+                with open(taken, "rb") as fh:
+                    payload = fh.read()
+            except OSError as exc:
+                raise ChannelError(f"cannot read message {taken!r}") from exc
+            try:
+                message = loads(payload.decode())
+            except (UnicodeDecodeError, ValueError) as exc:
+                self._set_aside(taken, exc)
+                continue
+            if not self.store_processed:
+                os.remove(taken)
+            return message
+        raise Empty()
+
+    def _set_aside(self, path: str, exc: Exception) -> None:
+        folder = os.path.join(os.path.dirname(path), UNREADABLE_FOLDER)
+        os.makedirs(folder, exist_ok=True)
+        shutil.move(path, os.path.join(folder, os.path.basename(path)))
+        log.error("broker message %s is unreadable (%s): set aside in %s", path, exc, folder)
+
+
+class Transport(filesystem.Transport):
+    Channel = Channel
+
+
+def install() -> None:
+    """Make every `filesystem://` connection of this process use this transport."""
+    kombu_transport.TRANSPORT_ALIASES["filesystem"] = f"{__name__}:Transport"
