@@ -82,6 +82,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--port", type=int, default=18765)
     parser.add_argument(
+        "--formats", nargs="+", default=["csv"],
+        choices=["csv", "json", "megadetector", "camtrap-dp"],
+        help="downloaded one after the other; the peak RSS is read after each",
+    )  # fmt: skip
+    parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/results_download.json")
     )
     args = parser.parse_args()
@@ -117,7 +122,13 @@ def main() -> None:
         _wait_ready(base)
         worker = _worker(server.pid)
         idle_kib = _kib(worker, "VmRSS")
-        result = download(f"{base}/api/v1/jobs/{facts['big_job']}/results.csv", key)
+        url = f"{base}/api/v1/jobs/{facts['big_job']}/results.csv"
+        result: dict[str, Any] = {}
+        for fmt in args.formats:
+            # data_rows counts lines: a data row for CSV, not for the JSON or zip formats.
+            result[fmt] = download(f"{url}?format={fmt}", key) | {
+                "worker_peak_rss_mib_so_far": round(_kib(worker, "VmHWM") / 1024, 1)
+            }
         result |= {
             "rows": args.rows,
             "generate_seconds": generated,
