@@ -58,6 +58,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES))
     parser.add_argument("--tag", default="", help="suffix for the results files")
+    parser.add_argument(
+        "--macs-only",
+        action="store_true",
+        help="only count each backbone's multiply-adds (torch FlopCounterMode, batch 1, native "
+        "size) into the existing results file",
+    )
     return parser
 
 
@@ -80,6 +86,24 @@ def build(name: str, classes: int) -> tuple[Any, str]:
     return backbone, "pretrained"
 
 
+def gmacs(model: torch.nn.Module, size: int) -> float:
+    """Multiply-adds of one forward pass at batch 1 (convolutions and matmuls), in billions."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(torch.zeros(1, 3, size, size))
+    return round(counter.get_total_flops() / 2e9, 3)
+
+
+def add_macs(args: argparse.Namespace) -> dict[str, Any]:
+    stem = RESULTS / f"backbone_cost{'_' + args.tag if args.tag else ''}"
+    results: dict[str, Any] = json.loads(stem.with_suffix(".json").read_text())
+    for name, m in results["models"].items():
+        m["gmacs"] = gmacs(build_backbone(name, args.classes, weights="none").model, m["size_px"])
+    write(results, args.tag)
+    return results
+
+
 def time_round(session: Any, inputs: np.ndarray, batch: int) -> float:
     """Images/s of one pass over `inputs` in batches of `batch`."""
     name = session.get_inputs()[0].name
@@ -92,6 +116,8 @@ def time_round(session: Any, inputs: np.ndarray, batch: int) -> float:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
+    if args.macs_only:
+        return add_macs(args)
     files = photos(args.images, args.count)
     work = Path(tempfile.mkdtemp(prefix="backbone-cost-"))
     models: dict[str, dict[str, Any]] = {}
@@ -111,6 +137,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "native_size_px": native_size(name),
             "weights": weights,
             "params_millions": round(params / 1e6, 2),
+            "gmacs": gmacs(backbone.model, spec.size),
             "fp32": {"onnx_mb": round(path.stat().st_size / 1e6, 2), "rates": []},
             "parity_max_abs_diff": parity["max_abs_diff"],
         }
@@ -160,9 +187,9 @@ def write(results: dict[str, Any], tag: str) -> None:
         "",
         f"{results['what']}. Photos: {results['photos']}; {results['rounds']} rounds.",
         "",
-        "| backbone | input px | params (M) | FP32 MB | FP32 img/s median (best) | vs Lite0 "
-        "| INT8 MB | INT8 img/s median (best) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| backbone | input px | params (M) | GMACs | FP32 MB | FP32 img/s median (best) "
+        "| vs Lite0 | INT8 MB | INT8 img/s median (best) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in results["models"].items():
         f, q = m["fp32"], m.get("int8")
@@ -173,7 +200,8 @@ def write(results: dict[str, Any], tag: str) -> None:
             else "| - | - |"
         )
         lines.append(
-            f"| {name} | {m['size_px']} | {m['params_millions']} | {f['onnx_mb']} "
+            f"| {name} | {m['size_px']} | {m['params_millions']} | {m.get('gmacs', '-')} "
+            f"| {f['onnx_mb']} "
             f"| {f['img_per_s_median']} ({f['img_per_s_max']}) | {ratio} {int8}"
         )
     weights = {n: m["weights"] for n, m in results["models"].items()}
