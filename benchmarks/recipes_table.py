@@ -21,6 +21,7 @@ A = "(A) defaults: 224, stage 1 by epochs (6), stage 2 10 epochs, last-k:3, lr 5
 B = "(B) best ph-snakes recipe: 288, stage 1 probe, BN frozen, lr 3e-4, EMA 0.99"
 C224 = "(C) linear probe on frozen Lite0 features, 224"
 C288 = "(C) linear probe on frozen Lite0 features, 288"
+D = "(D) B with stronger augmentation: TrivialAugmentWide, --min-scale 0.25"
 
 # (set, recipe, results file stem, which model in it)
 ROWS: list[tuple[str, str, str, str]] = [
@@ -37,6 +38,7 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("128 px wide", C224, "train_ph_snakes_probe224_w128", "probe_only"),
     ("128 px wide", C288, "train_ph_snakes_probe288_w128", "probe_only"),
     ("128 px wide", C288 + " (B's stage 1)", "train_ph_snakes_w128_best", "stage1"),
+    ("128 px wide", D, "train_ph_snakes_w128_best_trivial_minscale0.25", "both_stages"),
 ]
 
 
