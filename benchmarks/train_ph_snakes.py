@@ -13,6 +13,7 @@ Results go to benchmarks/results/train_ph_snakes.json and .md.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -58,7 +59,27 @@ def probe_spec(size: int = SIZE) -> InputSpec:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("/work/shared/data/ph-snakes"))
-    parser.add_argument("--work", type=Path, default=Path("/tmp/herpscore-bench/ph-snakes"))
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="scratch folder (default /tmp/herpscore-bench/ph-snakes, or ph-snakes-wWIDTH "
+        "with --downscale)",
+    )
+    parser.add_argument(
+        "--downscale",
+        type=int,
+        default=0,
+        metavar="WIDTH",
+        help="run on a copy of the view with every photo at most WIDTH px wide, in WORK/view "
+        "(outside the repo; benchmarks/downscale.py), same split as the full-size set: the "
+        "small-photo set of issue 17",
+    )
+    parser.add_argument(
+        "--backbone",
+        default="efficientnet_lite0",
+        help="fine-tuned backbone (the probe (a) stays Lite0)",
+    )
     parser.add_argument("--stage1", choices=["epochs", "probe"], default="epochs")
     parser.add_argument(
         "--size", type=int, default=SIZE, help="fine-tuning input side (the probe stays at 224)"
@@ -70,6 +91,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr-stage2", type=float, default=5e-4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--min-scale", type=float, default=0.5)
+    parser.add_argument("--weight-decay", type=float, default=0.02)
     parser.add_argument("--ema-decay", type=float, default=0.0)
     parser.add_argument("--mix", type=float, default=0.0)
     parser.add_argument("--bn-stats", choices=["update", "frozen"], default="update")
@@ -87,6 +109,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="torch threads: on a shared 2-core machine 1 thread was 10x faster than 2",
     )
     parser.add_argument("--tag", default="", help="suffix for the results files")
+    parser.add_argument(
+        "--int8",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="--no-int8: build no INT8 model and skip the FP32/INT8 ONNX measures (saves "
+        "minutes on a busy machine; accuracy is unaffected)",
+    )
     parser.add_argument(
         "--folds",
         type=int,
@@ -251,7 +280,7 @@ def run_fit(args: argparse.Namespace, out: Path, epochs2: int, resume: Path | No
         "--out",
         str(out),
         "--backbone",
-        "efficientnet_lite0",
+        args.backbone,
         "--size",
         str(args.size),
         "--resize",
@@ -276,6 +305,8 @@ def run_fit(args: argparse.Namespace, out: Path, epochs2: int, resume: Path | No
         str(args.threads),
         "--min-scale",
         str(args.min_scale),
+        "--weight-decay",
+        str(args.weight_decay),
         "--ema-decay",
         str(args.ema_decay),
         "--mix",
@@ -287,9 +318,9 @@ def run_fit(args: argparse.Namespace, out: Path, epochs2: int, resume: Path | No
         "--seed",
         str(args.seed),
     ]
-    if epochs2 == 0:
+    if epochs2 == 0 or not args.int8:
         cmd.append("--no-int8")
-    elif args.refit:
+    if epochs2 and args.refit:
         cmd.append("--refit")
     if resume is not None:
         cmd += ["--resume", str(resume)]
@@ -403,19 +434,42 @@ def summary_of(run: Path) -> dict[str, Any]:
                 "ece_test_after": selection["calibration"]["test"]["ece_after"],
             },
         }
-    return refit | {
-        "test_top1": metrics["test"]["top1"],
-        "test_top3": metrics["test"]["top3"],
-        "test_macro_f1": metrics["test"]["macro"]["f1"],
-        "val_top1": metrics["val"]["top1"],
-        "temperature": cal["temperature"],
-        "ece_test_before": cal["test"]["ece_before"],
-        "ece_test_after": cal["test"]["ece_after"],
-        "ece_val_before": cal["val"]["ece_before"] if "val" in cal else None,
-        "ece_val_after": cal["val"]["ece_after"] if "val" in cal else None,
-        "epochs_run": json.loads((run / "model" / "metadata.json").read_text())["training"][
-            "epochs_run"
-        ],
+    return (
+        refit
+        | fit_gap(run)
+        | {
+            "test_top1": metrics["test"]["top1"],
+            "test_top3": metrics["test"]["top3"],
+            "test_macro_f1": metrics["test"]["macro"]["f1"],
+            "val_top1": metrics["val"]["top1"],
+            "temperature": cal["temperature"],
+            "ece_test_before": cal["test"]["ece_before"],
+            "ece_test_after": cal["test"]["ece_after"],
+            "ece_val_before": cal["val"]["ece_before"] if "val" in cal else None,
+            "ece_val_after": cal["val"]["ece_after"] if "val" in cal else None,
+            "epochs_run": json.loads((run / "model" / "metadata.json").read_text())["training"][
+                "epochs_run"
+            ],
+        }
+    )
+
+
+def fit_gap(run: Path) -> dict[str, Any]:
+    """Train against val accuracy at the last epoch of the run (and the best val): the
+    overfitting gap. Train accuracy is on augmented images, as the epoch saw them."""
+    path = run / "run" / "metrics.csv"
+    if not path.is_file():
+        return {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("train_acc") and r.get("val_acc")]
+    if not rows:
+        return {}
+    last = rows[-1]
+    return {
+        "last_epoch": {"stage": int(last["stage"]), "epoch": int(last["epoch"])},
+        "train_acc_last": round(float(last["train_acc"]), 4),
+        "val_acc_last": round(float(last["val_acc"]), 4),
+        "val_acc_best": round(max(float(r["val_acc"]) for r in rows), 4),
     }
 
 
@@ -512,7 +566,14 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             f"p = {pair['mcnemar_exact_p']:.3g}.",
             "",
         ]
-    lines.append(f"Machine: {results['machine']}; total wall-clock {results['total_seconds']} s")
+    for name, run in (("(b)", s1), ("(c)", s2)):
+        if "train_acc_last" in run:
+            lines.append(
+                f"{name} last epoch (stage {run['last_epoch']['stage']}, epoch "
+                f"{run['last_epoch']['epoch']}): train accuracy {run['train_acc_last']:.1%} "
+                f"(augmented), val {run['val_acc_last']:.1%}; best val {run['val_acc_best']:.1%}."
+            )
+    lines += ["", f"Machine: {results['machine']}; total wall-clock {results['total_seconds']} s"]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -583,16 +644,26 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     tune_malloc()
     torch.set_num_threads(args.threads)
+    if args.work is None:
+        name = f"ph-snakes-w{args.downscale}" if args.downscale else "ph-snakes"
+        args.work = Path("/tmp/herpscore-bench") / name
     args.work.mkdir(parents=True, exist_ok=True)
     if args.pool_folds:
         return pool_folds(args.pool_folds, args.folds)
-    data = build_view(args.data, args.work / "view", args.folds, args.fold)
+    if args.downscale:  # the split, deduplication and leak removal are the full-size set's
+        from benchmarks.downscale import downscale_tree
+
+        data = build_view(args.data, args.work / "view-full", args.folds, args.fold)
+        downscale_tree(args.work / "view-full", args.work / "view", args.downscale)
+        data["downscaled_to_width"] = args.downscale
+    else:
+        data = build_view(args.data, args.work / "view", args.folds, args.fold)
     log.info("view: %s", data)
     classes = discover_classes(args.work / "view")
     if args.probe_only:  # is a gain from the fine-tune's input size, or from fine-tuning?
         probe_at_size = linear_probe(args.work / "view", classes, args.size) | {"size": args.size}
         RESULTS.mkdir(parents=True, exist_ok=True)
-        out = RESULTS / f"train_ph_snakes_probe{args.size}.json"
+        out = RESULTS / f"train_ph_snakes_probe{args.size}{'_' + args.tag if args.tag else ''}.json"
         out.write_text(json.dumps(probe_at_size, indent=2) + "\n")
         log.info("probe at %d px: %s", args.size, probe_at_size)
         return probe_at_size
@@ -634,7 +705,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "stage1": stage1,
         "both_stages": both,
         "onnx": None
-        if args.folds
+        if args.folds or not args.int8
         else onnx_measures(both_dir / "model", args.work / "view", classes, args.work),
         "paired_stage1_vs_both": paired_comparison(
             stage1_dir / "model", both_dir / "model", args.work / "view", classes

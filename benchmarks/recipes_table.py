@@ -1,0 +1,97 @@
+"""One table of the recipes on ph-snakes and on ph-snakes downscaled to 128 px wide.
+
+    .venv/bin/python benchmarks/recipes_table.py  -> benchmarks/results/recipes_two_sets.{json,md}
+
+It only reads the results files that `train_ph_snakes.py` wrote (see ROWS); a run that has
+no file yet is listed as not run. Issue 17 §3: the defaults should be the recipe that wins
+on both sets.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+A = "(A) defaults: 224, stage 1 by epochs (6), stage 2 10 epochs, last-k:3, lr 5e-4, BN update"
+B = "(B) best ph-snakes recipe: 288, stage 1 probe, BN frozen, lr 3e-4, EMA 0.99"
+C224 = "(C) linear probe on frozen Lite0 features, 224"
+C288 = "(C) linear probe on frozen Lite0 features, 288"
+D = "(D) B with stronger augmentation: TrivialAugmentWide, --min-scale 0.25"
+
+# (set, recipe, results file stem, which model in it)
+ROWS: list[tuple[str, str, str, str]] = [
+    ("ph-snakes", A, "train_ph_snakes_longer-stage2", "both_stages"),
+    ("ph-snakes", A + ", seed 1", "train_ph_snakes_seed1", "both_stages"),
+    ("ph-snakes", B, "train_ph_snakes_lpft288_frozenbn_lr3e-4", "both_stages"),
+    ("ph-snakes", B + ", seed 1", "train_ph_snakes_lpft288_frozenbn_lr3e-4_seed1", "both_stages"),
+    ("ph-snakes", B + ", seed 2", "train_ph_snakes_lpft288_frozenbn_lr3e-4_seed2", "both_stages"),
+    ("ph-snakes", C224, "train_ph_snakes_longer-stage2", "linear_probe"),
+    ("ph-snakes", C288, "train_ph_snakes_probe288", "probe_only"),
+    ("ph-snakes", C288 + " (B's stage 1)", "train_ph_snakes_lpft288_frozenbn_lr3e-4", "stage1"),
+    ("128 px wide", A, "train_ph_snakes_w128_default", "both_stages"),
+    ("128 px wide", B, "train_ph_snakes_w128_best", "both_stages"),
+    ("128 px wide", C224, "train_ph_snakes_probe224_w128", "probe_only"),
+    ("128 px wide", C288, "train_ph_snakes_probe288_w128", "probe_only"),
+    ("128 px wide", C288 + " (B's stage 1)", "train_ph_snakes_w128_best", "stage1"),
+    ("128 px wide", D, "train_ph_snakes_w128_best_trivial_minscale0.25", "both_stages"),
+]
+
+
+def row(set_name: str, recipe: str, stem: str, part: str) -> dict[str, Any]:
+    path = RESULTS / f"{stem}.json"
+    out: dict[str, Any] = {"set": set_name, "recipe": recipe, "file": f"{stem}.json"}
+    if not path.is_file():
+        return out | {"status": "not run"}
+    results = json.loads(path.read_text())
+    model = results if part == "probe_only" else results.get(part)
+    if model is None:
+        return out | {"status": "not in file"}
+    out |= {
+        "status": "measured",
+        "test_top1": model["test_top1"],
+        "test_macro_f1": model["test_macro_f1"],
+        "val_top1": model.get("val_top1"),
+    }
+    for key in ("train_acc_last", "val_acc_last"):
+        if key in model:
+            out[key] = model[key]
+    return out
+
+
+def main() -> list[dict[str, Any]]:
+    rows = [row(*r) for r in ROWS]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "recipes_two_sets.json").write_text(json.dumps(rows, indent=2) + "\n")
+    pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
+    lines = [
+        "# Recipes on two sets: ph-snakes and ph-snakes downscaled to 128 px wide",
+        "",
+        "Fixed split (1006 train, 177 val, 206 test; the same photos in both sets). "
+        "Written by `benchmarks/recipes_table.py` from the files named.",
+        "",
+        "| set | recipe | test top-1 | test macro-F1 | val top-1 | last epoch: train acc "
+        "(augmented) / val acc | file |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["status"] != "measured":
+            lines.append(f"| {r['set']} | {r['recipe']} | {r['status']} | | | | {r['file']} |")
+            continue
+        gap = (
+            f"{r['train_acc_last']:.1%} / {r['val_acc_last']:.1%}" if "train_acc_last" in r else "-"
+        )
+        lines.append(
+            f"| {r['set']} | {r['recipe']} | {pct(r['test_top1'])} | {r['test_macro_f1']:.3f} "
+            f"| {pct(r['val_top1'])} | {gap} | {r['file']} |"
+        )
+    (RESULTS / "recipes_two_sets.md").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
