@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from sqlalchemy import text
 
 from benchmarks.scale import ADMIN, fill
 
@@ -107,6 +108,18 @@ def main() -> None:
         generated = round(time.monotonic() - t)
         with session_scope(db_url) as session:
             _, key = apikeys.create_key(session, "download", Role.VIEWER)
+            # Camtrap DP needs every site's coordinates and UTC offset (made-up ones here).
+            session.execute(text(
+                "INSERT INTO sites (name, latitude, longitude, utc_offset_minutes, "
+                "clock_correction_seconds, notes, created_at, updated_at) "
+                "SELECT DISTINCT site, 14.6, 121.0, 480, 0, '', now(), now() "
+                "FROM job_images WHERE site IS NOT NULL"
+            ))  # fmt: skip
+            # ... and a capture time per photo: Camtrap DP leaves out media without one.
+            session.execute(text(
+                "UPDATE images SET captured_local = timestamp '2026-05-01 06:00' "
+                "+ (id % 86400) * interval '1 second', captured_offset_minutes = 480"
+            ))  # fmt: skip
         dispose_engines()
         work = Path(tempfile.mkdtemp(prefix="download-bench-"))
         env = {**os.environ, "HERPSCORE_DATABASE_URL": db_url, "HERPSCORE_DATA_DIR": str(work),
