@@ -89,20 +89,7 @@ def decide(
         )
     item = decided
     prediction = session.get(Prediction, item.prediction_id)
-    annotation = Annotation(
-        image_id=item.image_id,
-        review_item_id=item.id,
-        reviewer=reviewer,
-        decision=decision,
-        label=label,
-        machine_label=prediction.label if prediction else None,
-        machine_confidence=prediction.confidence if prediction else None,
-        model_version_id=prediction.model_version_id if prediction else None,
-        created_at=now,
-    )
-    session.add(annotation)
-    session.flush()
-    return annotation
+    return _record(session, item.image_id, item.id, reviewer, decision, label, prediction, now)
 
 
 def undo_last(
@@ -326,9 +313,20 @@ def annotate_image(
             )
             .execution_options(synchronize_session=False)
         )
+    return _record(
+        session, image_id, item.id if item is not None else None, reviewer, decision, label,
+        prediction, now,
+    )  # fmt: skip
+
+
+def _record(
+    session: Session, image_id: int, item_id: int | None, reviewer: str, decision: Decision,
+    label: str | None, prediction: Prediction | None, now: datetime,
+) -> Annotation:  # fmt: skip
+    """Store one human decision with what the machine had said about the photo."""
     annotation = Annotation(
         image_id=image_id,
-        review_item_id=item.id if item is not None else None,
+        review_item_id=item_id,
         reviewer=reviewer,
         decision=decision,
         label=label,
