@@ -90,6 +90,16 @@ def test_an_unreadable_message_is_set_aside_and_the_next_one_served(folders: Pat
         channel._get("scan")
 
 
+def test_messages_are_served_in_the_order_they_were_written(folders: Path) -> None:
+    # Unpadded names from kombu's own writer ("9_..." before "10_...") and padded ones mix.
+    _, channel = _channel(fs_broker.Transport, folders)
+    (folders / "in" / "10_b.scan.msg").write_text('{"body": "second"}')
+    (folders / "in" / "9_a.scan.msg").write_text('{"body": "first"}')
+    channel._put("scan", {"body": "third"})
+
+    assert [channel._get("scan")["body"] for _ in range(3)] == ["first", "second", "third"]
+
+
 def test_install_routes_filesystem_urls_to_this_transport() -> None:
     fs_broker.install()
     assert Connection("filesystem://").transport_cls == "filesystem"
