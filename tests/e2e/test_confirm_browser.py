@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -13,24 +11,18 @@ from service.db import session_scope
 from service.models import Role
 from service.registry import active_model, add_model
 from service.web import create_app
-from tests.support.browser import csp_violations
+from tests.support.browser import csp_violations, launch, log_in, needs_chromium, serving
 from tests.support.models import make_model_folder
 
-CHROMIUM = Path("/usr/bin/chromium")
 USERNAME, PASSWORD = "ada", "admin-field-season"
 LABELS = ["Naja_philippinensis", "Boiga_dendrophila"]
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}"),
-]
+pytestmark = needs_chromium
 
 
 @pytest.fixture()
 def admin_site(sqlite_url, make_settings, tmp_path) -> Iterator[tuple[str, str, list[int]]]:
     """Two model versions (the second active), an admin, the real app on a port."""
-    from werkzeug.serving import make_server
-
     settings = make_settings(sqlite_url, secret_key="confirm-test-" + "0123456789abcdef" * 2)
     with session_scope(settings.db_url) as session:
         ids = [
@@ -41,14 +33,8 @@ def admin_site(sqlite_url, make_settings, tmp_path) -> Iterator[tuple[str, str, 
             for seed, name in enumerate(["herps-v1", "herps-v2"])
         ]  # fmt: skip
         users.create_user(session, USERNAME, PASSWORD, Role.ADMIN)
-    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", settings.db_url, ids
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    with serving(create_app(settings)) as base:
+        yield base, settings.db_url, ids
 
 
 def _active(db_url: str) -> int | None:
@@ -62,18 +48,11 @@ def test_activation_and_rollback_ask_first(admin_site) -> None:
 
     base, db_url, (first, second) = admin_site
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = launch(pw)
         page = browser.new_page()
         page.set_default_timeout(15_000)
         refused = csp_violations(page)
-        page.goto(f"{base}/models")
-        page.fill("input[name=username]", USERNAME)
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{base}/models")
+        log_in(page, base, "/models", USERNAME, PASSWORD)
         posted: list[str] = []
         page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
         asked: list[str] = []

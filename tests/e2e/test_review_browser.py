@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,18 +21,21 @@ from service.registry import add_model
 from service.settings import Settings
 from service.web import create_app
 from tests.conftest import screenshot_dir
-from tests.support.browser import csp_violations, wait_until
+from tests.support.browser import (
+    csp_violations,
+    launch,
+    log_in,
+    needs_chromium,
+    serving,
+    wait_until,
+)
 from tests.support.models import make_model_folder
 from tests.support.scoring import scan_and_score
 
-CHROMIUM = Path("/usr/bin/chromium")
 LABELS = ["Naja_philippinensis", "Trimeresurus_flavomaculatus", "Boiga_dendrophila"]
 USERNAME, PASSWORD = "rita", "field-season-2025"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}"),
-]
+pytestmark = needs_chromium
 
 
 def field_photo(path: Path, tint: tuple[int, int, int], seed: int, hour: int) -> None:
@@ -91,8 +93,6 @@ class Live:
 @pytest.fixture()
 def live_app(sqlite_url, make_settings, photos_root, tmp_path) -> Iterator[Live]:
     """A scored survey, every photo routed to review, a reviewer, and the real app on a port."""
-    from werkzeug.serving import make_server
-
     settings = make_settings(
         sqlite_url, review_threshold=0.99, secret_key="browser-test-" + "0123456789abcdef" * 2
     )
@@ -112,14 +112,8 @@ def live_app(sqlite_url, make_settings, photos_root, tmp_path) -> Iterator[Live]
     scan_and_score(settings, job_id)
 
     app = create_app(settings)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Live(f"http://127.0.0.1:{server.server_port}", settings)
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    with serving(app) as base:
+        yield Live(base, settings)
 
 
 @pytest.fixture()
@@ -127,10 +121,7 @@ def page(live_app: Live):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = launch(pw)
         context = browser.new_context(viewport={"width": 1440, "height": 920})
         page = context.new_page()
         page.set_default_timeout(15_000)
@@ -172,12 +163,7 @@ def _topk(settings: Settings, item_id: int) -> list[str]:
 
 
 def _login(page, live_app: Live, path: str = "/review") -> None:
-    page.goto(f"{live_app.url}{path}")
-    assert "/login" in page.url  # the queue needs a login
-    page.fill("input[name=username]", USERNAME)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_app.url}{path}")
+    log_in(page, live_app.url, path, USERNAME, PASSWORD)
 
 
 def _notes(settings: Settings) -> list[tuple[int | None, Decision, str | None, bool]]:

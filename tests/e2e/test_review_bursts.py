@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from service.models import Annotation, JobImage, ReviewItem, ReviewStatus, Role
 from service.registry import add_model
 from service.web import create_app
 from tests.e2e.test_review_browser import (
-    CHROMIUM,
     LABELS,
     PASSWORD,
     USERNAME,
@@ -28,14 +26,11 @@ from tests.e2e.test_review_browser import (
     field_photo,
     page,  # noqa: F401  (the browser fixture, used by name)
 )
-from tests.support.browser import wait_until
+from tests.support.browser import needs_chromium, serving, wait_until
 from tests.support.models import make_model_folder
 from tests.support.scoring import scan_and_score
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}"),
-]
+pytestmark = needs_chromium
 
 
 def _burst_shot(path: Path, seed: int, second: int) -> None:
@@ -51,8 +46,6 @@ def _burst_shot(path: Path, seed: int, second: int) -> None:
 @pytest.fixture()
 def live_app(sqlite_url, make_settings, photos_root, tmp_path) -> Iterator[Live]:
     """A burst of three photos and two other photos at one site, all routed to review."""
-    from werkzeug.serving import make_server
-
     settings = make_settings(
         sqlite_url, review_threshold=0.99, secret_key="browser-test-" + "0123456789abcdef" * 2
     )
@@ -77,14 +70,8 @@ def live_app(sqlite_url, make_settings, photos_root, tmp_path) -> Iterator[Live]
         for item in session.scalars(burst_items):
             item.priority = 5.0 + item.id
     app = create_app(settings)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Live(f"http://127.0.0.1:{server.server_port}", settings)
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    with serving(app) as base:
+        yield Live(base, settings)
 
 
 def _annotations(live: Live) -> list[tuple[str, str | None, bool, int | None]]:

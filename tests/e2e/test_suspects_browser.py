@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -13,37 +11,32 @@ from service import suspects, users
 from service.db import session_scope
 from service.models import Annotation, Role
 from service.web import create_app
-from tests.support.browser import csp_violations, wait_until
+from tests.support.browser import (
+    csp_violations,
+    launch,
+    log_in,
+    needs_chromium,
+    serving,
+    wait_until,
+)
 from tests.support.suspects import run_with_label_errors
 
-CHROMIUM = Path("/usr/bin/chromium")
 USERNAME, PASSWORD = "rita", "reviewer-field-season"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}"),
-]
+pytestmark = needs_chromium
 
 
 @pytest.fixture()
 def site(sqlite_url, make_settings, photos_root) -> Iterator[tuple[str, str]]:
     """A training run that left suspect labels, a reviewer, the real app on a port."""
-    from werkzeug.serving import make_server
-
     settings = make_settings(
         sqlite_url, export_min_per_class=2, secret_key="suspects-test-" + "0123456789abcdef" * 2
     )
     run_with_label_errors(settings, photos_root)
     with session_scope(settings.db_url) as session:
         users.create_user(session, USERNAME, PASSWORD, Role.REVIEWER)
-    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", settings.db_url
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    with serving(create_app(settings)) as base:
+        yield base, settings.db_url
 
 
 def labels_of(db_url: str, image_id: int) -> list[tuple[str | None, bool]]:
@@ -67,18 +60,11 @@ def test_one_key_rereviews_a_suspect(site) -> None:
     first, second = listed[:2]
     before = labels_of(db_url, first["image_id"])
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = launch(pw)
         page = browser.new_page()
         page.set_default_timeout(15_000)
         refused = csp_violations(page)
-        page.goto(f"{base}/suspects")
-        page.fill("input[name=username]", USERNAME)
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{base}/suspects")
+        log_in(page, base, "/suspects", USERNAME, PASSWORD)
         assert page.locator("nav a[href='/suspects']").count() == 1
         row = f"tr[data-suspect-id='{first['id']}']"
         wait_until(page, f"document.querySelector(\"{row}\").classList.contains('selected')")

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import re
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from service.settings import Settings
 from service.web import create_app
 from tests.conftest import screenshot_dir
 from tests.support.broker import UNREACHABLE_BROKER, queued_messages
-from tests.support.browser import csp_violations, wait_until
+from tests.support.browser import CHROMIUM, csp_violations, launch, log_in, serving, wait_until
 from tests.support.photos import make_photo_folder, write_photo
 from tests.support.scoring import scan_and_score
 
@@ -609,8 +608,6 @@ def test_confirm_refuses_images_of_another_job(
 
 # ---------------------------------------------------------------- in a real browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-
 
 @pytest.mark.browser
 def test_job_page_in_headless_chromium(
@@ -622,7 +619,6 @@ def test_job_page_in_headless_chromium(
     if not api_settings.db_url.startswith("sqlite"):
         pytest.skip("the browser flow does not depend on the database; SQLite is enough")
     sync_api = pytest.importorskip("playwright.sync_api")
-    from werkzeug.serving import make_server
 
     colours = ["red", "green", "blue", "grey", (180, 120, 40), (40, 160, 150)]
     for i in range(16):
@@ -636,58 +632,38 @@ def test_job_page_in_headless_chromium(
         live.status, live.total, live.scored, live.scan_complete = JobStatus.SCORING, 40, 3, True
         live_id = live.id
 
-    server = make_server("127.0.0.1", 0, api_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_port}"
-    try:
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=str(CHROMIUM),
-                args=[
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                ],
-            )
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            # The pages work under the Content-Security-Policy (no inline script or style).
-            csp_errors = csp_violations(page)
-            page.goto(f"{base}/jobs/{job_id}")
-            page.fill("input[name=username]", "maria")
-            page.fill("input[name=password]", PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{base}/jobs/{job_id}")
+    with serving(api_app) as base, sync_api.sync_playwright() as pw:
+        browser = launch(pw)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        # The pages work under the Content-Security-Policy (no inline script or style).
+        csp_errors = csp_violations(page)
+        log_in(page, base, f"/jobs/{job_id}", "maria", PASSWORD)
 
-            # Live progress: the counter moves without a reload.
-            page.goto(f"{base}/jobs/{live_id}")
-            page.evaluate("window.notReloaded = true")
-            with session_scope(api_settings.db_url) as session:
-                get_job(session, live_id).scored = 17
-            sync_api.expect(page.locator("[data-field=scored]")).to_have_text("17", timeout=10_000)
-            assert page.evaluate("window.notReloaded") is True
+        # Live progress: the counter moves without a reload.
+        page.goto(f"{base}/jobs/{live_id}")
+        page.evaluate("window.notReloaded = true")
+        with session_scope(api_settings.db_url) as session:
+            get_job(session, live_id).scored = 17
+        sync_api.expect(page.locator("[data-field=scored]")).to_have_text("17", timeout=10_000)
+        assert page.evaluate("window.notReloaded") is True
 
-            page.goto(f"{base}/jobs/{job_id}")
-            wait_until(
-                page,
-                "[...document.querySelectorAll('.sheet img')]"
-                ".every(i => i.complete && i.naturalWidth > 0)",
-            )
-            width = page.evaluate("document.querySelector('.bar span').style.width")
-            assert width == "100%", "jobs.js sets the bar's width (no style attribute)"
-            assert page.locator(".sheet li").count() == 17
-            boxes = page.locator("input[name=image_ids]")
-            boxes.nth(0).check()
-            boxes.nth(4).check()
-            assert page.locator("[data-selected-count]").text_content() == "2"
-            assert page.locator("[data-confirm-selected]").is_enabled()
-            shot = screenshot_dir(tmp_path) / "job-page.png"
-            shot.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(shot), full_page=True)
-            browser.close()
-            assert not csp_errors, csp_errors
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
+        page.goto(f"{base}/jobs/{job_id}")
+        wait_until(
+            page,
+            "[...document.querySelectorAll('.sheet img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)",
+        )
+        width = page.evaluate("document.querySelector('.bar span').style.width")
+        assert width == "100%", "jobs.js sets the bar's width (no style attribute)"
+        assert page.locator(".sheet li").count() == 17
+        boxes = page.locator("input[name=image_ids]")
+        boxes.nth(0).check()
+        boxes.nth(4).check()
+        assert page.locator("[data-selected-count]").text_content() == "2"
+        assert page.locator("[data-confirm-selected]").is_enabled()
+        shot = screenshot_dir(tmp_path) / "job-page.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+        assert not csp_errors, csp_errors
     assert shot.stat().st_size > 10_000
