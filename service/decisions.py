@@ -7,12 +7,13 @@ exports, review, promotion and scoring all ask it.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, select
+from sqlalchemy import BindParameter, ColumnElement, Select, and_, bindparam, case, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import Subquery
 
@@ -29,16 +30,19 @@ class FinalSource(enum.StrEnum):
     MACHINE = "machine"
 
 
-def current_decisions(image_ids: Sequence[int] | Select[Any] | None = None) -> Select[Any]:
+def current_decisions(
+    image_ids: Sequence[int] | Select[Any] | BindParameter[Any] | None = None,
+) -> Select[Any]:
     """Each image's current human decision: its latest annotation not undone and not a skip.
 
     Columns: annotation_id, image_id, decision, label, reviewer, created_at. Every reader of
     human decisions builds on this select (as a subquery, or through the helpers below).
-    `image_ids` (a list, or a select of ids) limits the ranking to those images.
+    `image_ids` (a list, a select of ids, or an expanding bound parameter) limits the
+    ranking to those images.
     """
     live = and_(Annotation.undone_at.is_(None), Annotation.decision.in_(SETTLING))
     if image_ids is not None:
-        ids = image_ids if isinstance(image_ids, Select) else list(image_ids)
+        ids = image_ids if isinstance(image_ids, Select | BindParameter) else list(image_ids)
         live = and_(live, Annotation.image_id.in_(ids))
     ranked = (
         select(
@@ -68,11 +72,15 @@ def current_annotations(session: Session, image_ids: Sequence[int]) -> dict[int,
     """The current human decision of each of these images that has one, as Annotation rows."""
     if not image_ids:
         return {}
-    decided = current_decisions(image_ids).subquery()
-    rows = session.scalars(
-        select(Annotation).join(decided, decided.c.annotation_id == Annotation.id)
-    )
+    rows = session.scalars(_current_annotations_statement(), {"image_ids": list(image_ids)})
     return {a.image_id: a for a in rows}
+
+
+@functools.cache
+def _current_annotations_statement() -> Select[Any]:
+    """current_annotations' statement, built once (the review page runs it per answer)."""
+    decided = current_decisions(bindparam("image_ids", expanding=True)).subquery()
+    return select(Annotation).join(decided, decided.c.annotation_id == Annotation.id)
 
 
 def current_annotation(session: Session, image_id: int) -> Annotation | None:

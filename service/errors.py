@@ -50,3 +50,10 @@ class InvalidState(HerpscoreError):
 
 class InvalidModel(BadInput):
     code = "invalid_model"
+
+
+class KeyReused(HerpscoreError):
+    """An Idempotency-Key sent again with a different request."""
+
+    code = "idempotency_key_reused"
+    http_status = 422

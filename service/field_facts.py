@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from service.field_models import Site, Species
 from service.models import Image, JobImage
 from service.sites import SiteTime, image_capture
 
 
-def image_facts(session: Session, image: Image, job_image: JobImage | None) -> dict[str, Any]:
-    """Site, capture time (clock-corrected, offset where known), raw EXIF time and GPS."""
-    site_name = job_image.site if job_image else None
-    site = session.scalar(select(Site).where(Site.name == site_name)) if site_name else None
+def photo_facts(image: Image, job_image: JobImage | None, site: Site | None) -> dict[str, Any]:
+    """Site, capture time (clock-corrected by the job image's Site row, with the offset
+    where known), raw EXIF time and GPS."""
     clock = SiteTime(site.utc_offset_minutes, site.clock_correction_seconds) if site else None
     return {
-        "site": site_name,
+        "site": job_image.site if job_image else None,
         "captured_at": image_capture(image, clock),
         "captured_exif": image.exif_datetime_raw,
         "gps_lat": image.gps_lat,
@@ -26,11 +23,8 @@ def image_facts(session: Session, image: Image, job_image: JobImage | None) -> d
     }
 
 
-def species_marks(session: Session, labels: list[str]) -> dict[str, dict[str, Any]]:
-    """Per label: medically significant or not, and its common name (for the suggestions)."""
-    if not labels:
-        return {}
-    rows = session.scalars(select(Species).where(Species.label.in_(labels)))
+def marks_of(rows: Iterable[Species]) -> dict[str, dict[str, Any]]:
+    """Per label of these Species rows: medically significant or not, and its common name."""
     return {
         s.label: {"venomous": s.medically_significant, "common_name": s.common_name} for s in rows
     }

@@ -194,6 +194,27 @@ class ScanJob(Base):
     model_version: Mapped[ModelVersion] = relationship(lazy="joined")
 
 
+class IdempotencyKey(Base):
+    """A client's `Idempotency-Key` for creating a job: a retry with the same key and body
+    gets the job the first request made (service/idempotency.py); kept for a day."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("principal", "key"),)
+
+    id: Mapped[intpk]
+    principal: Mapped[str] = mapped_column(String(200), nullable=False)
+    key: Mapped[str] = mapped_column(String(255), nullable=False)
+    # sha256 of the request's parsed body: the same key with another body is refused.
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    # Set in the transaction that reserved the key; a deleted job frees its key.
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("scan_jobs.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, nullable=False, index=True
+    )
+
+
 class Chunk(Base):
     """A slice of a job's images, scored by one `score_chunk` task."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ScalarSelect, case, func, select
+from sqlalchemy import BindParameter, ScalarSelect, case, func, select
 from sqlalchemy.orm import Session
 
 from service.models import ReviewCounter, ReviewItem, ReviewStatus
@@ -13,7 +13,9 @@ from service.models import ReviewCounter, ReviewItem, ReviewStatus
 NO_JOB = 0
 
 
-def counted(job_id: int | None = None) -> tuple[ScalarSelect[Any], ScalarSelect[Any]]:
+def counted(
+    job_id: int | BindParameter[int] | None = None,
+) -> tuple[ScalarSelect[Any], ScalarSelect[Any]]:
     """The stored pending and done counts of one job, or of all, as two scalar subqueries
     (for a caller that reads them with other numbers in one statement)."""
     pending = select(func.coalesce(func.sum(ReviewCounter.pending), 0))

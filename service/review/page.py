@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, false, func, select, union_all
+from sqlalchemy import Integer, Select, String, and_, bindparam, false, func, select, union_all
 from sqlalchemy.orm import Session, aliased
 
 from service.bursts import BurstRules, burst_members
 from service.decisions import current_annotations
-from service.field_facts import image_facts, species_marks
-from service.field_models import Species
+from service.field_facts import marks_of, photo_facts
+from service.field_models import Site, Species
 from service.models import (
     Annotation,
     Decision,
@@ -23,6 +24,7 @@ from service.models import (
     Prediction,
     ReviewItem,
     ReviewStatus,
+    UTCDateTime,
     folder_of,
     utcnow,
 )
@@ -44,32 +46,13 @@ def queue_stats(
     of the last day come from their (reviewer, time) index.
     """
     now = utcnow()
-    pending, done = counted(job_id)
-    leased = (
-        select(func.count())
-        .select_from(ReviewItem)
-        .where(
-            ReviewItem.status == ReviewStatus.PENDING,
-            ReviewItem.claimed_by.is_not(None),
-            ReviewItem.lease_expires_at > now,
-        )
-    )
+    params: dict[str, Any] = {"now": now}
     if job_id is not None:
-        leased = leased.where(ReviewItem.job_id == job_id)
-    columns = [pending, done, leased.scalar_subquery()]
+        params["job_id"] = job_id
     if reviewer is not None:
-        mine = (
-            select(func.count())
-            .select_from(Annotation)
-            .where(
-                Annotation.reviewer == reviewer,
-                Annotation.undone_at.is_(None),
-                Annotation.decision.in_(SETTLING),
-                Annotation.created_at >= now - timedelta(days=1),
-            )
-        )
-        columns.append(mine.scalar_subquery())
-    row = session.execute(select(*columns)).one()
+        params |= {"reviewer": reviewer, "since": now - timedelta(days=1)}
+    statement = _stats_statement(job_id is not None, reviewer is not None)
+    row = session.execute(statement, params).one()
     stats: dict[str, Any] = {
         "pending": int(row[0]),
         "available": max(0, int(row[0]) - int(row[2])),
@@ -80,6 +63,39 @@ def queue_stats(
         stats["reviewer"] = reviewer
         stats["decided_by_you_24h"] = int(row[3])
     return stats
+
+
+@functools.cache
+def _stats_statement(one_job: bool, with_reviewer: bool) -> Select[Any]:
+    """queue_stats' statement, built once, with the bound parameters `now` and, as asked,
+    `job_id`, `reviewer` and `since`."""
+    job_id = bindparam("job_id", type_=Integer) if one_job else None
+    pending, done = counted(job_id)
+    leased = (
+        select(func.count())
+        .select_from(ReviewItem)
+        .where(
+            ReviewItem.status == ReviewStatus.PENDING,
+            ReviewItem.claimed_by.is_not(None),
+            ReviewItem.lease_expires_at > bindparam("now", type_=UTCDateTime),
+        )
+    )
+    if job_id is not None:
+        leased = leased.where(ReviewItem.job_id == job_id)
+    columns = [pending, done, leased.scalar_subquery()]
+    if with_reviewer:
+        mine = (
+            select(func.count())
+            .select_from(Annotation)
+            .where(
+                Annotation.reviewer == bindparam("reviewer", type_=String),
+                Annotation.undone_at.is_(None),
+                Annotation.decision.in_(SETTLING),
+                Annotation.created_at >= bindparam("since", type_=UTCDateTime),
+            )
+        )
+        columns.append(mine.scalar_subquery())
+    return select(*columns)
 
 
 def known_labels(session: Session, model_version_id: int | None = None) -> list[str]:
@@ -98,21 +114,18 @@ def label_names(session: Session, labels: Sequence[str]) -> dict[str, dict[str, 
     so a search for "philippine cobra" finds `Naja_philippinensis`."""
     if not labels:
         return {}
-    rows = session.execute(
-        select(Species.label, Species.common_name, Species.scientific_name).where(
-            Species.label.in_(labels)
-        )
-    ).all()
-    return {
-        label: {"common_name": common, "scientific_name": scientific}
-        for label, common, scientific in rows
-        if common or scientific
-    }
+    return _names(_species(session, labels))
 
 
 def _human_labels(session: Session) -> list[str]:
     """Every label of a live human decision, skipping through the label index: one probe
     per distinct label (a few hundred) instead of a read of every annotation (millions)."""
+    return list(session.scalars(_human_labels_statement()))
+
+
+@functools.cache
+def _human_labels_statement() -> Select[Any]:
+    """_human_labels' recursive statement, built once (it has no parameters)."""
     other = aliased(Annotation)
     seed = select(func.min(Annotation.label).label("label")).where(Annotation.label.is_not(None))
     walk = seed.cte("labels", recursive=True)
@@ -127,7 +140,7 @@ def _human_labels(session: Session) -> list[str]:
         )
         .exists()
     )
-    return list(session.scalars(select(walk.c.label).where(walk.c.label.is_not(None), live)))
+    return select(walk.c.label).where(walk.c.label.is_not(None), live)
 
 
 def describe_reason(reason: str) -> str:
@@ -135,11 +148,42 @@ def describe_reason(reason: str) -> str:
     return describe_reasons(reason)
 
 
-def _siblings(session: Session, job_id: int, rel_path: str) -> list[tuple[int, str]]:
-    """(image id, rel path) of the job's images in this one's folder, a few each side, in order."""
-    # The folder is stored with each job image: two index ranges in one statement.
-    base = select(JobImage.image_id, JobImage.rel_path).where(
-        JobImage.job_id == job_id, JobImage.folder == folder_of(rel_path)
+def _siblings(
+    session: Session, job_id: int, rel_path: str, model_version_id: int
+) -> list[tuple[int, str, str | None]]:
+    """(image id, rel path, the model version's label) of the job's images in this one's
+    folder, a few each side, in order."""
+    params = {
+        "job_id": job_id,
+        "folder": folder_of(rel_path),
+        "rel_path": rel_path,
+        "model_version_id": model_version_id,
+    }
+    rows = session.execute(_siblings_statement(), params).all()
+    found = ((int(i), str(path), None if label is None else str(label)) for i, path, label in rows)
+    return sorted(found, key=lambda row: row[1])
+
+
+@functools.cache
+def _siblings_statement() -> Any:
+    """_siblings' statement, built once, with the bound parameters `job_id`, `folder`,
+    `rel_path` and `model_version_id`."""
+    # The folder is stored with each job image: two index ranges in one statement, each
+    # photo's prediction by the (image, model version) key.
+    rel_path = bindparam("rel_path", type_=String)
+    base = (
+        select(JobImage.image_id, JobImage.rel_path, Prediction.label)
+        .outerjoin(
+            Prediction,
+            and_(
+                Prediction.image_id == JobImage.image_id,
+                Prediction.model_version_id == bindparam("model_version_id", type_=Integer),
+            ),
+        )
+        .where(
+            JobImage.job_id == bindparam("job_id", type_=Integer),
+            JobImage.folder == bindparam("folder", type_=String),
+        )
     )
     before = (
         base.where(JobImage.rel_path < rel_path)
@@ -153,8 +197,7 @@ def _siblings(session: Session, job_id: int, rel_path: str) -> list[tuple[int, s
         .limit(SIBLINGS_EACH_SIDE + 1)
         .subquery()
     )
-    rows = session.execute(union_all(select(before), select(after))).all()
-    return sorted(((int(i), str(path)) for i, path in rows), key=lambda row: row[1])
+    return union_all(select(before), select(after))
 
 
 def _burst(
@@ -214,22 +257,50 @@ def _machine_labels(
 
 def _photo(
     session: Session, item: ReviewItem
-) -> tuple[Image, Prediction, ModelVersion | None, JobImage | None]:
-    """The item's image, prediction, model version and job image, read in one statement."""
+) -> tuple[Image, Prediction, ModelVersion | None, JobImage | None, Site | None]:
+    """The item's image, prediction, model version, job image and site, in one statement."""
+    params = {"image_id": item.image_id, "prediction_id": item.prediction_id}
+    if item.job_id is not None:
+        params["job_id"] = item.job_id
+    # Foreign keys with cascading deletes: the image and prediction exist.
+    row = session.execute(_photo_statement(item.job_id is not None), params).one()
+    return row[0], row[1], row[2], row[3], row[4]
+
+
+@functools.cache
+def _photo_statement(in_a_job: bool) -> Any:
+    """_photo's statement, built once, with the bound parameters `image_id`,
+    `prediction_id` and, for an item of a job, `job_id`."""
     in_job = (
-        and_(JobImage.job_id == item.job_id, JobImage.image_id == Image.id)
-        if item.job_id is not None
+        and_(JobImage.job_id == bindparam("job_id", type_=Integer), JobImage.image_id == Image.id)
+        if in_a_job
         else false()
     )
-    row = session.execute(
-        select(Image, Prediction, ModelVersion, JobImage)
+    return (
+        select(Image, Prediction, ModelVersion, JobImage, Site)
         .select_from(Image)
-        .join(Prediction, Prediction.id == item.prediction_id)
+        .join(Prediction, Prediction.id == bindparam("prediction_id", type_=Integer))
         .outerjoin(ModelVersion, ModelVersion.id == Prediction.model_version_id)
         .outerjoin(JobImage, in_job)
-        .where(Image.id == item.image_id)
-    ).one()  # foreign keys with cascading deletes: the image and prediction exist
-    return row[0], row[1], row[2], row[3]
+        .outerjoin(Site, Site.name == JobImage.site)
+        .where(Image.id == bindparam("image_id", type_=Integer))
+    )
+
+
+def _species(session: Session, labels: Sequence[str]) -> list[Species]:
+    """The species table's rows of these labels (those it has)."""
+    if not labels:
+        return []
+    return list(session.scalars(select(Species).where(Species.label.in_(labels))))
+
+
+def _names(rows: Sequence[Species]) -> dict[str, dict[str, str]]:
+    """label_names of Species rows read already."""
+    return {
+        s.label: {"common_name": s.common_name, "scientific_name": s.scientific_name}
+        for s in rows
+        if s.common_name or s.scientific_name
+    }
 
 
 def item_context(
@@ -248,23 +319,31 @@ def item_context(
     `reviewer` and `job_id` scope the queue counts (the queue the reviewer is working on);
     `with_stats=False` leaves them out (items held ahead: the answer carries them once).
     """
-    image, prediction, model, job_image = _photo(session, item)
+    image, prediction, model, job_image, site = _photo(session, item)
     rel_path = job_image.rel_path if job_image else posixpath.basename(image.path)
     in_job = item.job_id is not None
-    siblings = _siblings(session, item.job_id, rel_path) if job_image and item.job_id else []
+    version = prediction.model_version_id
+    near = _siblings(session, item.job_id, rel_path, version) if job_image and item.job_id else []
+    siblings = [(i, path) for i, path, _ in near]
     burst = (
         _burst(session, item.job_id, image.id, burst_rules)
         if burst_rules is not None and item.job_id is not None
         else []
     )
     shown = list(dict.fromkeys([image.id, *(i for i, _ in siblings), *(i for i, _ in burst)]))
-    # One read each for every photo on the page: the humans' decisions, the machine's labels.
+    # One read each for every photo on the page: the humans' decisions, the machine's labels
+    # (the siblings' came with them; only a burst's other photos need a read).
     human = current_annotations(session, shown)
-    machine = _machine_labels(session, shown[1:], prediction.model_version_id)
+    machine = {i: label for i, _, label in near if label is not None}
+    machine.update(_machine_labels(session, [i for i, _ in burst if i not in machine], version))
     machine[image.id] = prediction.label
     decision = human.get(image.id)
-    marks = species_marks(session, [str(entry[0]) for entry in prediction.topk])
-    labels = known_labels(session, prediction.model_version_id)
+    labels = known_labels(session, version)  # the model came with the photo: no read
+    top = [str(entry[0]) for entry in prediction.topk]
+    species = _species(session, sorted({*labels, *top}))  # the suggestions' marks and names
+    marks = marks_of(s for s in species if s.label in top)
+    named = set(labels)
+    names = _names([s for s in species if s.label in named])
     return {
         "id": item.id,
         "status": item.status.value,
@@ -281,7 +360,7 @@ def item_context(
             "id": image.id,
             "path": image.path,
             "rel_path": rel_path,
-            **image_facts(session, image, job_image),
+            **photo_facts(image, job_image, site),
             "width": image.width,
             "height": image.height,
             "url": image_url(image.id) if image_url else None,
@@ -305,6 +384,6 @@ def item_context(
         "siblings": _strip(siblings, rel_path, machine, human, thumbnail_url) if in_job else [],
         "burst": _strip(burst, rel_path, machine, human, thumbnail_url),
         "labels": labels,
-        "label_names": label_names(session, labels),
+        "label_names": names,
         "stats": queue_stats(session, reviewer, job_id) if with_stats else None,
     }

@@ -6,16 +6,19 @@ import csv
 import io
 import re
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from celery.signals import before_task_publish
 from flask.testing import FlaskClient
+from sqlalchemy import update
 
 from service import jobs, registry, results
 from service.db import session_scope
 from service.models import (
+    IdempotencyKey,
     Image,
     JobImage,
     JobImageStatus,
@@ -24,6 +27,7 @@ from service.models import (
     ReviewItem,
     ReviewStatus,
     Role,
+    utcnow,
 )
 from service.settings import Settings
 from service.web import create_app
@@ -159,6 +163,75 @@ def test_create_job_commits_then_enqueues(
     assert job["progress"]["total"] == 0 and "eta_seconds" in job["progress"]
     # The enqueue saw the committed row from another session.
     assert enqueued == [(job["id"], "queued")]
+
+
+def test_create_job_retried_with_an_idempotency_key_returns_the_first_job(
+    api_client: FlaskClient,
+    auth: Auth,
+    active_model: int,
+    site: Path,
+    enqueued: list[tuple[int, str]],
+    api_settings: Settings,
+) -> None:
+    headers = {**auth(Role.REVIEWER), "Idempotency-Key": "9b2f4c1e-retry-1"}
+    body = {"folder": str(site), "threshold": 0.7}
+    first = api_client.post("/api/v1/jobs", json=body, headers=headers)
+    assert first.status_code == 201
+    job = first.get_json()
+    # The client lost the answer and retries: same key, same body (fields in another order).
+    retry = api_client.post("/api/v1/jobs", json={"threshold": 0.7, **body}, headers=headers)
+    assert retry.status_code == 200, retry.get_json()
+    assert retry.get_json()["id"] == job["id"]
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.headers["Location"] == first.headers["Location"]
+    assert enqueued == [(job["id"], "queued")]  # sent once
+    with session_scope(api_settings.db_url) as session:
+        assert jobs.list_jobs(session)[1] == 1
+    # Same key, another body: refused, and nothing is created.
+    other = api_client.post(
+        "/api/v1/jobs", json={"folder": str(site), "threshold": 0.5}, headers=headers
+    )
+    assert other.status_code == 422
+    assert other.get_json()["error"] == "idempotency_key_reused"
+    assert other.get_json()["details"] == {"job_id": job["id"]}
+    # Another key, or another caller with the same key, is a new job.
+    fresh = api_client.post(
+        "/api/v1/jobs", json=body, headers={**headers, "Idempotency-Key": "another"}
+    )
+    assert fresh.status_code == 201 and fresh.get_json()["id"] != job["id"]
+    admin = api_client.post(
+        "/api/v1/jobs",
+        json=body,
+        headers={**auth(Role.ADMIN), "Idempotency-Key": "9b2f4c1e-retry-1"},
+    )
+    assert admin.status_code == 201 and admin.get_json()["id"] not in (
+        job["id"],
+        fresh.get_json()["id"],
+    )
+    # Without a key every post is a new job, as before.
+    plain = [api_client.post("/api/v1/jobs", json=body, headers=auth(Role.REVIEWER)) for _ in "ab"]
+    assert [r.status_code for r in plain] == [201, 201]
+    assert plain[0].get_json()["id"] != plain[1].get_json()["id"]
+
+
+def test_idempotency_key_expires_and_is_checked(
+    api_client: FlaskClient, auth: Auth, active_model: int, site: Path, api_settings: Settings
+) -> None:
+    headers = {**auth(Role.REVIEWER), "Idempotency-Key": "day-old"}
+    first = api_client.post("/api/v1/jobs", json={"folder": str(site)}, headers=headers)
+    assert first.status_code == 201
+    with session_scope(api_settings.db_url) as session:  # a day later
+        session.execute(
+            update(IdempotencyKey).values(created_at=utcnow() - timedelta(hours=24, seconds=1))
+        )
+    later = api_client.post("/api/v1/jobs", json={"folder": str(site)}, headers=headers)
+    assert later.status_code == 201 and later.get_json()["id"] != first.get_json()["id"]
+    for bad in ("", "x" * 256, "tab\there", "caf\u00e9"):
+        response = api_client.post(
+            "/api/v1/jobs", json={"folder": str(site)}, headers={**headers, "Idempotency-Key": bad}
+        )
+        assert response.status_code == 400, bad
+        assert "Idempotency-Key" in response.get_json()["message"]
 
 
 def test_create_job_with_every_option(

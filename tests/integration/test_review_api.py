@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
 
 from service import apikeys
 from service.db import session_scope
@@ -228,3 +229,27 @@ def test_page_endpoints_refuse_viewers(api_client, api_settings, seeded):
     assert api_client.get("/review").status_code == 403
     response = api_client.post("/review/next.json", json={}, headers={"X-CSRFToken": token})
     assert response.status_code == 403 and response.get_json()["error"] == "forbidden"
+
+
+def test_next_is_a_fixed_handful_of_statements(api_client, seeded, reviewer):
+    """Each statement is a round trip, and on a busy server round trips are most of review
+    next's time: the claim is one UPDATE (whether it renews the reviewer's item or takes a
+    new one), and the page's photo, site, siblings with their labels, human decisions,
+    known labels, species and counts take one each (13 before)."""
+    ana = reviewer("ana")
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, *_):
+        if not statement.startswith("BEGIN") and "api_keys" not in statement:  # SQLite, the key
+            seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        for _ in range(2):  # a new claim, then the same item renewed
+            seen.clear()
+            assert api_client.get("/api/v1/review/next", headers=ana).get_json()["item"]
+            claims = [s for s in seen if "review_items" in s and s.lstrip().startswith("UPDATE")]
+            assert len(claims) == 1
+            assert len(seen) <= 8, seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)

@@ -220,10 +220,10 @@ def test_neighbours_are_the_photos_of_the_same_folder(
         folders = dict(session.execute(select(JobImage.rel_path, JobImage.folder)).all())
         assert folders["top.jpg"] == "" and folders["site_b/IMG_000.jpg"] == "site_b"
         assert folders["site_a/cam1/deeper/IMG_002b.jpg"] == "site_a/cam1/deeper"
-        near = _siblings(session, job_id, "site_a/cam1/IMG_003.jpg")
-        assert [path for _, path in near] == [f"site_a/cam1/IMG_{i:03d}.jpg" for i in range(7)]
-        alone = _siblings(session, job_id, "top.jpg")
-        assert [path for _, path in alone] == ["top.jpg"]
+        near = _siblings(session, job_id, "site_a/cam1/IMG_003.jpg", active_model)
+        assert [path for _, path, _ in near] == [f"site_a/cam1/IMG_{i:03d}.jpg" for i in range(7)]
+        alone = _siblings(session, job_id, "top.jpg", active_model)
+        assert [path for _, path, _ in alone] == ["top.jpg"]
 
 
 def test_the_scan_stores_each_images_folder(

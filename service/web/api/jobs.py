@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from flask import url_for
+from flask import request, url_for
 from flask.typing import ResponseReturnValue
 from pydantic import Field, model_validator
 
-from service import jobs, results, tasks_client
+from service import idempotency, jobs, results, tasks_client
 from service.models import JobStatus, Role
 from service.web import MAX_DB_ID
 from service.web.api import bp
@@ -178,6 +178,12 @@ class ResultPage(Page[ResultRow]):
 @requires(Role.REVIEWER)
 @operation(
     {
+        200: Content(
+            "Already created by an earlier request with this `Idempotency-Key` and body: "
+            "that job as it is now (nothing is created or sent again).",
+            {JSON: Job},
+            {"Location": "URL of the job.", "Idempotent-Replayed": "`true`."},
+        ),
         201: Content("Created and queued.", {JSON: CreatedJob}, {"Location": "URL of the job."}),
         202: Content(
             "Created; waiting for the broker, which is unreachable (the scheduler sends it).",
@@ -186,7 +192,11 @@ class ResultPage(Page[ResultRow]):
         ),
     },
     body=JobCreate,
-    errors=(404, 409),
+    errors=(404, 409, 422),
+    headers={
+        "Idempotency-Key": "Makes a retry safe: the same key and body within 24 hours "
+        "answer 200 with the job already created (1-255 visible ASCII characters)."
+    },
 )
 def create_job(body: JobCreate) -> ResponseReturnValue:
     """Create a scan job.
@@ -194,21 +204,36 @@ def create_job(body: JobCreate) -> ResponseReturnValue:
     Queue the scoring of every image under `folder` with one model version. The folder
     must resolve (symlinks and `..` included) under an allowed root, else 403. 404 if
     `model_id` does not exist, 409 if none is given and no model is active.
+
+    Send an `Idempotency-Key` header (1-255 visible ASCII characters, e.g. a UUID) to make
+    retries safe: the same key with the same body from the same caller within 24 hours
+    answers `200` with the job the first request created, never a second job; the same
+    key with a different body is `422` (`idempotency_key_reused`).
     """
     settings = current_settings()
+    key = idempotency.checked_key(request.headers.get("Idempotency-Key"))
+    principal = current_caller().principal
     with db_session() as session:
-        job = jobs.create_job(
-            session,
-            settings,
-            body.folder,
-            **body.model_dump(exclude={"folder"}, exclude_unset=True),
-            created_by=current_caller().principal,
-        )
+        if key is None:
+            job = jobs.create_job(
+                session,
+                settings,
+                body.folder,
+                **body.model_dump(exclude={"folder"}, exclude_unset=True),
+                created_by=principal,
+            )
+            created = True
+        else:
+            job, created = idempotency.create_job_once(
+                session, settings, principal, key, body.model_dump(mode="json")
+            )
         payload = jobs.job_to_dict(job)
+    location = url_for("api.get_job", job_id=job.id)
+    if not created:
+        return payload, 200, {"Location": location, "Idempotent-Replayed": "true"}
     # The job is committed: with the broker down it waits (202, not a 500 that would only
     # make the client create it twice) and the scheduler sends it later.
     sent = tasks_client.enqueue(settings, tasks_client.SCAN_TASK, [job.id])
-    location = url_for("api.get_job", job_id=job.id)
     return {**payload, **sent.to_dict()}, 201 if sent.queued else 202, {"Location": location}
 
 

@@ -45,6 +45,7 @@ ERRORS = {
     409: "The resource is in a state that does not allow this.",
     413: "The body is larger than 1 MiB.",
     415: "The body is not `application/json`.",
+    422: "The `Idempotency-Key` was sent before with a different body (`details.job_id`).",
     500: "Unexpected server error (logged, no details).",
     503: "The database is unavailable or busy.",
     429: "Too many failed API-key checks from this address; see `Retry-After`.",
@@ -208,6 +209,11 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
     parameters = _path_parameters(route.rule)
     if op.query is not None:
         parameters += schemas.query_parameters(op.query)
+    parameters += [
+        {"name": name, "in": "header", "required": False, "description": text,
+         "schema": {"type": "string"}}
+        for name, text in op.headers.items()
+    ]  # fmt: skip
     if parameters:
         result["parameters"] = parameters
     if op.body is not None:

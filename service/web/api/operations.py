@@ -88,6 +88,7 @@ class Operation:
     body: type[Body] | None = None
     errors: tuple[int, ...] = ()
     raw_body: Content | None = None  # a body that is not JSON (the view reads it itself)
+    headers: Mapping[str, str] = field(default_factory=dict)  # optional request headers
 
 
 _OPERATIONS: dict[Callable[..., Any], Operation] = {}
@@ -100,6 +101,7 @@ def operation(
     body: type[Body] | None = None,
     errors: tuple[int, ...] = (),
     raw_body: Content | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Callable[[View], View]:
     """Declare a route's answers (a model for a 200, or {status: model or Content}) and the
     models that parse its query and body. Write it under `@requires(...)`.
@@ -113,6 +115,7 @@ def operation(
         body=body,
         errors=errors,
         raw_body=raw_body,
+        headers=headers or {},
     )
 
     def declare(view: View) -> View:
