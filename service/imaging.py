@@ -247,8 +247,8 @@ class DecodeBudget:
 
     Each decode holds its size (as `decoded_bytes` counts it) while it runs, and waits while
     other decodes hold so much that its own would pass the limit; a decode alone always
-    runs. So the decode threads of a scoring process, or the threads of a web worker
-    rendering thumbnails, hold at most one limit's worth of decoded images at once however
+    runs. So the decode threads of a scoring process (the web never decodes: it asks the
+    workers for copies) hold at most one limit's worth of decoded images at once however
     many of them meet big files together, while small photos (a 12 MP JPEG decodes at a
     quarter or an eighth of its size) never wait for each other.
     """
