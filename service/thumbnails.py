@@ -80,15 +80,20 @@ def render_thumbnail(
 
 
 def shrink(img: Image.Image, side: int = THUMBNAIL_SIDE) -> Image.Image:
-    """A new RGB image of `img` with its longer side at most `side` (never enlarged), made
-    as `render_thumbnail` makes it (Lanczos after a box-filtered reduction)."""
+    """A new RGB image of `img` with its longer side at most `side` (never enlarged).
+
+    Made on the scoring path for every photo, so cheaply: a box reduction by whole factors,
+    then an antialiased bilinear resize. Lanczos, as `render_thumbnail` uses, took 3-4 ms of
+    CPU per photo, a third of scoring a 1024 x 768 photo; this takes 0.4-1.5 ms, and at
+    256 px the two are hard to tell apart.
+    """
     width, height = img.size
     scale = side / max(width, height)
     if scale >= 1:
         thumb = img.copy()
     else:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        thumb = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+        thumb = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=1.0)
     return thumb if thumb.mode == "RGB" else thumb.convert("RGB")
 
 
