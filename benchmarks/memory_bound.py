@@ -233,6 +233,7 @@ def measure(hostile: Hostile, path: Path, kind: str, model: Path, scratch: Path)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="input names to run (default: all)")
+    parser.add_argument("--kinds", nargs="*", choices=KINDS, help="process kinds (default: all)")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -244,11 +245,17 @@ def main() -> None:
         path = WORK / f"{hostile.name}{hostile.suffix}"
         if not path.exists():
             hostile.make(path)
-        for kind in KINDS:
+        for kind in args.kinds or KINDS:
             results.append(measure(hostile, path, kind, model, WORK / "scratch"))
             print(asdict(results[-1]), file=sys.stderr, flush=True)
         if not args.keep:
             path.unlink()
+    if args.only or args.kinds:  # a partial run replaces its rows of the last full one
+        done = {(r.input, r.kind) for r in results}
+        last = json.loads((RESULTS / "memory_bound.json").read_text())["results"]
+        kept = [Measure(**r) for r in last if (r["input"], r["kind"]) not in done]
+        order = [h.name for h in hostile_inputs()]
+        results = sorted(kept + results, key=lambda r: (order.index(r.input), KINDS.index(r.kind)))
     write(results)
 
 

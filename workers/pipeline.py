@@ -218,6 +218,18 @@ def _decode_into(
     return decoded
 
 
+# Thumbnails are cut from decodes up to this size only (every camera JPEG: libjpeg decodes a
+# 12 MP one at 1/8 scale for the model). Cutting one from a 94 MP PNG's decode took that
+# process from 932 to 1,314 MB peak (benchmarks/memory_bound.py): the freed image stayed
+# resident behind the thumbnail's small allocations while the other decode thread began.
+# Such files are rendered from the file afterwards, one at a time.
+THUMBNAIL_FROM_DECODE_PIXELS = 4_000_000
+
+
+def _small(img: Image.Image) -> bool:
+    return img.width * img.height <= THUMBNAIL_FROM_DECODE_PIXELS
+
+
 def _decode(
     path: str,
     spec: InputSpec,
@@ -229,12 +241,13 @@ def _decode(
 
     The thumbnail is cut from the upright image before the model's resize, at the draft
     scale the model asked for (the same pixels: predictions do not change). An image that
-    decoded smaller than the thumbnail (a model input under 256 px) gets none here; the
-    worker renders it from the file (thumbnails.store_thumbnails).
+    decoded smaller than the thumbnail (a model input under 256 px) or bigger than
+    THUMBNAIL_FROM_DECODE_PIXELS gets none here; the worker renders it from the file
+    (thumbnails.store_thumbnails).
     """
 
     def finish(img: Image.Image) -> Image.Image:
-        if thumbnail_side and max(img.size) >= thumbnail_side:
+        if thumbnail_side and thumbnail_side <= max(img.size) and _small(img):
             decoded.thumbnail = thumbnails.encode_jpeg(thumbnails.shrink(img, thumbnail_side))
         return resize_and_crop(img, spec)
 

@@ -224,3 +224,19 @@ def test_no_thumbnail_when_the_model_decodes_smaller_than_it(
     # 256 px thumbnail, which the worker then renders from the file.
     results = _score(engine, [_big_photo(tmp_path, "p.jpg")], thumbnail_side=256)
     assert results[0].failure_reason is None and results[0].thumbnail is None
+
+
+def test_no_thumbnail_from_a_huge_decode(
+    engine224: InferenceEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A big PNG is decoded at full size: its thumbnail is rendered from the file afterwards,
+    # so the decode threads' freed images are not kept resident (workers/pipeline.py).
+    import workers.pipeline
+
+    monkeypatch.setattr(workers.pipeline, "THUMBNAIL_FROM_DECODE_PIXELS", 300 * 300)
+    small, big = tmp_path / "small.png", tmp_path / "big.png"
+    Image.new("RGB", (300, 300), (200, 40, 40)).save(small)
+    Image.new("RGB", (301, 300), (200, 40, 40)).save(big)
+    results = _score(engine224, [str(small), str(big)], thumbnail_side=256)
+    assert results[0].thumbnail is not None
+    assert results[1].failure_reason is None and results[1].thumbnail is None
