@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import statistics
@@ -42,13 +43,17 @@ MAX_PIXELS, MAX_BYTES = 120_000_000, 256 * 1024 * 1024
 
 
 def run_parallel(
-    target: Callable[..., list[tuple[int, float, float]]], jobs: Sequence[tuple[Any, ...]]
+    target: Callable[..., list[tuple[float, ...]]],
+    jobs: Sequence[tuple[Any, ...]],
+    cpu: list[float] | None = None,
 ) -> list[float]:
     """Run target(barrier, *job) in one spawned process per job; items/s per round.
 
     Each process sets up (session, warm-up, files) first, then every round starts at a
     shared barrier and reports (items, start, end) with time.perf_counter (CLOCK_MONOTONIC,
     comparable across processes), so a round's rate is total items / (last end - first start).
+    A target that also reports the CPU seconds its process used (a fourth field) has each
+    round's CPU milliseconds per item appended to `cpu`.
     """
     barrier, queue = CTX.Barrier(len(jobs)), CTX.Queue()
     procs = [
@@ -67,8 +72,10 @@ def run_parallel(
         proc.join()
     rates = []
     for rounds in zip(*(per_process[i] for i in sorted(per_process)), strict=True):
-        items = sum(n for n, _, _ in rounds)
-        rates.append(items / (max(e for _, _, e in rounds) - min(s for _, s, _ in rounds)))
+        items = sum(r[0] for r in rounds)
+        rates.append(items / (max(r[2] for r in rounds) - min(r[1] for r in rounds)))
+        if cpu is not None:
+            cpu.append(1e3 * sum(r[3] for r in rounds) / items)
     return rates
 
 
@@ -84,14 +91,20 @@ def _child(
         queue.put((i, traceback.format_exc()))
 
 
-def _timed(barrier: Any, work: Callable[[], int], repeats: int) -> list[tuple[int, float, float]]:
+def _timed(barrier: Any, work: Callable[[], int], repeats: int) -> list[tuple[float, ...]]:
     rounds = []
     for _ in range(repeats):
         barrier.wait(timeout=600)
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), _cpu_seconds()
         items = work()
-        rounds.append((items, began, time.perf_counter()))
+        rounds.append((items, began, time.perf_counter(), _cpu_seconds() - cpu))
     return rounds
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process, every thread (ORT's and the decode threads)."""
+    times = os.times()
+    return times.user + times.system
 
 
 # ---------------------------------------------------------------- (a) model only
@@ -99,7 +112,7 @@ def _timed(barrier: Any, work: Callable[[], int], repeats: int) -> list[tuple[in
 
 def _model_only(
     barrier: Any, model_dir: str, batches: int, batch: int, repeats: int
-) -> list[tuple[int, float, float]]:
+) -> list[tuple[float, ...]]:
     from workers.engine import InferenceEngine
 
     engine = InferenceEngine(Path(model_dir), threads=1)
@@ -129,7 +142,7 @@ def measure_model_only(
 
 def _decode_only(
     barrier: Any, files: list[str], spec_dict: dict[str, Any], naive: bool, repeats: int
-) -> list[tuple[int, float, float]]:
+) -> list[tuple[float, ...]]:
     spec = InputSpec.from_metadata({"input": spec_dict})
     out = np.empty((3, spec.size, spec.size), dtype=np.float32)
 
@@ -158,36 +171,107 @@ def measure_decode(
 
 
 def _pipeline(
-    barrier: Any, files: list[str], model_dir: str, batch: int, chunk: int, repeats: int
-) -> list[tuple[int, float, float]]:
+    barrier: Any,
+    files: list[str],
+    model_dir: str,
+    batch: int,
+    chunk: int,
+    repeats: int,
+    thumbnails_dir: str | None = None,
+) -> list[tuple[float, ...]]:
+    from service.imaging import sha256_file
+    from service.settings import Settings
+    from service.thumbnails import THUMBNAIL_SIDE, store_thumbnails
     from workers.engine import get_engine
     from workers.pipeline import score_paths
 
     engine = get_engine(Path(model_dir), 1)
     engine.warmup(range(1, batch + 1))
+    # With a folder: as the scoring worker does with thumbnails_when_scoring, each photo's
+    # thumbnail cut from its decode and written (sha256s are the scan's work, done before).
+    settings = Settings(data_dir=Path(thumbnails_dir)) if thumbnails_dir else None
+    digests = [sha256_file(path) for path in files] if settings else []
 
     def work() -> int:
         for i in range(0, len(files), chunk):
             part = files[i : i + chunk]
-            score_paths(engine, part, batch_size=batch, max_pixels=MAX_PIXELS, max_bytes=MAX_BYTES)
+            results = score_paths(
+                engine,
+                part,
+                batch_size=batch,
+                max_pixels=MAX_PIXELS,
+                max_bytes=MAX_BYTES,
+                thumbnail_side=THUMBNAIL_SIDE if settings else None,
+            )
+            if settings:
+                made = zip(
+                    digests[i : i + chunk], part, [r.thumbnail for r in results], strict=True
+                )
+                store_thumbnails(settings, made)
         return len(files)
 
     return _timed(barrier, work, repeats)
 
 
 def measure_pipeline_only(
-    folder: Path, model_dir: Path, processes: int = PROCESSES, repeats: int = 1, chunk: int = 64
+    folder: Path,
+    model_dir: Path,
+    processes: int = PROCESSES,
+    repeats: int = 1,
+    chunk: int = 64,
+    thumbnails: bool = False,
+    cpu: list[float] | None = None,
 ) -> float:
     """c_pipe: the inference pipeline alone, images/s (no job, broker or database).
 
     `processes` processes each score their share of the folder in chunks of `chunk` with
     workers.pipeline.score_paths (batch 8, 2 decode threads, engine cached and warmed). Set
-    beside c, it shows what the job path (scan, hashing, dispatch, writes) costs.
+    beside c, it shows what the job path (scan, hashing, dispatch, writes) costs. With
+    `thumbnails`, each photo's thumbnail is also made and written, into a fresh folder.
     """
+    import tempfile
+
     files = sorted(str(p) for p in folder.rglob("*.jpg"))
     shares = [files[i::processes] for i in range(processes)]
-    jobs = [(share, str(model_dir), 8, chunk, repeats) for share in shares]
-    return statistics.median(run_parallel(_pipeline, jobs))
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        target = tmp if thumbnails else None
+        jobs = [(share, str(model_dir), 8, chunk, repeats, target) for share in shares]
+        return statistics.median(run_parallel(_pipeline, jobs, cpu))
+
+
+def measure_thumbnail_cost(folder: Path, model_dir: Path, rounds: int) -> dict[str, Any]:
+    """c_pipe and CPU ms per photo without and with the scoring worker's thumbnails, in
+    interleaved rounds (the order alternates); ratios are taken within each round. On a
+    shared machine the CPU per photo is the steadier measure: it does not count the time
+    other work takes the cores away."""
+    per_round = []
+    for r in range(rounds):
+        got: dict[bool, dict[str, float]] = {}
+        for on in (False, True)[:: 1 if r % 2 == 0 else -1]:
+            cpu: list[float] = []
+            rate = measure_pipeline_only(folder, model_dir, thumbnails=on, cpu=cpu)
+            got[on] = {"rate": rate, "cpu_ms": cpu[0]}
+        per_round.append({"without": got[False], "with": got[True]})
+        log.info("thumbnail cost round %d: %s", r + 1, per_round[-1])
+
+    def median(key: str, arm: str) -> float:
+        return float(statistics.median(r[arm][key] for r in per_round))
+
+    rate_ratios = [r["with"]["rate"] / r["without"]["rate"] for r in per_round]
+    cpu_ratios = [r["with"]["cpu_ms"] / r["without"]["cpu_ms"] for r in per_round]
+    return {
+        "rounds": per_round,
+        "without": median("rate", "without"),
+        "with": median("rate", "with"),
+        "with_over_without": statistics.median(rate_ratios),
+        "ratio_min": min(rate_ratios),
+        "ratio_max": max(rate_ratios),
+        "cpu_ms_without": median("cpu_ms", "without"),
+        "cpu_ms_with": median("cpu_ms", "with"),
+        "cpu_with_over_without": statistics.median(cpu_ratios),
+        "cpu_ratio_min": min(cpu_ratios),
+        "cpu_ratio_max": max(cpu_ratios),
+    }
 
 
 def measure_end_to_end(
@@ -308,6 +392,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--display-copies", action="store_true", help="(c) with the review display copies"
     )
     parser.add_argument("--sets", nargs="+", help="only these photo sets, e.g. '1024x768 n=400'")
+    parser.add_argument(
+        "--thumbnail-cost",
+        action="store_true",
+        help="only c_pipe without and with the worker's thumbnails (thumbnails_when_scoring), "
+        "per model and photo set: results to <name>-thumbnails.md/.json",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="scoring", help="results file name (.md, .json)")
     return parser
@@ -415,6 +505,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     for label, size, count, folder_name in photo_sets(args):
         folder = args.work / folder_name
         photos[label] = (folder, make_photos(folder, size, count))
+    if args.thumbnail_cost:
+        return thumbnail_cost(args, photos, results["machine"])
     for name in args.models:
         model_dir = build_model(name, args.work)
         from service.modelspec import load_artifact
@@ -432,6 +524,50 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             results["rows"].append(row)
     results["machine"]["loadavg_end"] = os.getloadavg()
     write_report(results, args.out, args.name)
+    return results
+
+
+def thumbnail_cost(
+    args: argparse.Namespace, photos: dict[str, tuple[Path, list[str]]], machine: dict[str, Any]
+) -> dict[str, Any]:
+    """The --thumbnail-cost run: what writing every photo's thumbnail costs the scoring."""
+    rows = []
+    for name in args.models:
+        model_dir = build_model(name, args.work)
+        for label, (folder, _files) in photos.items():
+            row = {"model": name, "photos": label}
+            row |= measure_thumbnail_cost(folder, model_dir, args.rounds)
+            log.info("%s", {k: v for k, v in row.items() if k != "rounds"})
+            rows.append(row)
+    machine["loadavg_end"] = os.getloadavg()
+    results = {"machine": machine, "processes": PROCESSES, "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"{args.name}-thumbnails"
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    lines = [
+        "# Scoring with and without the worker's thumbnails (`thumbnails_when_scoring`)",
+        "",
+        f"`benchmarks/bench_scoring.py --thumbnail-cost`: c_pipe (workers.pipeline.score_paths "
+        f"in {PROCESSES} processes, no job or database) without thumbnails and with each "
+        "photo's 256 px thumbnail cut from its model decode, JPEG-encoded and written to a "
+        f"fresh folder; {args.rounds} interleaved rounds, ratio taken within each round. "
+        f"CPU: {machine['cpu']}, {machine['affinity']} cores; load average "
+        f"{machine['loadavg_start'][0]:.2f} at the start, {machine['loadavg_end'][0]:.2f} "
+        "at the end.",
+        "",
+        "| model | photos | img/s without | img/s with | with / without (min-max) | "
+        "CPU ms/photo without | with | with / without (min-max) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['model']} | {row['photos']} | {row['without']:.1f} | {row['with']:.1f} | "
+            f"{row['with_over_without']:.3f} ({row['ratio_min']:.3f}-{row['ratio_max']:.3f}) | "
+            f"{row['cpu_ms_without']:.1f} | {row['cpu_ms_with']:.1f} | "
+            f"{row['cpu_with_over_without']:.3f} "
+            f"({row['cpu_ratio_min']:.3f}-{row['cpu_ratio_max']:.3f}) |"
+        )
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return results
 
 

@@ -6,10 +6,14 @@ interpreter and reads its peak resident size (VmHWM) and its resident size befor
 work (the base: interpreter, imports, ONNX session, Flask app):
 
 - inference: a batch of two paths to the file (two decode threads decoding it at once,
-  the worst case of one pool process), then its display copy, as a scoring process does;
+  the worst case of one pool process, each also cutting the thumbnail from its decode),
+  then its display copy, as a scoring process does; the maintenance worker's render of a
+  missing copy is the same decode (service/copies.py);
 - scan: `inspect_file` (hash in 1 MB reads, header probe), as the scan does per file;
-- web: `create_app()`, then two request threads rendering the thumbnail at once (a
-  gthread worker has 4), as a viewer's first look at it does.
+- web: `create_app()` on a migrated database that knows the file, then two request
+  threads asking for its thumbnail and its display copy at once (a gthread worker has 4),
+  as a viewer's first look at it does when no worker made them yet: the web process never
+  decodes, it queues the renders and answers at once.
 
 Writes benchmarks/results/memory_bound.md (and .json).
 
@@ -70,7 +74,8 @@ if not os.path.exists(twin):
 base = _status("VmRSS")
 limits = dict(max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes,
               max_decoded=settings.max_decoded_megabytes * 2**20)
-results = score_paths(engine, [path, twin], batch_size=2, decode_threads=2, k=1, **limits)
+results = score_paths(engine, [path, twin], batch_size=2, decode_threads=2, k=1,
+                      thumbnail_side=256, **limits)
 outcome = results[0].failure_reason or "scored"
 if results[0].failure_reason is None:
     try:
@@ -88,25 +93,41 @@ outcome = record.failure_reason or f"recorded {record.width}x{record.height}"
     "web": """
 os.environ.setdefault("HERPSCORE_SECRET_KEY", "memory-bound-benchmark-" + "x" * 40)
 import threading
+from PIL import Image as PILImage
+from service import users
+from service.db import session_scope
+from service.imaging import sha256_file
+from service.migrate import upgrade
+from service.models import Image, Role
 from service.web import create_app
-from service.imaging import ImageError
-from service.thumbnails import ensure_thumbnail
+settings = settings.model_copy(update={"allowed_roots": [Path(path).parent]})
+upgrade(settings.db_url)
+with PILImage.open(path) as header:  # what the scan recorded (no pixel decoded)
+    fmt = header.format
+with session_scope(settings.db_url) as session:
+    user_id = users.create_user(session, "probe", "probe-password-1234", Role.VIEWER).id
+    image = Image(path=path, sha256=sha256_file(path), format=fmt,
+                  size_bytes=os.path.getsize(path))
+    session.add(image)
+    session.flush()
+    image_id = image.id
 app = create_app(settings)
+with open("/proc/self/clear_refs", "w") as refs:
+    refs.write("5")  # the peak from here on: not the migration's, which gunicorn never runs
 base = _status("VmRSS")
-outcomes = []
-def render(digest):  # two request threads rendering it at once (as two contents)
-    with app.app_context():
-        try:
-            ensure_thumbnail(settings, Path(path), digest)
-            outcomes.append("thumbnail")
-        except ImageError as exc:
-            outcomes.append(exc.reason)
-threads = [threading.Thread(target=render, args=(c * 64,)) for c in "ab"]
+outcomes = {}
+def ask(copy):  # two request threads at once: a contact sheet's thumbnail, the review photo
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["_user_id"], session["_fresh"] = f"{user_id}:0", True
+    response = client.get(f"/images/{image_id}/{copy}.jpg")
+    outcomes[copy] = f"{response.status_code} {response.headers.get('X-Herpscore-Thumbnail')}"
+threads = [threading.Thread(target=ask, args=(copy,)) for copy in ("thumbnail", "display")]
 for thread in threads:
     thread.start()
 for thread in threads:
     thread.join()
-outcome = outcomes[0]
+outcome = ", ".join(f"{copy} {got}" for copy, got in sorted(outcomes.items()))
 """,
 }
 _PROBE_TAIL = """
@@ -212,6 +233,7 @@ def measure(hostile: Hostile, path: Path, kind: str, model: Path, scratch: Path)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="input names to run (default: all)")
+    parser.add_argument("--kinds", nargs="*", choices=KINDS, help="process kinds (default: all)")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -223,11 +245,17 @@ def main() -> None:
         path = WORK / f"{hostile.name}{hostile.suffix}"
         if not path.exists():
             hostile.make(path)
-        for kind in KINDS:
+        for kind in args.kinds or KINDS:
             results.append(measure(hostile, path, kind, model, WORK / "scratch"))
             print(asdict(results[-1]), file=sys.stderr, flush=True)
         if not args.keep:
             path.unlink()
+    if args.only or args.kinds:  # a partial run replaces its rows of the last full one
+        done = {(r.input, r.kind) for r in results}
+        last = json.loads((RESULTS / "memory_bound.json").read_text())["results"]
+        kept = [Measure(**r) for r in last if (r["input"], r["kind"]) not in done]
+        order = [h.name for h in hostile_inputs()]
+        results = sorted(kept + results, key=lambda r: (order.index(r.input), KINDS.index(r.kind)))
     write(results)
 
 
@@ -255,8 +283,10 @@ def write(results: list[Measure]) -> None:
         "`benchmarks/memory_bound.py`: each input in a fresh interpreter per process kind; "
         "peak = VmHWM, base = VmRSS before the work (interpreter, imports, the tiny test "
         "model's ONNX session, the Flask app). Inference decodes two paths to the file at "
-        "once (two decode threads) and then makes its display copy; web renders its thumbnail "
-        "in two request threads at once. Default limits: "
+        "once (two decode threads, each cutting the thumbnail from its decode) and then makes "
+        "its display copy; web asks for the thumbnail and the display copy in two request "
+        "threads at once, before any worker made them (it queues their renders and answers "
+        "pending: it never decodes). Default limits: "
         f"{meta['max_image_pixels']:,} pixels, {meta['max_decoded_megabytes']} MB decoded. "
         f"Pillow {meta['pillow']}, Python {meta['python']}, {meta['cpus']} shared cores.",
         "",

@@ -111,6 +111,11 @@ class InputSpec:
         """Shorter-side target before the centre crop (timm's floor(size / crop_pct))."""
         return math.floor(self.size / self.crop_pct)
 
+    @property
+    def draft_side(self) -> int:
+        """The least short side a JPEG may be decoded at for this input (`decode_upright`)."""
+        return self.resize_to if self.resize == "shorter_side" else self.size
+
 
 @dataclass
 class ImageInfo:
@@ -242,8 +247,8 @@ class DecodeBudget:
 
     Each decode holds its size (as `decoded_bytes` counts it) while it runs, and waits while
     other decodes hold so much that its own would pass the limit; a decode alone always
-    runs. So the decode threads of a scoring process, or the threads of a web worker
-    rendering thumbnails, hold at most one limit's worth of decoded images at once however
+    runs. So the decode threads of a scoring process (the web never decodes: it asks the
+    workers for copies) hold at most one limit's worth of decoded images at once however
     many of them meet big files together, while small photos (a 12 MP JPEG decodes at a
     quarter or an eighth of its size) never wait for each other.
     """
@@ -308,12 +313,11 @@ def load_rgb(
     max_decoded: int | None = None,
 ) -> Image.Image:
     """Decode a file to an RGB image of spec.size x spec.size (EXIF-rotated, resized, cropped)."""
-    need = spec.resize_to if spec.resize == "shorter_side" else spec.size
     return decode_upright(
         path,
         max_pixels,
         max_bytes,
-        at_least=need,
+        at_least=spec.draft_side,
         finish=lambda img: resize_and_crop(img, spec),
         max_decoded=max_decoded,
     )

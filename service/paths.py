@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from service.errors import BadInput, Forbidden
+from service.errors import BadInput, Forbidden, NotFound
 
 MAX_NAME_BYTES = 255  # NAME_MAX on Linux, macOS and Windows' NTFS
 
@@ -76,3 +76,22 @@ def is_inside(path: Path, folder: Path) -> bool:
         return path.resolve(strict=True).is_relative_to(folder)
     except (OSError, RuntimeError):
         return False
+
+
+def scanned_file(path: str, size_bytes: int | None, roots: list[Path]) -> Path:
+    """A scanned image's file, resolved, while it still lies inside an allowed root with
+    the size the scan saw; NotFound otherwise (gone, moved out by a symlink, or changed)."""
+    candidate = Path(path)
+    try:
+        resolved = candidate.resolve(strict=True) if candidate.is_absolute() else None
+    except (OSError, RuntimeError):  # gone, unreadable, or a symlink loop
+        resolved = None
+    if resolved is None or not any(is_inside(resolved, root) for root in roots):
+        raise NotFound("is not available")
+    try:
+        changed = size_bytes is not None and resolved.stat().st_size != size_bytes
+    except OSError:
+        changed = True
+    if changed:
+        raise NotFound("changed on disk since it was scanned")
+    return resolved

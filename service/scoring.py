@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
-from service import display
+from service import display, thumbnails
 from service.db import in_values, insert_ignoring_conflicts, session_scope
 from service.jobs import FINISHED, maybe_finish
 from service.models import (
@@ -51,6 +51,7 @@ class FileOutcome(Protocol):
     failure_reason: str | None
     failure_detail: str | None
     phash: str | None  # perceptual hash of the decoded image (service/bursts.py)
+    thumbnail: bytes | None  # JPEG made from the same decode, or None (service/thumbnails.py)
 
 
 Scorer = Callable[[ModelVersion, Sequence[str]], Sequence[FileOutcome]]
@@ -67,6 +68,7 @@ class _Known:
     failure_reason: str | None = None
     failure_detail: str | None = None
     phash: str | None = None  # a byte twin's stored hash (same bytes, same hash)
+    thumbnail: bytes | None = None  # never decoded here: rendered from the file if missing
 
 
 @dataclass
@@ -79,6 +81,7 @@ class ChunkWork:
     job_image_ids: list[int]
     image_ids: list[int]
     paths: list[str]
+    sha256s: list[str | None]
     known: dict[int, _Known]  # image id -> this model version's earlier prediction
 
 
@@ -112,6 +115,7 @@ def claim_chunk(session: Session, settings: Settings, chunk_id: int) -> ChunkWor
             JobImage.id,
             Image.id,
             Image.path,
+            Image.sha256,
             Prediction.label_index,
             Prediction.label,
             Prediction.confidence,
@@ -127,11 +131,11 @@ def claim_chunk(session: Session, settings: Settings, chunk_id: int) -> ChunkWor
         settings.lookalike_margin,
     )  # fmt: skip
     known = {
-        r[1]: _Known(r[3], r[4], r[5], [(str(t[0]), float(t[1])) for t in r[6]])
+        r[1]: _Known(r[4], r[5], r[6], [(str(t[0]), float(t[1])) for t in r[7]])
         for r in rows
-        if r[5] is not None
+        if r[6] is not None
     }
-    known.update(_byte_twins(session, [r[1] for r in rows if r[5] is None], job.model_version_id))
+    known.update(_byte_twins(session, [r[1] for r in rows if r[6] is None], job.model_version_id))
     return ChunkWork(
         job_id=job.id,
         model=job.model_version,
@@ -139,6 +143,7 @@ def claim_chunk(session: Session, settings: Settings, chunk_id: int) -> ChunkWor
         job_image_ids=[r[0] for r in rows],
         image_ids=[r[1] for r in rows],
         paths=[r[2] for r in rows],
+        sha256s=[r[3] for r in rows],
         known=known,
     )
 
@@ -433,12 +438,27 @@ def score_chunk(settings: Settings, chunk_id: int, scorer: Scorer) -> ChunkResul
         # order) counts every other as done and finishes the job. One round trip saved.
         maybe_finish(session, work.job_id, settings.review_order)
     stored = time.perf_counter()
+    if settings.thumbnails_when_scoring:  # job pages, strips and suspects never wait for one
+        thumbnails.store_thumbnails(settings, _made_thumbnails(work, outcomes))
+    thumbs = time.perf_counter()
     if result.routed:  # the review page's photos, made before any reviewer asks
         display.prepare_for_review(settings, work.image_ids)
     result.seconds = {
         "claim": round(claimed - began, 4),
         "model": round(scored - claimed, 4),
         "store": round(stored - scored, 4),
-        "display": round(time.perf_counter() - stored, 4),
+        "thumbnails": round(thumbs - stored, 4),
+        "display": round(time.perf_counter() - thumbs, 4),
     }
     return result
+
+
+def _made_thumbnails(
+    work: ChunkWork, outcomes: Sequence[FileOutcome]
+) -> list[tuple[str | None, str, bytes | None]]:
+    """(sha256, path, JPEG or None) of each photo that scored; failed ones have none."""
+    return [
+        (sha256, path, out.thumbnail)
+        for sha256, path, out in zip(work.sha256s, work.paths, outcomes, strict=True)
+        if out.failure_reason is None
+    ]

@@ -283,6 +283,12 @@ class Settings(BaseSettings):
         default=True,
         description="Scoring workers make the review page's display copies of routed photos.",
     )
+    thumbnails_when_scoring: bool = Field(
+        default=True,
+        description="Scoring workers write every scored photo's 256 px thumbnail, cut from "
+        "the image decoded for the model; off: the maintenance queue renders it when first "
+        "shown.",
+    )
     training_available: bool | None = Field(
         default=None,
         description="Whether a training worker with torch exists; unset: torch importable here.",

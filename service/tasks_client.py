@@ -26,11 +26,16 @@ REQUEUE_TASK = "herpscore.requeue_stalled"
 EXPORT_TASK = "herpscore.export"
 TRAIN_TASK = "herpscore.train"
 RETRAIN_CHECK_TASK = "herpscore.retrain_check"
+RENDER_THUMBNAIL_TASK = "herpscore.render_thumbnail"
+RENDER_DISPLAY_TASK = "herpscore.render_display"
 TASK_ROUTES = {
     SCAN_TASK: {"queue": "scan"},
     SCORE_TASK: {"queue": "inference"},
     REQUEUE_TASK: {"queue": "maintenance"},
     RETRAIN_CHECK_TASK: {"queue": "maintenance"},
+    # A copy the web asked for: the web process never decodes a photo (service/copies.py).
+    RENDER_THUMBNAIL_TASK: {"queue": "maintenance"},
+    RENDER_DISPLAY_TASK: {"queue": "maintenance"},
     TRAIN_TASK: {"queue": "training"},
     EXPORT_TASK: {"queue": "export"},
 }
@@ -40,6 +45,8 @@ SUBJECTS = {
     SCORE_TASK: "chunk",
     EXPORT_TASK: "export",
     TRAIN_TASK: "training run",
+    RENDER_THUMBNAIL_TASK: "image",
+    RENDER_DISPLAY_TASK: "image",
 }
 # A broker that is down or unreachable: kombu wraps its transports' connection errors in its
 # OperationalError; a socket error can still escape as ConnectionError or TimeoutError.

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from PIL import Image
 
-from service.imaging import decode_upright
+from service.imaging import ImageError, decode_upright
 from service.settings import Settings
 
+log = logging.getLogger(__name__)
 THUMBNAIL_SIDE = 256
 JPEG_QUALITY = 85
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -47,7 +51,7 @@ def ensure_thumbnail(
         settings.max_decoded_megabytes * 2**20,
         draft=draft,
     )
-    _write_atomically(thumb, target)
+    write_atomically(encode_jpeg(thumb), target)
     return target
 
 
@@ -61,7 +65,7 @@ def render_thumbnail(
 ) -> Image.Image:
     """An RGB image no larger than side x side, upright as the camera's EXIF says."""
 
-    def shrink(img: Image.Image) -> Image.Image:
+    def shrink_in_place(img: Image.Image) -> Image.Image:
         img.thumbnail((side, side), Image.Resampling.LANCZOS)
         return img
 
@@ -70,19 +74,66 @@ def render_thumbnail(
         max_pixels,
         max_bytes,
         at_least=draft or side,
-        finish=shrink,
+        finish=shrink_in_place,
         max_decoded=max_decoded,
     )
 
 
-def _write_atomically(thumb: Image.Image, target: Path) -> None:
-    # A temporary file in the same folder, then a rename: readers never see half a JPEG,
-    # and two requests rendering the same thumbnail at once both succeed.
+def shrink(img: Image.Image, side: int = THUMBNAIL_SIDE) -> Image.Image:
+    """A new RGB image of `img` with its longer side at most `side` (never enlarged).
+
+    Made on the scoring path for every photo, so cheaply: a box reduction by whole factors,
+    then an antialiased bilinear resize. Lanczos, as `render_thumbnail` uses, took 3-4 ms of
+    CPU per photo, a third of scoring a 1024 x 768 photo; this takes 0.4-1.5 ms, and at
+    256 px the two are hard to tell apart.
+    """
+    width, height = img.size
+    scale = side / max(width, height)
+    if scale >= 1:
+        thumb = img.copy()
+    else:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        thumb = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=1.0)
+    return thumb if thumb.mode == "RGB" else thumb.convert("RGB")
+
+
+def encode_jpeg(thumb: Image.Image) -> bytes:
+    """The JPEG bytes every rendered copy is stored as."""
+    out = io.BytesIO()
+    thumb.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
+    return out.getvalue()
+
+
+def store_thumbnails(
+    settings: Settings, made: Iterable[tuple[str | None, str, bytes | None]]
+) -> tuple[int, int]:
+    """Write the thumbnails the scoring pipeline made, as (sha256, path, JPEG or None);
+    one that has none (a replayed prediction, a photo smaller than its draft) is rendered
+    from the file. Existing thumbnails are kept. Returns (written, rendered)."""
+    written = rendered = 0
+    for sha256, path, jpeg in made:
+        if sha256 is None or thumbnail_file(settings, sha256).is_file():
+            continue
+        try:
+            if jpeg is not None:
+                write_atomically(jpeg, thumbnail_file(settings, sha256))
+                written += 1
+            else:
+                ensure_thumbnail(settings, Path(path), sha256)
+                rendered += 1
+        except (ImageError, OSError) as exc:  # the web view shows a placeholder
+            log.info("no thumbnail of %s: %s", path, exc)
+    return written, rendered
+
+
+def write_atomically(body: bytes, target: Path) -> None:
+    """Write `body` to `target` through a temporary file in the same folder and a rename:
+    readers never see half a JPEG, and two writers of the same copy both succeed."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
-            thumb.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
+            out.write(body)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)

@@ -9,9 +9,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
+from service import thumbnails
 from service.bursts import perceptual_hash
-from service.imaging import ImageError, InputSpec, load_rgb, to_array
+from service.imaging import ImageError, InputSpec, decode_upright, resize_and_crop, to_array
 from service.monitoring import BATCH_SECONDS
 from workers.engine import InferenceEngine, top_k
 
@@ -41,6 +43,7 @@ class FileResult:
     failure_reason: str | None = None
     failure_detail: str | None = None
     phash: str | None = None  # of the image as decoded for the model (service/bursts.py)
+    thumbnail: bytes | None = None  # JPEG, from the same decode (service/thumbnails.py)
 
 
 @dataclass
@@ -57,7 +60,16 @@ class ScoreStats:
 
 
 _Failure = tuple[str, str]
-_Decoded = tuple[float, _Failure | None, str | None]  # seconds, failure, perceptual hash
+
+
+@dataclass
+class _Decoded:
+    seconds: float
+    failure: _Failure | None = None
+    phash: str | None = None
+    thumbnail: bytes | None = None
+
+
 NOT_FINITE = "the model's output for this image holds NaN or infinity; it was not scored"
 
 
@@ -72,6 +84,7 @@ def score_paths(
     max_decoded: int | None = None,
     k: int = 5,
     keep_above: float | None = None,
+    thumbnail_side: int | None = None,
     stats: ScoreStats | None = None,
 ) -> list[FileResult]:
     """Score files in input order, one FileResult per path; unusable files fail alone.
@@ -79,6 +92,8 @@ def score_paths(
     Decoding runs `decode_threads` threads one batch ahead of inference (Pillow, numpy and
     ORT release the GIL, so they overlap), into two preallocated (batch, 3, S, S) buffers
     used in turn: batch b+1 is decoded into one while ORT reads batch b from the other.
+    With `thumbnail_side`, each decode thread also makes the photo's thumbnail (JPEG bytes
+    in FileResult.thumbnail) from the image it decoded for the model.
     """
     if batch_size < 1 or decode_threads < 1:
         raise ValueError("batch_size and decode_threads must be at least 1")
@@ -101,6 +116,7 @@ def score_paths(
                     spec,
                     buf[i - start],
                     (max_pixels, max_bytes, max_decoded),
+                    thumbnail_side,
                 )
                 for i in range(start, stop)
             ]
@@ -114,11 +130,12 @@ def score_paths(
             waited = time.perf_counter()
             outcomes = [future.result() for future in current]
             stats.decode_wait_seconds += time.perf_counter() - waited
-            stats.decode_seconds += sum(seconds for seconds, _, _ in outcomes)
-            failures = [failure for _, failure, _ in outcomes]
+            stats.decode_seconds += sum(outcome.seconds for outcome in outcomes)
+            failures = [outcome.failure for outcome in outcomes]
             predicted = _predict(engine, buffers[b % 2], start, failures, (k, keep_above), stats)
-            for result, (_, _, phash) in zip(predicted, outcomes, strict=True):
-                result.phash = phash if result.failure_reason is None else None
+            for result, outcome in zip(predicted, outcomes, strict=True):
+                if result.failure_reason is None:
+                    result.phash, result.thumbnail = outcome.phash, outcome.thumbnail
             results += predicted
 
     stats.files += len(paths)
@@ -178,20 +195,63 @@ def _predict(
 
 
 def _decode_into(
-    path: str, spec: InputSpec, out: np.ndarray, limits: tuple[int, int, int | None]
+    path: str,
+    spec: InputSpec,
+    out: np.ndarray,
+    limits: tuple[int, int, int | None],
+    thumbnail_side: int | None,
 ) -> _Decoded:
-    """Decode one file into its buffer row; returns (seconds, failure or None, phash)."""
+    """Decode one file into its buffer row, with its perceptual hash and thumbnail."""
     began = time.perf_counter()
-    failure: _Failure | None = None
-    phash: str | None = None
+    decoded = _Decoded(0.0)
     try:
-        image = load_rgb(path, spec, *limits)
+        image = _decode(path, spec, limits, thumbnail_side, decoded)
         to_array(image, spec, out=out)
-        phash = perceptual_hash(image)  # from the same decode: the file is read once
+        decoded.phash = perceptual_hash(image)  # from the same decode: the file is read once
     except ImageError as exc:
-        failure = (exc.reason, exc.message)
+        decoded.failure = (exc.reason, exc.message)
     except MemoryError:
-        failure = ("too_many_pixels", "not enough memory to decode and resize this image")
+        decoded.failure = ("too_many_pixels", "not enough memory to decode and resize this image")
     except _DECODE_ERRORS as exc:
-        failure = ("corrupt", f"{type(exc).__name__}: {exc}")
-    return time.perf_counter() - began, failure, phash
+        decoded.failure = ("corrupt", f"{type(exc).__name__}: {exc}")
+    decoded.seconds = time.perf_counter() - began
+    return decoded
+
+
+# Thumbnails are cut from decodes up to this size only (every camera JPEG: libjpeg decodes a
+# 12 MP one at 1/8 scale for the model). Cutting one from a 94 MP PNG's decode took that
+# process from 932 to 1,314 MB peak (benchmarks/memory_bound.py): the freed image stayed
+# resident behind the thumbnail's small allocations while the other decode thread began.
+# Such files are rendered from the file afterwards, one at a time.
+THUMBNAIL_FROM_DECODE_PIXELS = 4_000_000
+
+
+def _small(img: Image.Image) -> bool:
+    return img.width * img.height <= THUMBNAIL_FROM_DECODE_PIXELS
+
+
+def _decode(
+    path: str,
+    spec: InputSpec,
+    limits: tuple[int, int, int | None],
+    thumbnail_side: int | None,
+    decoded: _Decoded,
+) -> Image.Image:
+    """The model's input image (as imaging.load_rgb makes it), and on the way the thumbnail.
+
+    The thumbnail is cut from the upright image before the model's resize, at the draft
+    scale the model asked for (the same pixels: predictions do not change). An image that
+    decoded smaller than the thumbnail (a model input under 256 px) or bigger than
+    THUMBNAIL_FROM_DECODE_PIXELS gets none here; the worker renders it from the file
+    (thumbnails.store_thumbnails).
+    """
+
+    def finish(img: Image.Image) -> Image.Image:
+        if thumbnail_side and thumbnail_side <= max(img.size) and _small(img):
+            decoded.thumbnail = thumbnails.encode_jpeg(thumbnails.shrink(img, thumbnail_side))
+        return resize_and_crop(img, spec)
+
+    max_pixels, max_bytes, max_decoded = limits
+    return decode_upright(
+        path, max_pixels, max_bytes, spec.draft_side, finish=finish, max_decoded=max_decoded
+    )

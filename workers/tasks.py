@@ -14,8 +14,10 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from service import copies
 from service.broker_watch import broker_was_reset
 from service.db import read_scope, session_scope
+from service.display import DISPLAY_SIDE
 from service.errors import HerpscoreError
 from service.logs import work_context
 from service.models import ModelVersion
@@ -27,12 +29,15 @@ from service.scoring import FileOutcome, score_chunk
 from service.settings import Settings, get_settings
 from service.tasks_client import (
     EXPORT_TASK,
+    RENDER_DISPLAY_TASK,
+    RENDER_THUMBNAIL_TASK,
     REQUEUE_TASK,
     SCAN_TASK,
     SCORE_TASK,
     TRAIN_TASK,
     enqueue,
 )
+from service.thumbnails import THUMBNAIL_SIDE
 from workers import memory_guard
 from workers.engine import InferenceEngine, get_engine
 from workers.pipeline import score_paths
@@ -84,6 +89,7 @@ def run_model(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome
         max_decoded=settings.max_decoded_megabytes * 2**20,
         k=min(settings.top_k, len(engine.labels)),
         keep_above=settings.venom_alert,
+        thumbnail_side=THUMBNAIL_SIDE if settings.thumbnails_when_scoring else None,
     )
     count_outcomes([outcome.failure_reason for outcome in outcomes])
     return outcomes
@@ -170,3 +176,21 @@ def requeue_stalled_task() -> dict[str, int]:
             *counts.values(), " (the broker was away)" if reset else "",
         )  # fmt: skip
     return counts
+
+
+# Acked on receipt, unlike the others: a photo whose decode gets its process killed (the
+# memory guard) must not be redelivered forever. A lost render is asked for again by the
+# next page view once its pending marker is a minute old (service/copies.py).
+RENDER: dict[str, Any] = {**RETRY_TRANSIENT, "acks_late": False, "soft_time_limit": 300}
+
+
+@shared_task(name=RENDER_THUMBNAIL_TASK, **RENDER)
+def render_thumbnail_task(image_id: int) -> bool:
+    with memory_guard.armed():
+        return copies.render_copy(worker_settings(), int(image_id), THUMBNAIL_SIDE)
+
+
+@shared_task(name=RENDER_DISPLAY_TASK, **RENDER)
+def render_display_task(image_id: int) -> bool:
+    with memory_guard.armed():
+        return copies.render_copy(worker_settings(), int(image_id), DISPLAY_SIDE)

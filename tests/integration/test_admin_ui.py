@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from service import display, thumbnails, users
+from service import copies, display, thumbnails, users
 from service.db import session_scope
 from service.jobs import create_job, get_job
 from service.models import (
@@ -31,6 +33,7 @@ from service.models import (
     TrainingRun,
 )
 from service.settings import Settings
+from service.tasks_client import RENDER_DISPLAY_TASK, RENDER_THUMBNAIL_TASK
 from service.web import create_app
 from tests.conftest import screenshot_dir
 from tests.support.broker import UNREACHABLE_BROKER, queued_messages
@@ -444,33 +447,43 @@ def test_unknown_and_outside_images_are_refused(
     assert not api_settings.thumbnails_path.exists()
 
 
-def test_thumbnails_are_made_once_then_served_from_disk(
+def _first_jpeg(settings: Settings) -> tuple[int, str, Path]:
+    with session_scope(settings.db_url) as session:
+        image = session.scalars(select(Image).where(Image.format == "JPEG").limit(1)).one()
+        assert image.sha256 is not None
+        return image.id, image.sha256, Path(image.path)
+
+
+@pytest.fixture()
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Make any decode in this process fail the test (the web must only read files);
+    call the returned function to allow decoding again (a worker's turn)."""
+    import PIL.Image
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        pytest.fail("the web process opened a photo with Pillow")
+
+    monkeypatch.setattr(PIL.Image, "open", refuse)
+    return monkeypatch.undo
+
+
+def test_thumbnails_made_by_the_scoring_worker_are_served_from_disk(
     as_role: Callable[[Role], FlaskClient],
     api_settings: Settings,
     scored_job: int,
-    monkeypatch: pytest.MonkeyPatch,
+    no_decoding: Callable[[], None],
 ) -> None:
-    with session_scope(api_settings.db_url) as session:
-        image = session.scalars(select(Image).where(Image.format == "JPEG").limit(1)).one()
-        image_id, sha256 = image.id, image.sha256
-    assert sha256 is not None
-    renders: list[Path] = []
-    real_render = thumbnails.render_thumbnail
-
-    def counting_render(source: Path, *args: int, **kwargs: int | None) -> object:
-        renders.append(source)
-        return real_render(source, *args, **kwargs)
-
-    monkeypatch.setattr(thumbnails, "render_thumbnail", counting_render)
+    image_id, sha256, path = _first_jpeg(api_settings)
     client = as_role(Role.VIEWER)
     first = client.get(f"/images/{image_id}/thumbnail.jpg")
     second = client.get(f"/images/{image_id}/thumbnail.jpg")
     assert first.status_code == second.status_code == 200
-    assert first.data == second.data and len(renders) == 1
+    assert first.mimetype == "image/jpeg" and first.data == second.data
     assert thumbnails.thumbnail_file(api_settings, sha256).read_bytes() == first.data
     assert first.headers["ETag"] == f'"{sha256}-256"'
     assert "private" in first.headers["Cache-Control"]
     assert "max-age" in first.headers["Cache-Control"]
+    assert queued_messages(api_settings) == []  # nothing asked of the workers
 
     cached = client.get(
         f"/images/{image_id}/thumbnail.jpg", headers={"If-None-Match": first.headers["ETag"]}
@@ -479,7 +492,7 @@ def test_thumbnails_are_made_once_then_served_from_disk(
 
     with client.get(f"/images/{image_id}") as full:
         assert full.status_code == 200 and full.mimetype == "image/jpeg"
-        assert full.data == Path(image.path).read_bytes()
+        assert full.data == path.read_bytes()
         assert full.headers["ETag"] == f'"{sha256}"'
         assert full.headers["X-Content-Type-Options"] == "nosniff"
         assert "private" in full.headers["Cache-Control"]
@@ -487,11 +500,63 @@ def test_thumbnails_are_made_once_then_served_from_disk(
         client.get(f"/images/{image_id}", headers={"If-None-Match": f'"{sha256}"'}).status_code
         == 304
     )
-    # The review page's display copy: a JPEG no larger than 1600 px, cached like thumbnails.
+
+
+def test_a_missing_copy_is_queued_for_a_worker_never_decoded_by_the_web(
+    as_role: Callable[[Role], FlaskClient],
+    api_settings: Settings,
+    scored_job: int,
+    no_decoding: Callable[[], None],
+) -> None:
+    image_id, sha256, _ = _first_jpeg(api_settings)
+    thumbnails.thumbnail_file(api_settings, sha256).unlink()  # a wiped cache, an old job
+    display.display_file(api_settings, sha256).unlink(missing_ok=True)
+    client = as_role(Role.VIEWER)
+
+    pending = [client.get(f"/images/{image_id}/thumbnail.jpg") for _ in range(3)]
+    for response in pending:
+        assert response.status_code == 200 and response.mimetype == "image/svg+xml"
+        assert response.headers["X-Herpscore-Thumbnail"] == "pending"
+        assert "no-store" in response.headers["Cache-Control"]
+        assert "max-age" not in response.headers["Cache-Control"]
+    # The review page's photo: the original as it is, until the display copy exists.
     shown = client.get(f"/images/{image_id}/display.jpg")
-    assert shown.status_code == 200 and shown.mimetype == "image/jpeg"
-    assert shown.headers["ETag"] == f'"{sha256}-1600"'
-    assert display.display_file(api_settings, sha256).read_bytes() == shown.data
+    assert shown.status_code == 302 and shown.headers["Location"] == f"/images/{image_id}"
+    assert shown.headers["X-Herpscore-Thumbnail"] == "pending"
+    assert "no-store" in shown.headers["Cache-Control"]
+    # One render each, however often the page asked.
+    queued = queued_messages(api_settings)
+    assert sorted(queued) == [
+        (RENDER_DISPLAY_TASK, [image_id]),
+        (RENDER_THUMBNAIL_TASK, [image_id]),
+    ]
+
+    no_decoding()  # the worker's turn
+    sides = {RENDER_THUMBNAIL_TASK: thumbnails.THUMBNAIL_SIDE, RENDER_DISPLAY_TASK: 1600}
+    for task, (queued_id,) in queued:
+        assert copies.render_copy(api_settings, queued_id, sides[task])
+    thumb = client.get(f"/images/{image_id}/thumbnail.jpg")
+    assert thumb.status_code == 200 and thumb.mimetype == "image/jpeg"
+    assert thumb.data == thumbnails.thumbnail_file(api_settings, sha256).read_bytes()
+    copy = client.get(f"/images/{image_id}/display.jpg")
+    assert copy.status_code == 200 and copy.mimetype == "image/jpeg"
+    assert copy.headers["ETag"] == f'"{sha256}-1600"'
+    assert display.display_file(api_settings, sha256).read_bytes() == copy.data
+    assert not list(api_settings.thumbnails_path.rglob("*.pending"))
+
+
+def test_a_lost_render_is_asked_for_again_after_a_while(
+    as_role: Callable[[Role], FlaskClient], api_settings: Settings, scored_job: int
+) -> None:
+    image_id, sha256, _ = _first_jpeg(api_settings)
+    thumbnails.thumbnail_file(api_settings, sha256).unlink()
+    client = as_role(Role.VIEWER)
+    client.get(f"/images/{image_id}/thumbnail.jpg")
+    marker = thumbnails.thumbnail_file(api_settings, sha256).with_suffix(".pending")
+    old = time.time() - copies.PENDING_SECONDS - 1
+    os.utime(marker, (old, old))  # the message went with a broker outage
+    client.get(f"/images/{image_id}/thumbnail.jpg")
+    assert queued_messages(api_settings) == [(RENDER_THUMBNAIL_TASK, [image_id])] * 2
 
 
 def test_undecodable_images_get_a_placeholder_not_an_error(
@@ -514,10 +579,14 @@ def test_undecodable_images_get_a_placeholder_not_an_error(
         ids = [corrupt.id, broken.id]
     client = as_role(Role.VIEWER)
     for image_id in ids:
+        first = client.get(f"/images/{image_id}/thumbnail.jpg")
+        assert first.headers["X-Herpscore-Thumbnail"] == "pending"
+        assert not copies.render_copy(api_settings, image_id, thumbnails.THUMBNAIL_SIDE)
         response = client.get(f"/images/{image_id}/thumbnail.jpg")
         assert response.status_code == 200
         assert response.mimetype == "image/svg+xml"
         assert response.headers["X-Herpscore-Thumbnail"] == "placeholder"
+    assert len(queued_messages(api_settings)) == 2  # one render each, then not asked again
     assert client.get(f"/images/{broken.id}").status_code == 404  # not an image: not served
 
 

@@ -339,3 +339,51 @@ def test_in_values_matches_in_on_both_databases(db_url, values):
         )
         found = session.scalars(select(Image.path).where(in_values(session, Image.path, values)))
         assert sorted(found) == sorted(values)
+
+
+@pytest.mark.parametrize("model_size", [224, 32])
+def test_scoring_writes_the_thumbnail_of_every_scored_photo(
+    db_url, make_settings, photos_root, tmp_path, monkeypatch, model_size
+):
+    from service import thumbnails
+    from service.models import Image
+
+    settings = make_settings(db_url, review_threshold=0.0)
+    folder = make_model_folder(tmp_path / "m", size=model_size)
+    with session_scope(settings.db_url) as session:
+        activate_model(session, add_model(session, settings, folder).id)
+    make_photo_folder(photos_root / "survey", count=4, size=(640, 480))
+    write_photo(photos_root / "survey" / "tiny.jpg", size=(40, 30))
+    (photos_root / "survey" / "broken.jpg").write_bytes(b"not really a jpeg")
+    renders: list[str] = []
+    real_render = thumbnails.ensure_thumbnail
+    monkeypatch.setattr(
+        thumbnails,
+        "ensure_thumbnail",
+        lambda s, source, *a, **k: renders.append(source.name) or real_render(s, source, *a, **k),
+    )
+
+    _run_job(settings, "survey")
+
+    with session_scope(settings.db_url) as session:
+        images = session.execute(select(Image.path, Image.sha256)).all()
+    made = {
+        Path(path).name
+        for path, sha256 in images
+        if thumbnails.thumbnail_file(settings, sha256).is_file()
+    }
+    assert made == {Path(path).name for path, _ in images} - {"broken.jpg"}
+    # A 224 px model decodes at 256 px or more: its decode gives the thumbnail, and only the
+    # photo smaller than a thumbnail is read again. A 32 px model decodes too small for one.
+    expected = {"tiny.jpg"} if model_size == 224 else made
+    assert set(renders) == expected
+
+
+def test_thumbnails_can_be_left_to_the_maintenance_queue(
+    db_url, make_settings, photos_root, tmp_path
+):
+    settings = make_settings(db_url, thumbnails_when_scoring=False)
+    _setup(settings, tmp_path)
+    make_photo_folder(photos_root / "survey", count=3)
+    _run_job(settings, "survey")
+    assert not list(settings.thumbnails_path.rglob("*-256.jpg"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,78 @@ def test_classes_at_the_alert_level_are_kept_past_k(
     assert [label for label, _ in kept.topk] == [
         engine.labels[i] for i in np.argsort(-probs, kind="stable")[:2]
     ]
+
+
+# ---------------------------------------------------------------- thumbnails from the same decode
+
+
+@pytest.fixture(scope="module")
+def engine224(tmp_path_factory: pytest.TempPathFactory) -> InferenceEngine:
+    """A model with the input of real ones (224 px, decoded at 256 px or more)."""
+    return InferenceEngine(make_model_folder(tmp_path_factory.mktemp("model224"), size=224))
+
+
+def _big_photo(folder: Path, name: str, orientation: int | None = None) -> str:
+    rng = np.random.default_rng(7)
+    pixels = np.clip(rng.normal(120, 10, (600, 800, 3)), 0, 255).astype(np.uint8)
+    pixels[:300, :400] = (200, 40, 40)  # a red quarter, top left as stored
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    path = folder / name
+    Image.fromarray(pixels, "RGB").save(path, "JPEG", quality=90, exif=exif.tobytes())
+    return str(path)
+
+
+def test_the_thumbnail_comes_from_the_decode_for_the_model(
+    engine224: InferenceEngine, tmp_path: Path
+) -> None:
+    from service.thumbnails import render_thumbnail
+
+    turned = _big_photo(tmp_path, "turned.jpg", orientation=6)  # shown rotated 90 degrees
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(Path(turned).read_bytes()[:300])
+    paths = [turned, str(broken)]
+
+    with_thumbs = _score(engine224, paths, thumbnail_side=256)
+    without = _score(engine224, paths)
+
+    assert [r.thumbnail for r in without] == [None, None]
+    assert with_thumbs[1].failure_reason == "corrupt" and with_thumbs[1].thumbnail is None
+    assert (with_thumbs[0].label, with_thumbs[0].confidence) == (
+        without[0].label,
+        without[0].confidence,
+    )  # the model's input did not change
+    assert with_thumbs[0].thumbnail is not None
+    with Image.open(io.BytesIO(with_thumbs[0].thumbnail)) as thumb:
+        assert (thumb.format, thumb.mode, thumb.size) == ("JPEG", "RGB", (192, 256))
+        rendered = render_thumbnail(Path(turned), 256, BIG, BIG)
+        assert rendered.size == thumb.size  # what the web used to render from the file
+        diff = np.abs(np.asarray(thumb, np.int16) - np.asarray(rendered, np.int16))
+        assert diff.mean() < 6  # the same picture, turned the same way
+        assert thumb.getpixel((150, 30))[0] > 150  # the red quarter is now top right
+
+
+def test_no_thumbnail_when_the_model_decodes_smaller_than_it(
+    engine: InferenceEngine, tmp_path: Path
+) -> None:
+    # A 16 px model lets libjpeg decode an 800 x 600 photo at 100 x 75: too small for a
+    # 256 px thumbnail, which the worker then renders from the file.
+    results = _score(engine, [_big_photo(tmp_path, "p.jpg")], thumbnail_side=256)
+    assert results[0].failure_reason is None and results[0].thumbnail is None
+
+
+def test_no_thumbnail_from_a_huge_decode(
+    engine224: InferenceEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A big PNG is decoded at full size: its thumbnail is rendered from the file afterwards,
+    # so the decode threads' freed images are not kept resident (workers/pipeline.py).
+    import workers.pipeline
+
+    monkeypatch.setattr(workers.pipeline, "THUMBNAIL_FROM_DECODE_PIXELS", 300 * 300)
+    small, big = tmp_path / "small.png", tmp_path / "big.png"
+    Image.new("RGB", (300, 300), (200, 40, 40)).save(small)
+    Image.new("RGB", (301, 300), (200, 40, 40)).save(big)
+    results = _score(engine224, [str(small), str(big)], thumbnail_side=256)
+    assert results[0].thumbnail is not None
+    assert results[1].failure_reason is None and results[1].thumbnail is None

@@ -88,3 +88,42 @@ def test_pixel_limits_apply(settings: Settings, tmp_path: Path) -> None:
 def test_only_hex_digests_name_files(settings: Settings, bad: str) -> None:
     with pytest.raises(ValueError):
         thumbnails.thumbnail_file(settings, bad)
+
+
+def test_the_scoring_worker_stores_what_the_pipeline_made(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = write_photo(tmp_path / "made.jpg", "red", size=(600, 400))
+    small = write_photo(tmp_path / "small.jpg", "green", size=(64, 48))
+    kept = write_photo(tmp_path / "kept.jpg", "blue", size=(600, 400))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image at all")
+    old = thumbnails.ensure_thumbnail(settings, kept, _sha(kept)).read_bytes()
+    jpeg = thumbnails.encode_jpeg(thumbnails.shrink(Image.new("RGB", (600, 400), "red")))
+
+    written, rendered = thumbnails.store_thumbnails(
+        settings,
+        [
+            (_sha(made), str(made), jpeg),  # the pipeline's bytes, written as they are
+            (_sha(small), str(small), None),  # none made: rendered from the file
+            (_sha(kept), str(kept), jpeg),  # already there: left alone
+            ("f" * 64, str(broken), None),  # cannot be rendered: the web shows a placeholder
+            (None, str(made), jpeg),  # no digest, no file name
+        ],
+    )
+
+    assert (written, rendered) == (1, 1)
+    assert thumbnails.thumbnail_file(settings, _sha(made)).read_bytes() == jpeg
+    with Image.open(thumbnails.thumbnail_file(settings, _sha(small))) as thumb:
+        assert thumb.size == (64, 48)
+    assert thumbnails.thumbnail_file(settings, _sha(kept)).read_bytes() == old
+    assert not thumbnails.thumbnail_file(settings, "f" * 64).exists()
+
+
+@pytest.mark.parametrize(("size", "expected"), [((800, 600), (256, 192)), ((90, 120), (90, 120))])
+def test_shrink_keeps_the_aspect_and_never_enlarges(
+    size: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    for mode in ("RGB", "L"):
+        thumb = thumbnails.shrink(Image.new(mode, size))
+        assert (thumb.mode, thumb.size) == ("RGB", expected)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import Response, abort, current_app, request, send_file
+from flask import Response, abort, current_app, redirect, request, send_file, url_for
 from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response as BaseResponse
 
-from service import display, thumbnails
-from service.imaging import ImageError
+from service import copies, display, thumbnails
+from service.errors import NotFound
 from service.models import Image, Role
-from service.paths import is_inside
+from service.paths import scanned_file
 from service.settings import Settings
+from service.tasks_client import enqueue
 from service.web.admin import bp, role_required
 from service.web.context import current_settings, db_read
 
@@ -32,6 +33,7 @@ MIMETYPES = {
     "BMP": "image/bmp",
     "TIFF": "image/tiff",
 }
+BROWSER_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP"}  # an <img> shows them as they are
 
 
 @dataclass(frozen=True)
@@ -48,19 +50,11 @@ def servable_image(settings: Settings, image_id: int) -> ServableImage:
         image = session.get(Image, image_id)
         if image is None:
             abort(404, f"image {image_id} does not exist")
-        path, sha256, fmt, size = Path(image.path), image.sha256, image.format, image.size_bytes
+        path, sha256, fmt, size = image.path, image.sha256, image.format, image.size_bytes
     try:
-        resolved = path.resolve(strict=True) if path.is_absolute() else None
-    except (OSError, RuntimeError):  # gone, unreadable, or a symlink loop
-        resolved = None
-    if resolved is None or not any(is_inside(resolved, root) for root in settings.resolved_roots):
-        abort(404, f"image {image_id} is not available")
-    try:
-        changed = size is not None and resolved.stat().st_size != size
-    except OSError:
-        changed = True
-    if changed:
-        abort(404, f"image {image_id} changed on disk since it was scanned")
+        resolved = scanned_file(path, size, settings.resolved_roots)
+    except NotFound as exc:
+        abort(404, f"image {image_id} {exc}")
     return ServableImage(resolved, sha256, fmt)
 
 
@@ -98,20 +92,20 @@ def image_file(image_id: int) -> ResponseReturnValue:
 @bp.get("/images/<id:image_id>/thumbnail.jpg")
 @role_required(Role.VIEWER)
 def image_thumbnail(image_id: int) -> ResponseReturnValue:
-    """A small JPEG made once per content; a placeholder when the photo cannot be decoded."""
-    return _rendered_copy(image_id, thumbnails.THUMBNAIL_SIDE, thumbnails.ensure_thumbnail)
+    """The small JPEG a worker made; while it is missing, a placeholder and a render queued."""
+    return _rendered_copy(image_id, thumbnails.THUMBNAIL_SIDE)
 
 
 @bp.get("/images/<id:image_id>/display.jpg")
 @role_required(Role.VIEWER)
 def image_display(image_id: int) -> ResponseReturnValue:
-    """A screen-sized JPEG (the review page's photo) made once per content."""
-    return _rendered_copy(image_id, display.DISPLAY_SIDE, display.ensure_display_copy)
+    """The screen-sized JPEG (the review page's photo); while it is missing, the original."""
+    return _rendered_copy(image_id, display.DISPLAY_SIDE)
 
 
-def _rendered_copy(
-    image_id: int, side: int, ensure: Callable[[Settings, Path, str], Path]
-) -> ResponseReturnValue:
+def _rendered_copy(image_id: int, side: int) -> ResponseReturnValue:
+    # Never decodes: a photo can take a decode's worth of memory (hundreds of MB), which
+    # the workers budget for and a web process must not (docs/reliability.md).
     settings = current_settings()
     image = servable_image(settings, image_id)
     if image.sha256 is None:
@@ -120,17 +114,39 @@ def _rendered_copy(
     if cached := _not_modified(etag):
         return cached
     try:
-        body = ensure(settings, image.path, image.sha256).read_bytes()
-    except (ImageError, OSError) as exc:  # a corrupt photo or an unwritable cache folder
+        state = copies.ask_for_copy(
+            settings, image.sha256, side, lambda: _send_render(settings, image_id, side)
+        )
+        if state is copies.CopyState.READY:
+            # A few hundred kilobytes at most: read whole, so no handle outlives the request.
+            body = copies.copy_file(settings, image.sha256, side).read_bytes()
+            response = Response(body, mimetype="image/jpeg")
+            return _cache_privately(response, etag, THUMBNAIL_MAX_AGE)
+    except OSError as exc:  # an unwritable cache folder, or the copy wiped meanwhile
         log.info("no %s px copy of image %s: %s", side, image_id, exc)
         return _placeholder()
-    # At most a few hundred kilobytes: read whole, so no file handle outlives the request.
-    response = Response(body, mimetype="image/jpeg")
-    return _cache_privately(response, etag, THUMBNAIL_MAX_AGE)
+    if state is copies.CopyState.FAILED:
+        return _placeholder()
+    if side == display.DISPLAY_SIDE and image.format in BROWSER_FORMATS:
+        # The browser shows the original as it is (bytes, no decode here) until the copy exists.
+        return _pending(redirect(url_for("admin.image_file", image_id=image_id)))
+    return _pending(_placeholder("pending.svg"))
 
 
-def _placeholder() -> Response:
-    svg = Path(current_app.static_folder or "", "placeholder.svg").read_bytes()
+def _send_render(settings: Settings, image_id: int, side: int) -> bool:
+    return enqueue(settings, copies.RENDER_TASKS[side], [image_id]).queued
+
+
+def _pending(response: BaseResponse) -> BaseResponse:
+    # Not cached: the page's script asks again once the worker has had a few seconds.
+    response.headers["X-Herpscore-Thumbnail"] = "pending"
+    response.cache_control.max_age = None
+    response.cache_control.no_store = True
+    return response
+
+
+def _placeholder(name: str = "placeholder.svg") -> Response:
+    svg = Path(current_app.static_folder or "", name).read_bytes()
     response = Response(svg, mimetype="image/svg+xml")
     response.headers["X-Herpscore-Thumbnail"] = "placeholder"
     return _cache_privately(response, None, PLACEHOLDER_MAX_AGE)

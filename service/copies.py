@@ -1,0 +1,114 @@
+"""Copies the web shows (thumbnails, display copies) rendered by the workers, never by the web.
+
+The scoring worker writes them as it scores (service/scoring.py). One still missing (an old
+job, a failed write, a wiped cache) is asked for here by the web view: a render task goes to
+the maintenance queue once, a `.pending` marker beside the copy keeps repeated page views
+from queuing it again, and a `.failed` marker keeps a photo that cannot be decoded from
+being tried on every view.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from service import display, thumbnails
+from service.db import read_scope
+from service.errors import BadInput, NotFound
+from service.imaging import ImageError
+from service.models import Image
+from service.paths import scanned_file
+from service.settings import Settings
+from service.tasks_client import RENDER_DISPLAY_TASK, RENDER_THUMBNAIL_TASK
+
+log = logging.getLogger(__name__)
+
+RENDER_TASKS = {
+    thumbnails.THUMBNAIL_SIDE: RENDER_THUMBNAIL_TASK,
+    display.DISPLAY_SIDE: RENDER_DISPLAY_TASK,
+}
+_DRAFTS = {thumbnails.THUMBNAIL_SIDE: None, display.DISPLAY_SIDE: display.DISPLAY_DRAFT}
+PENDING_SECONDS = 60  # a render asked for this recently is not asked for again
+FAILED_SECONDS = 3600  # nor one that failed: an undecodable photo stays a placeholder
+
+
+class CopyState(enum.Enum):
+    READY = "ready"
+    PENDING = "pending"  # a worker was asked to render it
+    FAILED = "failed"  # the photo could not be rendered
+
+
+def copy_file(settings: Settings, sha256: str, side: int) -> Path:
+    """Where the copy of this content at this side lives."""
+    return thumbnails.thumbnail_file(settings, sha256, side)
+
+
+def _marker(settings: Settings, sha256: str, side: int, kind: str) -> Path:
+    return copy_file(settings, sha256, side).with_suffix(f".{kind}")
+
+
+def _younger_than(marker: Path, seconds: float) -> bool:
+    try:
+        return time.time() - marker.stat().st_mtime < seconds
+    except FileNotFoundError:
+        return False
+
+
+def ask_for_copy(settings: Settings, sha256: str, side: int, send: Callable[[], bool]) -> CopyState:
+    """The copy's state; a missing copy nobody asked for lately is marked pending and
+    `send` is called to queue its render (False: the broker did not take it, so the next
+    view asks again). Raises OSError when the cache folder cannot be written."""
+    if copy_file(settings, sha256, side).is_file():
+        return CopyState.READY
+    if _younger_than(_marker(settings, sha256, side, "failed"), FAILED_SECONDS):
+        return CopyState.FAILED
+    pending = _marker(settings, sha256, side, "pending")
+    if _claim(pending) and not send():
+        pending.unlink(missing_ok=True)
+    return CopyState.PENDING
+
+
+def _claim(pending: Path) -> bool:
+    """True when this caller is the one to queue the render (no fresh marker existed)."""
+    pending.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(pending, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        return True
+    except FileExistsError:
+        if _younger_than(pending, PENDING_SECONDS):
+            return False
+        os.utime(pending)  # a message lost with a broker outage: ask once more
+        return True
+
+
+def render_copy(settings: Settings, image_id: int, side: int) -> bool:
+    """Render one image's missing copy (the task behind `ask_for_copy`); True when written.
+
+    A photo that cannot be decoded, or is no longer servable, gets a `.failed` marker.
+    """
+    if side not in RENDER_TASKS:
+        raise BadInput(f"no copy is made at {side} px")
+    with read_scope(settings.db_url) as session:
+        image = session.get(Image, image_id)
+        if image is None or image.sha256 is None:
+            return False
+        path, sha256, size = image.path, image.sha256, image.size_bytes
+    pending = _marker(settings, sha256, side, "pending")
+    if copy_file(settings, sha256, side).is_file():
+        pending.unlink(missing_ok=True)
+        return False
+    try:
+        source = scanned_file(path, size, settings.resolved_roots)
+        thumbnails.ensure_thumbnail(settings, source, sha256, side, draft=_DRAFTS[side])
+    except (ImageError, NotFound) as exc:
+        log.info("no %s px copy of image %s: %s", side, image_id, exc)
+        _marker(settings, sha256, side, "failed").touch()
+        pending.unlink(missing_ok=True)
+        return False
+    # An OSError (an unwritable cache) leaves the pending marker: asked again in a minute.
+    pending.unlink(missing_ok=True)
+    return True
