@@ -162,9 +162,11 @@ def fit_probe(
     workers: int = 0,
     class_weights: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
+    grid: Iterable[float] = L2_GRID,
 ) -> HeadFit:
     """The head's linear layer fitted on the model's current (frozen) features of train,
-    seen through the served preprocessing as val is; nothing is installed yet."""
+    seen through the served preprocessing as val is; nothing is installed yet. A refit
+    passes the one L2 strength its selection run chose (val is then part of train)."""
     views = {
         "train": datasets["train"].with_transform(served_transform(backbone.spec)),
         "val": datasets["val"],
@@ -183,6 +185,7 @@ def fit_probe(
         len(datasets["train"].classes),
         class_weights,
         label_smoothing,
+        grid,
     )
     log.info(
         "probe: L2 %g chosen by val loss %s; train loss %.4f acc %.3f | val loss %.4f acc %.3f",
