@@ -12,13 +12,16 @@ stratified val split), the same seed labels, and the gate's own `decide_promotio
 queue orders are `service.routing.queue_order`'s (the production code) plus `random`.
 It skips the calibration temperature and the ONNX export, so its numbers are close to,
 not equal to, the real loop's: use it to rank orders over many seeds, then confirm the
-winner with `loop_sim.py run`.
+winner with `loop_sim.py run`. `--refit` refits each probe on train + val with the L2 it
+chose (the loop's recipe since `--refit` works with `--stage1 probe`); `--reference` also
+prints the probe on every pool label. Orders named in EXPERIMENTAL are tried here only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 from collections import defaultdict
@@ -34,8 +37,88 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.loop_sim import seed_labels  # noqa: E402
 from service.promotion import classification_scores, decide_promotion, recall_changes  # noqa: E402
 from service.routing import QueueCandidate, queue_order  # noqa: E402
+from training.head import L2_GRID  # noqa: E402
 
 ORDERS = ("random", "confidence", "margin", "balanced", "stratified", "mixed")
+
+
+# ---------------------------------------------------------------- orders tried on the stand-in
+# Orders the product could compute when a job finishes from what it stores (each item's
+# top-k labels and probabilities, the labels already given); the ones worth it move to
+# service.routing.queue_order.
+
+
+def _entropy(probs: list[float]) -> float:
+    rest = max(0.0, 1.0 - sum(probs))  # the mass outside the stored top-k, as one bucket
+    return -sum(p * math.log(p) for p in [*probs, rest] if p > 0)
+
+
+def _turns(groups: dict[Any, list[int]], score: dict[int, float]) -> list[int]:
+    """Every group's first key, then every group's second, ...; within a layer by score."""
+    served: list[int] = []
+    lists = [groups[g] for g in sorted(groups, key=str)]
+    for rank in range(max((len(v) for v in lists), default=0)):
+        served += sorted((v[rank] for v in lists if rank < len(v)), key=lambda k: (score[k], k))
+    return served
+
+
+def experimental_order(
+    cands: list[QueueCandidate], second: dict[int, str], known: dict[str, int], name: str, seed: int
+) -> list[int]:
+    rng = random.Random(seed)
+    margin = {c.key: c.margin for c in cands}
+    neg_entropy = {c.key: -_entropy(list(c.probs)) for c in cands}
+    if name == "entropy":
+        return sorted(margin, key=lambda k: (neg_entropy[k], k))
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for c in sorted(cands, key=lambda c: (c.margin, c.key)):
+        by_label[c.label].append(c.key)
+    if name == "balanced-entropy":
+        groups = {
+            lab: sorted(keys, key=lambda k: (neg_entropy[k], k)) for lab, keys in by_label.items()
+        }
+        return _turns(groups, neg_entropy)
+    if name == "mixed-rf":  # mixed, starting each label with a random item
+        groups = {}
+        for lab, keys in by_label.items():
+            left, out, take_random = list(keys), [], True
+            while left:
+                out.append(left.pop(rng.randrange(len(left)) if take_random else 0))
+                take_random = not take_random
+            groups[lab] = out
+        return _turns(groups, margin)
+    if name == "pairs":  # turns across the confused pairs (top-1, top-2 labels)
+        pairs: dict[Any, list[int]] = defaultdict(list)
+        for c in sorted(cands, key=lambda c: (c.margin, c.key)):
+            pairs[tuple(sorted((c.label, second[c.key])))].append(c.key)
+        return _turns(pairs, margin)
+    if name == "need":  # the predicted label with the fewest labels (given + served) next
+        count = {lab: known.get(lab, 0) for lab in by_label}
+        queues = {lab: list(keys) for lab, keys in by_label.items()}
+        served = []
+        while queues:
+            lab = min(queues, key=lambda lab: (count[lab], margin[queues[lab][0]], lab))
+            served.append(queues[lab].pop(0))
+            count[lab] += 1
+            if not queues[lab]:
+                del queues[lab]
+        return served
+    if name.startswith("coverage"):  # each label's K smallest margins, then random
+        k = int(name.removeprefix("coverage") or 2)
+        head = _turns({lab: keys[:k] for lab, keys in by_label.items()}, margin)
+        rest = sorted(set(margin) - set(head))
+        rng.shuffle(rest)
+        return head + rest
+    if name.startswith("band"):  # turns across labels, each label's margins from its median
+        groups = {}
+        for lab, keys in by_label.items():
+            mid = len(keys) // 2
+            groups[lab] = sorted(keys, key=lambda k: (abs(keys.index(k) - mid), k))
+        return _turns(groups, margin)
+    raise ValueError(name)
+
+
+EXPERIMENTAL = ("entropy", "balanced-entropy", "mixed-rf", "pairs", "need", "coverage2", "band")
 
 
 def features(work: Path) -> dict[str, Any]:
@@ -68,12 +151,14 @@ def features(work: Path) -> dict[str, Any]:
     return out
 
 
-_FITS: dict[tuple[tuple[int, ...], int], Any] = {}
+_FITS: dict[tuple[tuple[int, ...], int, bool, tuple[float, ...]], Any] = {}
+REFIT = False  # --refit: after choosing L2 on val, fit again on train + val with it
+GRID: tuple[float, ...] = L2_GRID  # --grid: the L2 strengths tried
 
 
 def fit(x: torch.Tensor, labels: list[str], rows: list[int], classes: list[str], seed: int) -> Any:
     """The loop's probe on these labelled rows: stratified 15 % val, L2 chosen on it."""
-    key = (tuple(sorted(rows)), seed)
+    key = (tuple(sorted(rows)), seed, REFIT, GRID)
     if key not in _FITS:
         _FITS[key] = _fit(x, labels, rows, classes, seed)
     return _FITS[key]
@@ -99,7 +184,15 @@ def _fit(x: torch.Tensor, labels: list[str], rows: list[int], classes: list[str]
     ty = torch.tensor([index[labels[r]] for r in train])
     vy = torch.tensor([index[labels[r]] for r in val])
     weights = class_weights(ty.tolist(), len(classes))
-    return fit_head((x[train], ty), (x[val], vy), len(classes), weights, 0.1)
+    # The L2 path stops after two rises of the val loss: the product's choice whenever
+    # the loss along the grid has one minimum (it always had here), in half the time.
+    chosen = fit_head((x[train], ty), (x[val], vy), len(classes), weights, 0.1, GRID, 300, 2)
+    if not REFIT:
+        return chosen
+    everything = train + val
+    ay = torch.tensor([index[labels[r]] for r in everything])
+    weights = class_weights(ay.tolist(), len(classes))
+    return fit_head((x[everything], ay), (x[val], vy), len(classes), weights, 0.1, (chosen.l2,))
 
 
 def predict(head: Any, x: torch.Tensor) -> torch.Tensor:
@@ -133,8 +226,15 @@ def simulate(
             for i, p in enumerate(probs)
             if i not in taken
         ]
+        second = {c.key: classes[int(probs[c.key].topk(2).indices[1])] for c in candidates}
+        known: dict[str, int] = defaultdict(int)
+        for r in labelled:
+            known[pool["labels"][r]] += 1
         if order == "random":
             chosen = rng.sample([c.key for c in candidates], per_round)
+        elif order in EXPERIMENTAL or order.startswith(("coverage", "band")):
+            chosen = experimental_order(candidates, second, known, order, seed * 100 + number)
+            chosen = chosen[:per_round]
         else:
             chosen = queue_order(candidates, order, seed=seed * 100 + number)[:per_round]
         labelled += chosen
@@ -169,9 +269,35 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=100)
     parser.add_argument("--margin", type=float, default=0.05)
     parser.add_argument("--out", type=Path, help="JSON of every run")
+    parser.add_argument(
+        "--refit", action="store_true", help="refit the probe on train + val with the chosen L2"
+    )
+    parser.add_argument(
+        "--reference", action="store_true", help="also print the probe on every pool label"
+    )
+    parser.add_argument(
+        "--grid", type=float, nargs="+", default=list(L2_GRID), help="L2 strengths, largest first"
+    )
     args = parser.parse_args()
+    global REFIT, GRID
+    REFIT, GRID = args.refit, tuple(args.grid)
     torch.set_num_threads(1)
     data = features(args.work)
+    if args.reference:
+        reference(data)
+    run_all(args, data)
+
+
+def reference(data: dict[str, Any]) -> None:
+    pool, test = data["pool"], data["test"]
+    classes = sorted(set(pool["labels"]))
+    ref = fit(pool["x"], pool["labels"], list(range(len(pool["labels"]))), classes, 0)
+    predicted = predict(ref, test["x"]).argmax(1).tolist()
+    hits = [classes[i] == t for i, t in zip(predicted, test["labels"], strict=True)]
+    print(f"reference (all {len(pool['labels'])} pool labels, refit={REFIT}): {mean(hits):.4f}")
+
+
+def run_all(args: argparse.Namespace, data: dict[str, Any]) -> None:
     runs = {}
     for seed in args.seeds:
         for order in args.orders:
@@ -183,6 +309,8 @@ def main() -> None:
                 for x in runs[(order, seed)]
             ]
             print(f"seed {seed} {order:>12}: " + " | ".join(cells), flush=True)
+            if args.out:  # after every run: a long sweep stopped early keeps what it did
+                save(args.out, runs)
     print(f"mean over seeds {args.seeds}: active top-1 (candidate top-1) per round")
     for order in args.orders:
         cells = []
@@ -192,10 +320,24 @@ def main() -> None:
             cand = mean(x.get("candidate_top1", x["top1"]) for x in rows)
             cells.append(f"{act:.3f} ({cand:.3f})")
         print(f"{order:>12}: " + " | ".join(cells))
-    if args.out:
-        args.out.write_text(
-            json.dumps({f"{o}-seed{s}": v for (o, s), v in runs.items()}, indent=1) + "\n"
-        )
+    if "random" in args.orders:
+        print("difference from random, active top-1 points: mean (seeds ahead / level / behind)")
+        for order in [o for o in args.orders if o != "random"]:
+            cells, total = [], []
+            for r in range(1, args.rounds + 1):
+                d = [
+                    100 * (runs[(order, s)][r]["top1"] - runs[("random", s)][r]["top1"])
+                    for s in args.seeds
+                ]
+                total.append(mean(d))
+                ahead = sum(x > 1e-9 for x in d)
+                behind = sum(x < -1e-9 for x in d)
+                cells.append(f"{mean(d):+.1f} ({ahead}/{len(d) - ahead - behind}/{behind})")
+            print(f"{order:>16}: " + " | ".join(cells) + f" | mean {mean(total):+.2f}")
+
+
+def save(path: Path, runs: dict[tuple[str, int], list[dict[str, Any]]]) -> None:
+    path.write_text(json.dumps({f"{o}-seed{s}": v for (o, s), v in runs.items()}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

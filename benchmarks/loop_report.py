@@ -22,6 +22,7 @@ ORDER = (
     "queue-stratified",
     "queue-balanced",
     "queue-margin",
+    "queue-coverage",
     "margin",
     "entropy",
     "balanced",
@@ -30,11 +31,12 @@ COLOURS = {
     "queue-confidence": "tab:blue",
     "random": "tab:orange",
     "queue-mixed": "tab:red",
-    "queue-stratified": "tab:green",
+    "queue-stratified": "tab:olive",
     "queue-balanced": "tab:brown",
     "queue-margin": "tab:purple",
+    "queue-coverage": "tab:green",
 }
-OTHER_COLOURS = ("tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+OTHER_COLOURS = ("tab:pink", "tab:cyan", "tab:gray")
 
 
 def load_runs(work: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -139,7 +141,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "(HERPSCORE_REVIEW_ORDER: `confidence`, lowest top-1 first; `margin`; `balanced`, "
         "turns across the predicted labels, each label's smallest margin first; "
         "`stratified`, turns with random items; `mixed`, turns alternating the smallest "
-        "margin and a random item); `random` draws items at random; `margin`, `entropy` "
+        "margin and a random item; `coverage`, each label's two smallest margins in turns, "
+        "then the rest at random); `random` draws items at random; `margin`, `entropy` "
         "and `balanced` without `queue-` are orders picked by item id outside the queue.",
         "",
         "| round | labels | " + " | ".join(f"{s} (seeds)" for s in strategies) + " |",

@@ -46,7 +46,9 @@ STRATEGIES = ("queue", "random")
 # Orders the queue could serve, tried in the simulation by picking items by id.
 ALTERNATIVES = ("margin", "entropy", "balanced")
 # The fast recipe: a linear probe on frozen EfficientNet-Lite0 features at 224 px, no
-# stage 2, no INT8; on 2 shared cores a retrain takes about a minute.
+# stage 2, no INT8; on 2 shared cores a retrain takes about a minute. `--refit` fits the
+# probe again on train + val with the L2 strength chosen on val: a small labelled set
+# does not lose 15 % of its labels to validation.
 FAST_RECIPE: dict[str, Any] = {
     "training_backbone": "efficientnet_lite0",
     "training_weights": "default",
@@ -56,7 +58,7 @@ FAST_RECIPE: dict[str, Any] = {
     "training_batch_size": 32,
     "training_min_per_class": 1,
     "training_int8": False,
-    "training_extra_args": "--stage1 probe --resize squash --threads 1 --parity-images 8",
+    "training_extra_args": "--stage1 probe --refit --resize squash --threads 1 --parity-images 8",
 }
 
 

@@ -141,7 +141,9 @@ def describe_reasons(reason: str) -> str:
 
 # ---------------------------------------------------------------- the order of a job's queue
 
-QUEUE_ORDERS = ("confidence", "margin", "balanced", "stratified", "mixed")
+QUEUE_ORDERS = ("confidence", "margin", "balanced", "stratified", "mixed", "coverage")
+# `coverage`: how many smallest-margin items of every predicted label come before the rest.
+COVERAGE_DEPTH = 2
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,8 @@ def queue_order(candidates: Sequence[QueueCandidate], order: str, seed: int = 0)
     - stratified: turns across the predicted labels, each label's items in random order;
     - mixed: turns across the predicted labels; within a label, its smallest-margin item
       and a random one alternate.
+    - coverage: turns across the predicted labels for each label's COVERAGE_DEPTH
+      smallest-margin items, then every other item in random order.
 
     The random draws are seeded (a job serves the same order every time).
     """
@@ -185,6 +189,15 @@ def queue_order(candidates: Sequence[QueueCandidate], order: str, seed: int = 0)
     by_label: dict[str, list[int]] = defaultdict(list)
     for c in by_margin:
         by_label[c.label].append(c.key)
+    if order == "coverage":
+        # Every predicted label's hardest few first, then a random sample of the pool:
+        # uncertainty alone spends a weak model's first labels on a few confused labels.
+        head = _in_turns(
+            [by_label[label][:COVERAGE_DEPTH] for label in sorted(by_label)], candidates
+        )
+        rest = sorted(set(c.key for c in candidates) - set(head))
+        rng.shuffle(rest)
+        return head + rest
     turns: list[list[int]] = []
     for label in sorted(by_label):
         keys = by_label[label]
@@ -194,7 +207,11 @@ def queue_order(candidates: Sequence[QueueCandidate], order: str, seed: int = 0)
         elif order == "mixed":
             keys = _alternate(keys, rng)
         turns.append(keys)
-    # Every label's first item, then every label's second, ...; within a turn, by margin.
+    return _in_turns(turns, candidates)
+
+
+def _in_turns(turns: list[list[int]], candidates: Sequence[QueueCandidate]) -> list[int]:
+    """Every label's first item, then every label's second, ...; within a turn, by margin."""
     served: list[int] = []
     margin_of = {c.key: c.margin for c in candidates}
     depth = max((len(keys) for keys in turns), default=0)

@@ -15,7 +15,6 @@ from training import label_errors
 from training.artifacts import export_model_folder
 from training.backbones import Backbone, build_backbone
 from training.data import (
-    DataError,
     DatasetFolder,
     SafeImageFolder,
     decode_for_training,
@@ -28,7 +27,7 @@ from training.options import get_args_parser
 from training.reports import evaluate_and_calibrate
 from training.runtime import build_device, build_run_dir, run_log, seed_everything, tune_malloc
 from training.selection import PROBE, choose, fit_baseline
-from training.trainer import Trainer, kept_epochs
+from training.trainer import Trainer, kept_epochs, probe_l2
 
 __all__ = ["build_datasets", "build_model", "get_args_parser", "main", "refit"]
 
@@ -37,8 +36,6 @@ log = logging.getLogger("training")
 
 def main(args: argparse.Namespace) -> Path:
     """Run the whole pipeline; returns the model folder (OUT/model)."""
-    if args.refit and args.stage1 == "probe":  # before any data is scanned
-        raise DataError("--refit retrains stage 1 by epochs: use it with --stage1 epochs")
     run_dir = build_run_dir(args)
     with run_log(run_dir):
         seed_everything(args.seed)
@@ -132,6 +129,8 @@ def refit(
         refit_dir,
         stop_after=epochs,
     )
+    if args.stage1 == "probe":  # the same L2 strength, fitted on train + val
+        trainer.probe_l2 = probe_l2(selection.history)
     trainer.fit()
     temperature = selection_report["calibration"]["temperature"]
     kept = {"selection": selection_report["selection"]} if "selection" in selection_report else {}

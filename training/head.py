@@ -79,9 +79,12 @@ def fit_head(
     label_smoothing: float = 0.0,
     grid: Iterable[float] = L2_GRID,
     max_iter: int = 300,
+    stop_after_rises: int | None = None,
 ) -> HeadFit:
     """Fit softmax(x W^T + b) on centred, scaled features for each L2 strength in `grid`;
-    keep the one with the lowest (unweighted) validation NLL, as early stopping would."""
+    keep the one with the lowest (unweighted) validation NLL, as early stopping would.
+    stop_after_rises: leave the rest of the grid once the val loss has risen on that many
+    strengths in a row (the same choice when the loss along the grid has one minimum)."""
     x, y = train[0].double(), train[1].long()
     vx, vy = val[0].double(), val[1].long()
     # Centred per feature but scaled by one number: per-feature scaling would fold into
@@ -94,6 +97,7 @@ def fit_head(
     b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
     best: tuple[float, float, torch.Tensor, torch.Tensor] | None = None
     tried: dict[float, float] = {}
+    rising = 0
     for l2 in grid:
 
         def objective(l2: float = l2) -> torch.Tensor:
@@ -104,9 +108,12 @@ def fit_head(
         _minimise([w, b], objective, max_iter)
         with torch.no_grad():
             val_loss = float(F.cross_entropy(vxs @ w.T + b, vy))
+        rising = rising + 1 if tried and val_loss > list(tried.values())[-1] else 0
         tried[l2] = val_loss
         if math.isfinite(val_loss) and (best is None or val_loss < best[0]):
             best = (val_loss, l2, w.detach().clone(), b.detach().clone())
+        if stop_after_rises is not None and rising >= stop_after_rises:
+            break
     if best is None:
         raise ValueError("the head fit diverged for every L2 strength")
     val_loss, l2, w_std, b_std = best
@@ -162,9 +169,11 @@ def fit_probe(
     workers: int = 0,
     class_weights: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
+    grid: Iterable[float] = L2_GRID,
 ) -> HeadFit:
     """The head's linear layer fitted on the model's current (frozen) features of train,
-    seen through the served preprocessing as val is; nothing is installed yet."""
+    seen through the served preprocessing as val is; nothing is installed yet. A refit
+    passes the one L2 strength its selection run chose (val is then part of train)."""
     views = {
         "train": datasets["train"].with_transform(served_transform(backbone.spec)),
         "val": datasets["val"],
@@ -183,6 +192,7 @@ def fit_probe(
         len(datasets["train"].classes),
         class_weights,
         label_smoothing,
+        grid,
     )
     log.info(
         "probe: L2 %g chosen by val loss %s; train loss %.4f acc %.3f | val loss %.4f acc %.3f",

@@ -45,6 +45,12 @@ def improves(val_loss: float, best: float) -> bool:
     return val_loss < best - 1e-4
 
 
+def probe_l2(history: list[dict[str, Any]]) -> float | None:
+    """The L2 strength a stage 1 `probe` chose (its history row's `lr`), None without one."""
+    rows = [r for r in history if r["stage"] == 1 and r["epoch"] == 0]
+    return float(rows[0]["lr"]) if rows else None
+
+
 def kept_epochs(history: list[dict[str, Any]], stages: tuple[int, ...]) -> dict[int, int]:
     """Per stage, how many epochs ran up to the one whose weights were kept (by `improves`,
     as in Trainer.run_stage; 0 for a stage that did not run)."""
@@ -101,6 +107,8 @@ class Trainer:
         self.micro_batch = args.batch_size
         self.history: list[dict[str, Any]] = []
         self.probe_fit: head.HeadFit | None = None  # stage 1 `probe` uses it if already fitted
+        # A refit's stage 1 `probe`: the L2 strength its selection run chose on val.
+        self.probe_l2: float | None = None
 
     def fit(self) -> None:
         resume = self._resume_state()
@@ -130,8 +138,10 @@ class Trainer:
             self.args.workers,
             self.class_weights(),
             self.args.label_smoothing,
+            head.L2_GRID if self.probe_l2 is None else (self.probe_l2,),
         )
         head.install(self.backbone.head, fit)
+        refit = self.probe_l2 is not None  # val is in train: its loss measures nothing
         self._record(
             {
                 "stage": 1,
@@ -139,8 +149,8 @@ class Trainer:
                 "lr": fit.l2,
                 "train_loss": fit.train_loss,
                 "train_acc": fit.train_acc,
-                "val_loss": fit.val_loss,
-                "val_acc": fit.val_acc,
+                "val_loss": math.nan if refit else fit.val_loss,
+                "val_acc": math.nan if refit else fit.val_acc,
                 "seconds": round(time.monotonic() - started, 1),
             }
         )

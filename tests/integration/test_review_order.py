@@ -25,7 +25,7 @@ def served_labels(settings: Settings) -> list[str]:
     return served
 
 
-@pytest.mark.parametrize("order", ["confidence", "balanced"])
+@pytest.mark.parametrize("order", ["confidence", "balanced", "coverage"])
 def test_a_finished_job_serves_its_items_in_the_configured_order(
     db_url: str,
     make_settings: Callable[..., Settings],
@@ -48,7 +48,7 @@ def test_a_finished_job_serves_its_items_in_the_configured_order(
     served = served_labels(settings)
     if order == "confidence":
         assert served[:4] == ["red"] * 4
-    else:  # turns across the predicted labels
+    else:  # turns across the predicted labels (coverage: two per label, then the rest)
         assert sorted(served[:3]) == ["blue", "green", "red"]
         assert served[3:] == ["red"] * 3
 

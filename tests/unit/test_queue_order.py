@@ -63,3 +63,21 @@ def test_order_priorities_serve_the_order_by_priority_descending() -> None:
     priorities = order_priorities([5, 3, 9])
     assert sorted(priorities, key=lambda k: -priorities[k]) == [5, 3, 9]
     assert all(0.0 < p <= 1.0 for p in priorities.values())
+
+
+def test_coverage_serves_each_labels_smallest_margins_then_the_rest_at_random() -> None:
+    # Three labels of 10 items; item k's margin grows with k within its label.
+    many = [QueueCandidate(k, "abc"[k % 3], [0.5 + k / 100, 0.45]) for k in range(30)]
+    served = queue_order(many, "coverage", seed=7)
+    assert sorted(served) == list(range(30))
+    # Turn 1: each label's smallest margin (0, 1, 2), turn 2: the next ones (3, 4, 5).
+    assert served[:6] == [0, 1, 2, 3, 4, 5]
+    rest = served[6:]
+    assert rest != sorted(rest)  # random, not by margin or id
+    assert queue_order(many, "coverage", seed=7) == served
+    assert queue_order(many, "coverage", seed=8)[6:] != rest
+    assert served != queue_order(many, "balanced")
+
+
+def test_coverage_with_fewer_items_than_its_depth_keeps_them_all() -> None:
+    assert queue_order(ITEMS, "coverage")[:5] == [1, 5, 6, 2, 4]

@@ -189,3 +189,34 @@ def test_refit_trains_on_train_plus_val_for_the_kept_epochs_with_the_first_tempe
     # INT8's rule needs held-out images, and a refit has trained on all of them.
     assert metadata["int8"]["kept"] is False and "refit" in metadata["int8"]["reason"]
     assert not (folder / "model.int8.onnx").exists()
+
+
+def test_refit_of_a_probe_fits_train_plus_val_with_the_l2_the_selection_chose(
+    synthetic_data: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from training.fit import main
+
+    argv = [
+        "--data", str(synthetic_data), "--out", str(tmp_path / "out"),
+        "--backbone", "mobilenet_v3_small", "--weights", "none", "--size", "32",
+        "--stage1", "probe", "--epochs-stage2", "0", "--batch-size", "8",
+        "--min-per-class", "2", "--refit", "--no-int8",
+    ]  # fmt: skip
+    folder = main(get_args_parser().parse_args(argv))
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    selection = json.loads((out / "metrics_selection.json").read_text())
+    assert metrics["refit"]["train_images"] == 3 * (6 + 2)  # per class: train 6 + val 2
+    assert metrics["refit"]["epochs"] == {"1": 1, "2": 0}
+    chosen = (out / "run" / "metrics.csv").read_text().splitlines()[1].split(",")
+    refitted = (out / "run" / "refit" / "metrics.csv").read_text().splitlines()[1:]
+    assert len(refitted) == 1
+    row = refitted[0].split(",")
+    assert row[:2] == ["1", "0"] and float(row[2]) == float(chosen[2])  # the same L2
+    assert row[5] == "nan"  # val was fitted on: no val loss to report
+    assert (
+        json.loads((folder / "metadata.json").read_text())["temperature"]
+        == (selection["calibration"]["temperature"])
+    )

@@ -62,6 +62,19 @@ def test_stronger_l2_wins_when_the_labels_are_noise() -> None:
     assert fit.l2 >= 1e-2  # overfitting noise loses on validation loss
 
 
+def test_the_l2_path_can_stop_once_the_val_loss_keeps_rising() -> None:
+    x, _ = _blobs(200, 4, 32, seed=3)
+    noise = torch.randint(0, 4, (200,), generator=torch.Generator().manual_seed(4))
+    vx, _ = _blobs(100, 4, 32, seed=5)
+    vnoise = torch.randint(0, 4, (100,), generator=torch.Generator().manual_seed(6))
+    full = head.fit_head((x, noise), (vx, vnoise), num_classes=4)
+    short = head.fit_head((x, noise), (vx, vnoise), num_classes=4, stop_after_rises=2)
+    losses = list(short.tried.values())
+    assert len(short.tried) < len(full.tried)  # noise: the loss rises as L2 weakens
+    assert losses[-1] > losses[-2] > losses[-3]  # it stopped on the second rise in a row
+    assert short.l2 == full.l2 and torch.equal(short.weight, full.weight)
+
+
 def test_install_copies_into_the_final_linear_and_checks_the_shape(tiny_backbone: Backbone) -> None:
     layer = head.final_linear(tiny_backbone.head)
     fit = head.HeadFit(
