@@ -22,6 +22,10 @@ B = "(B) best ph-snakes recipe: 288, stage 1 probe, BN frozen, lr 3e-4, EMA 0.99
 C224 = "(C) linear probe on frozen Lite0 features, 224"
 C288 = "(C) linear probe on frozen Lite0 features, 288"
 D = "(D) B with stronger augmentation: TrivialAugmentWide, --min-scale 0.25"
+L1 = "(B) with EfficientNet-Lite1 at 240 (its native size)"
+L2 = "(B) with EfficientNet-Lite2 at 260 (its native size)"
+L1P = "(C) linear probe on frozen Lite1 features, 240 (L1's stage 1)"
+L2P = "(C) linear probe on frozen Lite2 features, 260 (L2's stage 1)"
 
 # (set, recipe, results file stem, which model in it)
 ROWS: list[tuple[str, str, str, str]] = [
@@ -33,6 +37,10 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("ph-snakes", C224, "train_ph_snakes_longer-stage2", "linear_probe"),
     ("ph-snakes", C288, "train_ph_snakes_probe288", "probe_only"),
     ("ph-snakes", C288 + " (B's stage 1)", "train_ph_snakes_lpft288_frozenbn_lr3e-4", "stage1"),
+    ("ph-snakes", L1, "train_ph_snakes_lite1_240_lpft_frozenbn_lr3e-4", "both_stages"),
+    ("ph-snakes", L1P, "train_ph_snakes_lite1_240_lpft_frozenbn_lr3e-4", "stage1"),
+    ("ph-snakes", L2, "train_ph_snakes_lite2_260_lpft_frozenbn_lr3e-4", "both_stages"),
+    ("ph-snakes", L2P, "train_ph_snakes_lite2_260_lpft_frozenbn_lr3e-4", "stage1"),
     ("128 px wide", A, "train_ph_snakes_w128_default", "both_stages"),
     ("128 px wide", B, "train_ph_snakes_w128_best", "both_stages"),
     ("128 px wide", C224, "train_ph_snakes_probe224_w128", "probe_only"),
