@@ -311,14 +311,25 @@ def load_rgb(
     max_pixels: int,
     max_bytes: int,
     max_decoded: int | None = None,
+    on_upright: Callable[[Image.Image], None] | None = None,
 ) -> Image.Image:
-    """Decode a file to an RGB image of spec.size x spec.size (EXIF-rotated, resized, cropped)."""
+    """Decode a file to an RGB image of spec.size x spec.size (EXIF-rotated, resized, cropped).
+
+    `on_upright` sees the upright decode before the model's resize (the scoring worker cuts
+    the photo's thumbnail from it, so the file is decoded once).
+    """
+
+    def finish(img: Image.Image) -> Image.Image:
+        if on_upright is not None:
+            on_upright(img)
+        return resize_and_crop(img, spec)
+
     return decode_upright(
         path,
         max_pixels,
         max_bytes,
         at_least=spec.draft_side,
-        finish=lambda img: resize_and_crop(img, spec),
+        finish=finish,
         max_decoded=max_decoded,
     )
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from service import thumbnails
 from service.bursts import perceptual_hash
-from service.imaging import ImageError, InputSpec, decode_upright, resize_and_crop, to_array
+from service.imaging import ImageError, InputSpec, load_rgb, to_array
 from service.monitoring import BATCH_SECONDS
 from workers.engine import InferenceEngine, top_k
 
@@ -237,7 +237,7 @@ def _decode(
     thumbnail_side: int | None,
     decoded: _Decoded,
 ) -> Image.Image:
-    """The model's input image (as imaging.load_rgb makes it), and on the way the thumbnail.
+    """The model's input image, and on the way the thumbnail.
 
     The thumbnail is cut from the upright image before the model's resize, at the draft
     scale the model asked for (the same pixels: predictions do not change). An image that
@@ -246,12 +246,8 @@ def _decode(
     (thumbnails.store_thumbnails).
     """
 
-    def finish(img: Image.Image) -> Image.Image:
+    def cut_thumbnail(img: Image.Image) -> None:
         if thumbnail_side and thumbnail_side <= max(img.size) and _small(img):
             decoded.thumbnail = thumbnails.encode_jpeg(thumbnails.shrink(img, thumbnail_side))
-        return resize_and_crop(img, spec)
 
-    max_pixels, max_bytes, max_decoded = limits
-    return decode_upright(
-        path, max_pixels, max_bytes, spec.draft_side, finish=finish, max_decoded=max_decoded
-    )
+    return load_rgb(path, spec, *limits, on_upright=cut_thumbnail)

@@ -17,13 +17,9 @@ DEFAULT_LEASE_SECONDS = 300
 CLAIM_ATTEMPTS = 20
 
 
-def claimable(now: Any) -> ColumnElement[bool]:
-    """A pending item nobody holds: never claimed, released, or its lease ran out."""
-    return _claimable(ReviewItem, now)
-
-
-def _claimable(items: Any, now: Any) -> ColumnElement[bool]:
-    """`claimable` over `items` (the ReviewItem class or an alias of it)."""
+def claimable(now: Any, items: Any = ReviewItem) -> ColumnElement[bool]:
+    """A pending item nobody holds: never claimed, released, or its lease ran out. `items`
+    may be an alias of ReviewItem (a subquery inside an UPDATE of the table)."""
     return and_(
         items.status == ReviewStatus.PENDING,
         or_(
@@ -83,7 +79,7 @@ def _claim_statement(one_job: bool) -> Any:
         own.claimed_by == reviewer,
         own.lease_expires_at > now,
     )
-    candidate = select(free.id).where(_claimable(free, now))
+    candidate = select(free.id).where(claimable(now, free))
     if one_job:
         mine = mine.where(own.job_id == bindparam("queue_job_id"))
         candidate = candidate.where(free.job_id == bindparam("queue_job_id"))
@@ -102,7 +98,7 @@ def _claim_statement(one_job: bool) -> Any:
         .where(
             ReviewItem.id == target,
             ReviewItem.status == ReviewStatus.PENDING,
-            or_(still_mine, _claimable(ReviewItem, now)),
+            or_(still_mine, claimable(now)),
         )
         .values(claimed_by=reviewer, lease_expires_at=bindparam("lease", type_=UTCDateTime))
         .returning(ReviewItem)
