@@ -404,7 +404,7 @@ def main() -> None:
             with psycopg.connect(ADMIN, autocommit=True) as conn:
                 conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     existing = json.loads(args.out.read_text()) if args.out.exists() else {}
-    existing[args.label] = results
+    existing.setdefault(args.label, {}).update(results)  # sizes run separately add up
     args.out.write_text(json.dumps(existing, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(report(args.out))
     print(json.dumps({n: {k: v for k, v in r.items() if k != "plans"} for n, r in results.items()}))
