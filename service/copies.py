@@ -66,7 +66,7 @@ def ask_for_copy(settings: Settings, sha256: str, side: int, send: Callable[[], 
     """The copy's state; a missing copy nobody asked for lately is marked pending and
     `send` is called to queue its render (False: the broker did not take it, so the next
     view asks again). Raises OSError when the cache folder cannot be written."""
-    if copy_file(settings, sha256, side).is_file():
+    if thumbnails.is_stored(copy_file(settings, sha256, side)):
         return CopyState.READY
     if _younger_than(_marker(settings, sha256, side, "failed"), FAILED_SECONDS):
         return CopyState.FAILED
@@ -102,7 +102,7 @@ def render_copy(settings: Settings, image_id: int, side: int) -> bool:
             return False
         path, sha256, size = image.path, image.sha256, image.size_bytes
     pending = _marker(settings, sha256, side, "pending")
-    if copy_file(settings, sha256, side).is_file():
+    if thumbnails.is_stored(copy_file(settings, sha256, side)):
         pending.unlink(missing_ok=True)
         return False
     try:
