@@ -4,7 +4,7 @@ The scoring worker writes them as it scores (service/scoring.py). One still miss
 job, a failed write, a wiped cache) is asked for here by the web view: a render task goes to
 the maintenance queue once, a `.pending` marker beside the copy keeps repeated page views
 from queuing it again, and a `.failed` marker keeps a photo that cannot be decoded from
-being tried on every view.
+being tried on every view. The scheduler's check sweeps markers past their lifetime away.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ RENDER_TASKS = {
 _DRAFTS = {thumbnails.THUMBNAIL_SIDE: None, display.DISPLAY_SIDE: display.DISPLAY_DRAFT}
 PENDING_SECONDS = 60  # a render asked for this recently is not asked for again
 FAILED_SECONDS = 3600  # nor one that failed: an undecodable photo stays a placeholder
+LIFETIMES = {".pending": PENDING_SECONDS, ".failed": FAILED_SECONDS}
+FANOUT = 256  # the cache's folders, one per first two hex digits (thumbnails.thumbnail_file)
+SWEEP_FOLDERS = 8  # folders looked through per sweep: every one within 32 scheduler checks
+_SWEEP_CURSOR = ".marker-sweep"  # the folder the next sweep starts at
 
 
 class CopyState(enum.Enum):
@@ -62,7 +66,7 @@ def ask_for_copy(settings: Settings, sha256: str, side: int, send: Callable[[], 
     """The copy's state; a missing copy nobody asked for lately is marked pending and
     `send` is called to queue its render (False: the broker did not take it, so the next
     view asks again). Raises OSError when the cache folder cannot be written."""
-    if copy_file(settings, sha256, side).is_file():
+    if thumbnails.is_stored(copy_file(settings, sha256, side)):
         return CopyState.READY
     if _younger_than(_marker(settings, sha256, side, "failed"), FAILED_SECONDS):
         return CopyState.FAILED
@@ -98,7 +102,7 @@ def render_copy(settings: Settings, image_id: int, side: int) -> bool:
             return False
         path, sha256, size = image.path, image.sha256, image.size_bytes
     pending = _marker(settings, sha256, side, "pending")
-    if copy_file(settings, sha256, side).is_file():
+    if thumbnails.is_stored(copy_file(settings, sha256, side)):
         pending.unlink(missing_ok=True)
         return False
     try:
@@ -112,3 +116,46 @@ def render_copy(settings: Settings, image_id: int, side: int) -> bool:
     # An OSError (an unwritable cache) leaves the pending marker: asked again in a minute.
     pending.unlink(missing_ok=True)
     return True
+
+
+def sweep_markers(settings: Settings, folders: int = SWEEP_FOLDERS) -> int:
+    """Delete the markers past their lifetime in the next `folders` fan-out folders of the
+    cache, so the markers of photos nobody views again do not pile up; how many deleted.
+
+    A marker past its lifetime already counts as absent, so this changes no answer; one
+    refreshed between the look and the unlink costs at most one more render request.
+    """
+    root = settings.thumbnails_path
+    if not root.is_dir():
+        return 0
+    cursor = root / _SWEEP_CURSOR
+    try:
+        start = int(cursor.read_text(), 16) % FANOUT
+    except (FileNotFoundError, ValueError):
+        start = 0
+    now = time.time()
+    deleted = 0
+    for n in range(start, start + folders):
+        deleted += _sweep_folder(root / f"{n % FANOUT:02x}", now)
+    cursor.write_text(f"{(start + folders) % FANOUT:02x}")
+    return deleted
+
+
+def _sweep_folder(folder: Path, now: float) -> int:
+    try:
+        with os.scandir(folder) as listing:
+            entries = list(listing)
+    except FileNotFoundError:
+        return 0
+    deleted = 0
+    for entry in entries:
+        lifetime = LIFETIMES.get(os.path.splitext(entry.name)[1])
+        if lifetime is None:
+            continue
+        try:
+            if now - entry.stat().st_mtime >= lifetime:
+                os.unlink(entry.path)
+                deleted += 1
+        except FileNotFoundError:  # a render or another sweep removed it first
+            continue
+    return deleted

@@ -59,7 +59,7 @@ def prepare_for_review(settings: Settings, image_ids: Sequence[int]) -> int:
         ).all()
     made = 0
     for path, sha256 in rows:
-        if sha256 is None or display_file(settings, sha256).is_file():
+        if sha256 is None or thumbnails.is_stored(display_file(settings, sha256)):
             continue
         try:
             ensure_display_copy(settings, Path(path), sha256)

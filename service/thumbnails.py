@@ -28,6 +28,15 @@ def thumbnail_file(settings: Settings, sha256: str, side: int = THUMBNAIL_SIDE) 
     return settings.thumbnails_path / sha256[:2] / f"{sha256}-{side}.jpg"
 
 
+def is_stored(copy: Path) -> bool:
+    """True when the copy exists and is not empty: a power cut can leave an unsynced write
+    empty (see write_atomically), and an empty copy is rendered again, not served."""
+    try:
+        return copy.stat().st_size > 0
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
 def ensure_thumbnail(
     settings: Settings,
     source: Path,
@@ -41,7 +50,7 @@ def ensure_thumbnail(
     Raises ImageError when the source cannot be decoded; the caller shows a placeholder.
     """
     target = thumbnail_file(settings, sha256, side)
-    if target.is_file():
+    if is_stored(target):
         return target
     thumb = render_thumbnail(
         source,
@@ -112,7 +121,7 @@ def store_thumbnails(
     from the file. Existing thumbnails are kept. Returns (written, rendered)."""
     written = rendered = 0
     for sha256, path, jpeg in made:
-        if sha256 is None or thumbnail_file(settings, sha256).is_file():
+        if sha256 is None or is_stored(thumbnail_file(settings, sha256)):
             continue
         try:
             if jpeg is not None:
@@ -132,10 +141,9 @@ def write_atomically(body: bytes, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
     try:
+        # No fsync: a copy is re-derivable, and one fsync per photo stalls slow disks.
         with os.fdopen(fd, "wb") as out:
             out.write(body)
-            out.flush()
-            os.fsync(out.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -175,6 +175,8 @@ def requeue_stalled_task() -> dict[str, int]:
             "re-sent %d stalled chunks, %d scans, %d exports and %d training runs%s",
             *counts.values(), " (the broker was away)" if reset else "",
         )  # fmt: skip
+    # After the re-sends, so an unwritable cache folder never holds up lost work.
+    counts["markers_swept"] = copies.sweep_markers(settings)
     return counts
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import timedelta
 
+from service import copies
 from service.db import session_scope
 from service.exports import ExportOptions, create_export
 from service.jobs import create_job
 from service.models import JobStatus, RunStatus, ScanJob, TrainingRun, utcnow
 from service.scheduler import requeue_stalled
 from service.settings import Settings
+from service.thumbnails import THUMBNAIL_SIDE
 
 LONG_AGO = timedelta(hours=1)
 
@@ -70,3 +74,19 @@ def test_after_a_broker_reset_everything_queued_goes_at_once(
     assert resend.scans == [ids["queued"], ids["scanning"]]
     assert resend.exports == [ids["export"]]
     assert resend.runs == [ids["run"]]
+
+
+def test_the_scheduler_check_sweeps_stale_render_markers(api_settings, monkeypatch):
+    from workers import tasks
+
+    monkeypatch.setattr(tasks, "worker_settings", lambda: api_settings)
+    stale = copies.copy_file(api_settings, "0" * 64, THUMBNAIL_SIDE).with_suffix(".pending")
+    fresh = stale.with_suffix(".failed")
+    stale.parent.mkdir(parents=True)
+    stale.touch()
+    fresh.touch()
+    then = time.time() - copies.PENDING_SECONDS - 5
+    os.utime(stale, (then, then))
+    counts = tasks.requeue_stalled_task()
+    assert counts["markers_swept"] == 1
+    assert not stale.exists() and fresh.exists()

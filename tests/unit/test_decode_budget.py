@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from service import imaging
-from service.imaging import DecodeBudget, InputSpec, load_rgb
+from service import decode_memory, imaging
+from service.decode_memory import DecodeBudget
+from service.imaging import InputSpec, load_rgb
 
 
 def _overlap(sizes: tuple[int, int], limit: int) -> bool:
@@ -63,4 +64,4 @@ def test_a_failed_decode_gives_its_bytes_back(tmp_path: Path) -> None:
     with pytest.raises(imaging.ImageError) as caught:
         load_rgb(path, InputSpec(size=32), 10**9, 10**9)
     assert caught.value.reason == "corrupt"
-    assert imaging.DECODES.in_flight == 0
+    assert decode_memory.DECODES.in_flight == 0

@@ -9,15 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from service.imaging import (
-    WEBP_BYTES_PER_PIXEL,
-    ImageError,
-    InputSpec,
-    decoded_bytes,
-    jpeg_coefficient_bytes,
-    load_rgb,
-    probe,
-)
+from service.decode_memory import WEBP_BYTES_PER_PIXEL, decoded_bytes, jpeg_coefficient_bytes
+from service.imaging import ImageError, InputSpec, load_rgb, probe
 from tests.support.hostile import write_big_png
 
 MAKE = """

@@ -56,6 +56,16 @@ def test_made_once_then_reused(
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temporary files left
 
 
+def test_an_empty_copy_is_rendered_again(settings: Settings, tmp_path: Path) -> None:
+    # What a power cut can leave of a copy written without fsync (write_atomically).
+    photo = write_photo(tmp_path / "a.jpg", size=(600, 300))
+    empty = thumbnails.thumbnail_file(settings, _sha(photo))
+    empty.parent.mkdir(parents=True)
+    empty.touch()
+    with Image.open(thumbnails.ensure_thumbnail(settings, photo, _sha(photo))) as thumb:
+        assert thumb.size == (256, 128)
+
+
 @pytest.mark.parametrize(
     "content", [b"", b"not an image at all", b"\xff\xd8\xff\xe0" + b"\x00" * 64]
 )

@@ -1,0 +1,71 @@
+"""Render markers: the sweep deletes the ones past their lifetime, a few folders at a time."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from service import copies, display, thumbnails
+from service.settings import Settings
+
+
+@pytest.fixture()
+def settings(tmp_path: Path, make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings("sqlite://", thumbnails_dir=tmp_path / "thumbs")
+
+
+def marker(settings: Settings, sha256: str, side: int, kind: str, age: float) -> Path:
+    """A marker file last touched `age` seconds ago."""
+    path = copies.copy_file(settings, sha256, side).with_suffix(f".{kind}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    then = time.time() - age
+    os.utime(path, (then, then))
+    return path
+
+
+def test_only_markers_past_their_lifetime_are_swept(settings: Settings) -> None:
+    thumb, shown = thumbnails.THUMBNAIL_SIDE, display.DISPLAY_SIDE
+    stale = [
+        marker(settings, "a" * 64, thumb, "pending", copies.PENDING_SECONDS + 5),
+        marker(settings, "a" * 64, shown, "failed", copies.FAILED_SECONDS + 5),
+    ]
+    kept = [
+        marker(settings, "a1" + "0" * 62, thumb, "pending", copies.PENDING_SECONDS - 30),
+        # Old enough to be a stale pending marker, young enough for a failed one.
+        marker(settings, "a2" + "0" * 62, thumb, "failed", copies.PENDING_SECONDS + 5),
+    ]
+    copy = thumbnails.thumbnail_file(settings, "a" * 64)
+    copy.write_bytes(b"jpeg")
+    os.utime(copy, (0, 0))  # a copy is never a marker, however old
+
+    swept = copies.sweep_markers(settings, folders=copies.FANOUT)
+
+    assert swept == len(stale)
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in kept) and copy.exists()
+
+
+def test_each_sweep_looks_at_a_few_folders_and_all_are_reached_in_turn(
+    settings: Settings,
+) -> None:
+    old = copies.FAILED_SECONDS + 5
+    markers = [
+        marker(settings, f"{n:02x}" + "0" * 62, thumbnails.THUMBNAIL_SIDE, "failed", old)
+        for n in range(copies.FANOUT)
+    ]
+    per_sweep = 16
+    assert copies.sweep_markers(settings, folders=per_sweep) == per_sweep
+    assert sum(path.exists() for path in markers) == copies.FANOUT - per_sweep
+    for _ in range(copies.FANOUT // per_sweep - 1):
+        assert copies.sweep_markers(settings, folders=per_sweep) == per_sweep
+    assert not any(path.exists() for path in markers)
+
+
+def test_a_missing_cache_is_nothing_to_sweep(settings: Settings) -> None:
+    assert copies.sweep_markers(settings) == 0
+    assert not settings.thumbnails_path.exists()
