@@ -4,7 +4,8 @@ The scoring worker writes them as it scores (service/scoring.py). One still miss
 job, a failed write, a wiped cache) is asked for here by the web view: a render task goes to
 the maintenance queue once, a `.pending` marker beside the copy keeps repeated page views
 from queuing it again, and a `.failed` marker keeps a photo that cannot be decoded from
-being tried on every view. The scheduler's check sweeps markers past their lifetime away.
+being tried on every view. The scheduler's check sweeps markers past their lifetime away,
+and the temporary files of copy writes whose process was killed before the rename.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ RENDER_TASKS = {
 _DRAFTS = {thumbnails.THUMBNAIL_SIDE: None, display.DISPLAY_SIDE: display.DISPLAY_DRAFT}
 PENDING_SECONDS = 60  # a render asked for this recently is not asked for again
 FAILED_SECONDS = 3600  # nor one that failed: an undecodable photo stays a placeholder
-LIFETIMES = {".pending": PENDING_SECONDS, ".failed": FAILED_SECONDS}
+TEMP_SECONDS = 3600  # a write_atomically temporary file this old lost its writer (a kill)
+LIFETIMES = {".pending": PENDING_SECONDS, ".failed": FAILED_SECONDS, ".tmp": TEMP_SECONDS}
 FANOUT = 256  # the cache's folders, one per first two hex digits (thumbnails.thumbnail_file)
 SWEEP_FOLDERS = 8  # folders looked through per sweep: every one within 32 scheduler checks
 _SWEEP_CURSOR = ".marker-sweep"  # the folder the next sweep starts at
@@ -119,8 +121,9 @@ def render_copy(settings: Settings, image_id: int, side: int) -> bool:
 
 
 def sweep_markers(settings: Settings, folders: int = SWEEP_FOLDERS) -> int:
-    """Delete the markers past their lifetime in the next `folders` fan-out folders of the
-    cache, so the markers of photos nobody views again do not pile up; how many deleted.
+    """Delete the markers past their lifetime, and temporary files of writes killed before
+    their rename, in the next `folders` fan-out folders of the cache, so neither piles up;
+    how many deleted.
 
     A marker past its lifetime already counts as absent, so this changes no answer; one
     refreshed between the look and the unlink costs at most one more render request.

@@ -69,3 +69,18 @@ def test_each_sweep_looks_at_a_few_folders_and_all_are_reached_in_turn(
 def test_a_missing_cache_is_nothing_to_sweep(settings: Settings) -> None:
     assert copies.sweep_markers(settings) == 0
     assert not settings.thumbnails_path.exists()
+
+
+def test_temporary_files_a_killed_writer_left_are_swept_after_an_hour(settings: Settings) -> None:
+    copy = thumbnails.thumbnail_file(settings, "b" * 64)
+    copy.parent.mkdir(parents=True)
+    # What write_atomically leaves when its process is killed between mkstemp and rename.
+    left = copy.parent / f".{copy.stem}.k1l2l3ed.tmp"
+    writing = copy.parent / f".{copy.stem}.w0r1k2ng.tmp"
+    for path, age in ((left, copies.TEMP_SECONDS + 5), (writing, 30)):
+        path.write_bytes(b"half a jpeg")
+        os.utime(path, (time.time() - age,) * 2)
+
+    assert copies.sweep_markers(settings, folders=copies.FANOUT) == 1
+    assert not left.exists()
+    assert writing.exists()  # a write in progress keeps its file
