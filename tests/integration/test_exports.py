@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -319,3 +320,16 @@ def test_image_without_a_file_is_left_out(lite: Settings, photos_root: Path) -> 
         Path(gone.path).unlink()
     _, rows, card = export(lite, min_per_class=1)
     assert len(rows) == len(images) - 1 and card["excluded"]["file_missing"] == 1
+
+
+def test_manifest_cells_a_spreadsheet_would_run_are_quoted(lite: Settings, photos_root: Path):
+    images = score_folder(lite, str(make_survey(photos_root / "s", sites=3, per_colour=1)))
+    formulas = {"red": "=1+2", "green": "+cmd|calc!A0", "blue": "@SUM(1)"}
+    for rel, image_id in images.items():
+        annotate(lite, image_id, label=formulas[Path(rel).name.split("_")[0]])
+    folder, rows, _ = export(lite, min_per_class=1)
+
+    with (folder / "manifest.csv").open(newline="", encoding="utf-8") as fh:
+        written = [row["label"] for row in csv.DictReader(fh)]
+    assert sorted(set(written)) == sorted("'" + label for label in formulas.values())
+    assert {row["label"] for row in rows} == set(formulas.values())  # read back as labelled
