@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from service import registry, retraining
 from service.db import session_scope
 from service.errors import InvalidState
-from service.models import ModelStatus, ModelVersion, Role, RunStatus, TrainingRun
+from service.models import AuditEntry, ModelStatus, ModelVersion, Role, RunStatus, TrainingRun
 from service.promotion import promote_run
 from service.settings import Settings
 from tests.integration.test_exports import COLOURS, export, label_all, make_survey, score_folder
@@ -138,6 +138,14 @@ def test_gate_promotes_better_and_refuses_worse(
             assert promote_run(session, run_id, actor="admin", force=True).status == (
                 ModelStatus.ACTIVE
             )
+        promoter = "retraining" if promoted else "admin"
+        audited = session.scalars(
+            select(AuditEntry).where(AuditEntry.action != "model.activate").order_by(AuditEntry.id)
+        )
+        assert [(e.actor, e.action, e.target) for e in audited] == [
+            (promoter, "model.promote", f"model:{run.model_version_id}"),
+            *([("test", "model.rollback", f"model:{old}")] if promoted else []),
+        ]
 
 
 def test_failed_training_is_recorded(lite: Settings, photos_root: Path, tmp_path: Path) -> None:

@@ -401,6 +401,40 @@ def test_api_activation_records_its_actor(
         assert last is not None and re.fullmatch(r"key:\d+", last.actor)
 
 
+def test_cli_activation_and_rollback_are_audited_as_the_cli(
+    api_settings: Settings, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from service import registry
+    from service.cli import main
+    from tests.support.models import make_model_folder
+
+    with session_scope(api_settings.db_url) as session:
+        first, second = (
+            registry.add_model(session, api_settings, make_model_folder(tmp_path / n, seed=s)).id
+            for n, s in (("a", 1), ("b", 2))
+        )
+    env = {"HERPSCORE_DATABASE_URL": api_settings.db_url, "HERPSCORE_DATA_DIR": "unused"}
+    runner = CliRunner()
+    for args in (["activate", str(first)], ["activate", str(second)], ["rollback"]):
+        result = runner.invoke(main, ["models", *args], env=env)
+        assert result.exit_code == 0, result.output
+    with session_scope(api_settings.db_url) as session:
+        activations = session.scalars(select(ModelActivation).order_by(ModelActivation.id))
+        assert [(a.model_version_id, a.actor) for a in activations] == [
+            (first, "cli"), (second, "cli"), (first, "cli"),
+        ]  # fmt: skip
+        entries = session.scalars(
+            select(AuditEntry).where(AuditEntry.action.startswith("model.")).order_by(AuditEntry.id)
+        )
+        assert [(e.actor, e.action, e.target) for e in entries] == [
+            ("cli", "model.activate", f"model:{first}"),
+            ("cli", "model.activate", f"model:{second}"),
+            ("cli", "model.rollback", f"model:{first}"),
+        ]
+
+
 # ---------------------------------------------------------------- 20: body caps, ~user
 
 
