@@ -5,10 +5,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from service.settings import Settings
+from service.tasks_client import celery_config
 from workers.memory_guard import resident_bytes
 
 GROW = """
@@ -61,3 +64,12 @@ def test_the_ceiling_applies_only_while_a_chunk_scores() -> None:
 def test_resident_bytes_reads_this_process() -> None:
     rss = resident_bytes()
     assert rss is not None and 10 * 2**20 < rss < 8 * 2**30
+
+
+@pytest.mark.parametrize(("megabytes", "kilobytes"), [(1536, 1536 * 1024), (0, None)])
+def test_pool_processes_past_the_soft_ceiling_are_replaced_after_their_task(
+    make_settings: Callable[..., Settings], megabytes: int, kilobytes: int | None
+) -> None:
+    settings = make_settings("sqlite://", worker_max_memory_megabytes=megabytes)
+    # Celery counts this ceiling in kilobytes; None leaves pool processes running forever.
+    assert celery_config(settings)["worker_max_memory_per_child"] == kilobytes
