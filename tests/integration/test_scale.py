@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
 from service import results
 from service.db import insert_ignoring_conflicts, session_scope
@@ -202,11 +203,20 @@ def test_unfiltered_total_is_the_scans_count(api_settings: Settings, active_mode
     with session_scope(api_settings.db_url) as session:
         job = session.get(ScanJob, job_id)
         assert job is not None
-        _, total = results.query_results(session, job_id, results.ResultFilters(), limit=1)
-        assert total == job.total == len(PATHS)
-        labelled = results.ResultFilters(label="Naja_philippinensis")
-        found, total = results.query_results(session, job_id, labelled, limit=100)
-        assert total == len(found) == len(PATHS)
+        counts: list[str] = []
+
+        def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            counts.extend(re.findall(r"count\(", statement, re.IGNORECASE))
+
+        event.listen(session.get_bind(), "before_cursor_execute", record)
+        try:
+            _, total = results.query_results(session, job_id, results.ResultFilters(), limit=1)
+            assert total == job.total == len(PATHS) and not counts  # no rows counted
+            labelled = results.ResultFilters(label="Naja_philippinensis")
+            found, total = results.query_results(session, job_id, labelled, limit=100)
+            assert total == len(found) == len(PATHS) and counts  # a filter counts
+        finally:
+            event.remove(session.get_bind(), "before_cursor_execute", record)
 
 
 # ---------------------------------------------------------------- neighbours
