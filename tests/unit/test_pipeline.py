@@ -113,6 +113,20 @@ def test_stats_account_for_decode_and_inference(engine: InferenceEngine, tmp_pat
     assert stats.wall_seconds >= stats.inference_seconds
 
 
+def test_every_batch_is_one_sample_of_the_batch_latency_histogram(
+    engine: InferenceEngine, tmp_path: Path
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def timed() -> float:
+        return REGISTRY.get_sample_value("herpscore_batch_seconds_count") or 0.0
+
+    paths = [_photo(tmp_path, f"p{i}.jpg", COLOURS[1], seed=i) for i in range(5)]
+    before = timed()
+    _score(engine, paths, batch_size=2)
+    assert timed() - before == 3  # batches of 2, 2 and 1 photos
+
+
 def test_limits_are_passed_to_decoding(engine: InferenceEngine, tmp_path: Path) -> None:
     path = _photo(tmp_path, "p.jpg", COLOURS[0], seed=0)
 
