@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Sequence
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from service.db import session_scope
@@ -87,6 +88,7 @@ def test_a_chunk_interrupted_once_still_scores_everything(
     queue: deque[int] = deque()
     run_scan(settings, job_id, queue.extend)
     first = True
+    scored_before = REGISTRY.get_sample_value("herpscore_images_scored_total") or 0.0
 
     def dies_once(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome]:
         nonlocal first
@@ -104,6 +106,8 @@ def test_a_chunk_interrupted_once_still_scores_everything(
     with session_scope(settings.db_url) as session:
         job = get_job(session, job_id)
         assert (job.status, job.scored, job.failed) == (JobStatus.DONE, files, 0)
+    scored = REGISTRY.get_sample_value("herpscore_images_scored_total") or 0.0
+    assert scored - scored_before == files  # /metrics counts what the workers scored
 
 
 @pytest.mark.postgres
