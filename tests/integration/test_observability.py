@@ -13,7 +13,9 @@ from pathlib import Path
 
 from flask.testing import FlaskClient
 
-from service.models import Role
+from service.db import session_scope
+from service.exports import ExportOptions, create_export
+from service.models import Annotation, Decision, Role, RunStatus, TrainingRun, utcnow
 from service.settings import Settings
 from service.web import create_app
 from tests.integration.test_review import seed_queue
@@ -77,7 +79,14 @@ def test_metrics_report_jobs_backlog_decisions_queues_and_worker_counts(
 ) -> None:
     from service.monitoring import BATCH_SECONDS, count_outcomes
 
-    seed_queue(api_settings.db_url, count=3)
+    seeded = seed_queue(api_settings.db_url, count=3)
+    with session_scope(api_settings.db_url) as session:
+        image_id = seeded.image_ids[0]
+        for decision, undone in ((Decision.LABEL, None), (Decision.UNKNOWN, utcnow())):
+            session.add(Annotation(image_id=image_id, reviewer="ana", decision=decision,
+                                   undone_at=undone))  # fmt: skip
+        export = create_export(session, ExportOptions.from_settings(api_settings))
+        session.add(TrainingRun(export_id=export.id, status=RunStatus.QUEUED, params={}))
     before = api_client.get("/metrics", headers=auth(Role.VIEWER)).get_data(as_text=True)
     count_outcomes([None, None, "corrupt", None])
     BATCH_SECONDS.observe(0.2)
@@ -89,8 +98,9 @@ def test_metrics_report_jobs_backlog_decisions_queues_and_worker_counts(
     assert scored - sample(before, "herpscore_images_scored_total") == 3
     assert sample(text, "herpscore_images_failed_total", 'reason="corrupt"') >= 1
     assert sample(text, "herpscore_batch_seconds_count") >= 1
-    assert "# TYPE herpscore_training_runs gauge" in text
-    assert "# TYPE herpscore_decisions gauge" in text
+    assert sample(text, "herpscore_training_runs", 'status="queued"') == 1
+    assert sample(text, "herpscore_decisions", 'decision="label"') == 1
+    assert 'decision="unknown"' not in text  # an undone decision is not counted
 
 
 def test_multiprocess_mode_adds_up_every_process(api_settings: Settings, tmp_path: Path) -> None:
