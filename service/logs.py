@@ -27,6 +27,13 @@ def work_context(job_id: int | None = None, chunk_id: int | None = None) -> Iter
             var.reset(token)
 
 
+def tag_job(job_id: int) -> None:
+    """Tag the rest of a chunk's work_context with its job, once known (the task is sent
+    the chunk id only). Outside one it does nothing: no block's end would take it back."""
+    if _chunk_id.get() is not None:
+        _job_id.set(job_id)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, job_id, chunk_id[, exc]."""
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, aliased
 from service import display, thumbnails
 from service.db import in_values, insert_ignoring_conflicts, session_scope
 from service.jobs import FINISHED, maybe_finish
+from service.logs import tag_job
 from service.models import (
     Chunk,
     ChunkStatus,
@@ -407,6 +408,7 @@ def score_chunk(settings: Settings, chunk_id: int, scorer: Scorer) -> ChunkResul
         work = claim_chunk(session, settings, chunk_id)
         if work is None or chunk is None:
             return ChunkResult(skipped=True)
+        tag_job(work.job_id)
         interrupted = chunk.attempts - 1  # earlier claims that never finished
         if interrupted and len(work.job_image_ids) > 1:
             split = split_chunk(session, chunk_id, work.job_id, work.job_image_ids)

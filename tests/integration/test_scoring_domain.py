@@ -387,3 +387,39 @@ def test_thumbnails_can_be_left_to_the_maintenance_queue(
     make_photo_folder(photos_root / "survey", count=3)
     _run_job(settings, "survey")
     assert not list(settings.thumbnails_path.rglob("*-256.jpg"))
+
+
+def test_a_chunks_log_lines_carry_its_job(sqlite_url, make_settings, photos_root, tmp_path):
+    import io
+    import json
+    import logging
+
+    from service.logs import JsonFormatter, work_context
+
+    settings = make_settings(sqlite_url, chunk_size=64)
+    _setup(settings, tmp_path)
+    make_photo_folder(photos_root / "survey", count=2)
+    with session_scope(settings.db_url) as session:
+        job_id = create_job(session, settings, "survey").id
+    chunks: list[int] = []
+    run_scan(settings, job_id, chunks.extend)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger("herpscore.test.chunk")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+    def logged(model, paths):  # a line written in the middle of the chunk's work
+        log.info("scoring %d files", len(paths))
+        return run_model(model, paths)
+
+    try:
+        with work_context(chunk_id=chunks[0]):  # all the scoring task knows at first
+            score_chunk(settings, chunks[0], logged)
+        log.info("the next task")
+    finally:
+        log.removeHandler(handler)
+    during, after = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (during["job_id"], during["chunk_id"]) == (job_id, chunks[0])
+    assert "job_id" not in after and "chunk_id" not in after
