@@ -293,3 +293,30 @@ def test_the_embedded_workers_consume_every_queue_once_with_scoring_alone() -> N
     assert [queues for name, queues, _ in EMBEDDED_WORKERS if "inference" in queues] == [
         ("inference",)
     ]
+
+
+def test_the_commented_gpu_worker_is_a_valid_service_once_uncommented(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/deploy.md tells the reader to uncomment it: it must then be a working service."""
+    lines = COMPOSE_FILE.read_text(encoding="utf-8").splitlines()
+    start = lines.index("  # worker-inference-gpu:")
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("  #"))
+    lines[start:end] = ["  " + line[4:] for line in lines[start:end]]
+    gpu = yaml.safe_load("\n".join(lines))["services"]["worker-inference-gpu"]
+    cmd = command(gpu)
+    assert option(cmd, "-Q", "--queues") == "inference"
+    hostname = option(cmd, "--hostname") or ""
+    assert hostname.split("@")[0] + "@" in " ".join(gpu["healthcheck"]["test"])
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert mounts(gpu)["/photos"]["read_only"] and DATA_DIR in mounts(gpu)
+    fields = {f"HERPSCORE_{field}".upper() for field in Settings.model_fields}
+    assert not {k for k in gpu["environment"] if k.startswith("HERPSCORE_")} - fields
+    for key in [k for k in os.environ if k.startswith("HERPSCORE_")]:
+        monkeypatch.delenv(key)
+    for key, value in gpu["environment"].items():
+        if key.startswith("HERPSCORE_"):
+            monkeypatch.setenv(key, interpolate(str(value), {"HERPSCORE_SECRET_KEY": "s3cret"}))
+    settings = Settings()  # the values parse
+    assert settings.inference_device == "auto" and not settings.is_embedded_broker
