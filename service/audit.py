@@ -10,9 +10,11 @@ from sqlalchemy.orm import Session
 from service.db import newest_first
 from service.models import AuditEntry
 
-# Callers who are not a user or a key.
+# Callers who are not a user or a key; no username may equal one (service.users).
 CLI_ACTOR = "cli"
 SYSTEM_ACTOR = "system"
+RETRAINING_ACTOR = "retraining"  # the retraining check's automatic promotion
+NOT_USERS = frozenset({CLI_ACTOR, SYSTEM_ACTOR, RETRAINING_ACTOR})
 
 
 def key_principal(key_id: int) -> str:

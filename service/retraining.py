@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service import promotion, registry, suspects
+from service import audit, promotion, registry, suspects
 from service.db import get_or_not_found, newest_first, session_scope
 from service.errors import HerpscoreError, InvalidState
 from service.exports import (
@@ -42,7 +42,7 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ACTOR = "retraining"
+ACTOR = audit.RETRAINING_ACTOR
 
 # argv for `python -m training fit` -> the model folder it wrote.
 Fitter = Callable[[list[str]], Path]

@@ -37,6 +37,8 @@ def create_user(
             "the username must be 1-100 characters: letters, digits and . _ @ -, "
             "starting with a letter or digit"
         )
+    if username.lower() in audit.NOT_USERS:
+        raise BadInput(f"{username!r} names the audit log's non-user actors: choose another name")
     _check_password_rules(password)
     if find_user(session, username) is not None:
         raise InvalidState(f"user {username!r} already exists")

@@ -56,6 +56,10 @@ def test_authenticate(sqlite_url: str) -> None:
         ("ana", "short", BadInput),
         ("ana", "p" * 2000, BadInput),
         ("ANA", PASSWORD, InvalidState),  # names are unique regardless of case
+        # The audit log's actors that are not users: a user named so would pass for them.
+        ("cli", PASSWORD, BadInput),
+        ("System", PASSWORD, BadInput),
+        ("retraining", PASSWORD, BadInput),
     ],
 )
 def test_create_refuses_bad_input(
