@@ -153,6 +153,13 @@ def cancel_job(session: Session, job_id: int) -> ScanJob:
     return job
 
 
+def fraction_done(done: int, total: int, scan_complete: bool) -> float:
+    """done / total, kept under 1 while the scan may still find files: a progress bar at
+    100 % for a job that has more to score would be a lie."""
+    fraction = done / total if total else 0.0
+    return round(fraction if scan_complete else min(fraction, 0.99), 4)
+
+
 def job_progress(job: ScanJob, now: datetime | None = None) -> dict[str, Any]:
     """Counts, rate and ETA of a job, from its counters (no extra query)."""
     now = now or utcnow()
@@ -173,7 +180,7 @@ def job_progress(job: ScanJob, now: datetime | None = None) -> dict[str, Any]:
         "routed_to_review": job.routed,
         "pending": pending,
         "scan_complete": job.scan_complete,
-        "fraction_done": round(done / job.total, 4) if job.total else 0.0,
+        "fraction_done": fraction_done(done, job.total, job.scan_complete),
         "images_per_second": round(rate, 2),
         "elapsed_seconds": round(elapsed, 1),
         "eta_seconds": eta,

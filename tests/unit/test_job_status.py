@@ -71,3 +71,17 @@ def test_rate_counts_from_the_start_of_the_job_not_the_end_of_the_scan() -> None
     assert progress["images_per_second"] == 2.0
     assert progress["elapsed_seconds"] == 100.0
     assert progress["eta_seconds"] == 100.0
+
+
+def test_a_job_still_scanning_is_never_reported_done() -> None:
+    """Every file found so far is scored, but the scan goes on: not 100 % yet."""
+    from service.jobs import job_progress
+    from service.models import ScanJob, utcnow
+
+    job = ScanJob(
+        folder="/x", status=JobStatus.SCANNING, total=877, scored=877, failed=0, routed=0,
+        scan_complete=False, started_at=utcnow(),
+    )  # fmt: skip
+    assert job_progress(job)["fraction_done"] == 0.99
+    job.scan_complete = True
+    assert job_progress(job)["fraction_done"] == 1.0
