@@ -7,7 +7,8 @@ The Flask test client then times p50/p95 of: review next (claim) and decision, r
 stats, a page of predictions (first, deep offset, keyset `after`), the UI job page, and
 results.csv (first byte and full download). Before the big job's pages, small jobs' pages
 are read (the plan flip: prepared statements switch to a generic plan). The slowest
-statement of each endpoint is EXPLAINed.
+statement of each endpoint is EXPLAINed. Last, `rank_job_queue` (the review order a job
+gets when it finishes) is timed on the big job with 100,000 pending items.
 
     PYTHONPATH=$PWD python benchmarks/scale.py --sizes 10000,100000 --label after
     PYTHONPATH=/work/main python benchmarks/scale.py --sizes 10000,100000 --label before
@@ -33,6 +34,8 @@ log = logging.getLogger("scale")
 ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 LABELS = [f"Species_{i:02d}" for i in range(10)]
 SMALL_JOB = 1000
+RARE_LABEL, RARE_EVERY = "Species_rare", 9973
+RANK_PENDING = 100_000
 
 
 def fill(url: str, n: int, big_share: float = 0.6) -> dict[str, Any]:
@@ -77,10 +80,12 @@ def fill(url: str, n: int, big_share: float = 0.6) -> dict[str, Any]:
             f"|| lpad(i::text, 8, '0') || '.jpg', 'site' || (i % 50), 'scored'{folder_val} "
             f"FROM generate_series(1, {n}) i",
         )
+        # One image in RARE_EVERY gets a rare label (the label filter's worst case).
         conn.execute(
             "INSERT INTO predictions (id, image_id, model_version_id, job_id, label, "
             "label_index, confidence, topk, created_at) SELECT i, i, 1, "
-            f"{job_of}, 'Species_' || lpad((i % 10)::text, 2, '0'), i % 10, "
+            f"{job_of}, CASE WHEN i % {RARE_EVERY} = 0 THEN '{RARE_LABEL}' "
+            "ELSE 'Species_' || lpad((i % 10)::text, 2, '0') END, i % 10, "
             "0.3 + (i % 700) / 1000.0, json_build_array(json_build_array('Species_' || "
             "lpad((i % 10)::text, 2, '0'), 0.3 + (i % 700) / 1000.0)), now() "
             f"FROM generate_series(1, {n}) i",
@@ -274,7 +279,21 @@ def measure(
             lambda: ok(api.get(f"{base}&after={after}", headers=headers)))  # fmt: skip
     run("predictions filtered (label)",
         lambda: ok(api.get(f"{base}&label=Species_03", headers=headers)))  # fmt: skip
+    # Every other filter of the page, fewer repetitions (some read the whole job).
+    filters = {
+        "rare label": f"label={RARE_LABEL}", "absent label": "label=Nobody",
+        "label, offset 5000": "label=Species_03&offset=5000",
+        "min_confidence 0.95": "min_confidence=0.95",
+        "confidence 0.5-0.6": "min_confidence=0.5&max_confidence=0.6",
+        "site": "site=site13", "failed": "failed=true", "needs_review": "needs_review=true",
+        "reviewed": "reviewed=true", "final_label": "final_label=Species_03",
+    }  # fmt: skip
+    few = max(5, reps // 4)
+    for name, args in filters.items():
+        run(f"predictions filtered ({name})",
+            lambda a=args: ok(api.get(f"{base}&{a}", headers=headers)), few)  # fmt: skip
     run("job page (UI)", lambda: ok(ui.get(f"/jobs/{big}")))
+    run("job page (UI, label)", lambda: ok(ui.get(f"/jobs/{big}?label=Species_03")), few)
 
     def first_byte() -> None:
         response = api.get(f"/api/v1/jobs/{big}/results.csv", headers=headers, buffered=False)
@@ -302,13 +321,20 @@ def measure(
     return _finish(url, out, slowest)
 
 
+ALWAYS_EXPLAINED = ("predictions filtered (label)", "predictions offset 80%")
+
+
 def _finish(url: str, out: dict[str, Any], slowest: dict[str, Any]) -> dict[str, Any]:
-    """EXPLAIN the slowest statement of the four slowest endpoints; drop the connections."""
+    """EXPLAIN the slowest statement of the four slowest endpoints (and of the label filter and
+    the deep offset); drop the connections."""
     from service.db import dispose_engines
 
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
     plans = {}
-    for name, (seconds, statement, params) in sorted(slowest.items(), key=lambda kv: -kv[1][0])[:4]:
+    ranked = [name for name, _ in sorted(slowest.items(), key=lambda kv: -kv[1][0])]
+    shown = ranked[:4] + [name for name in ALWAYS_EXPLAINED if name in ranked[4:]]
+    for name in shown:
+        seconds, statement, params = slowest[name]
         try:
             plans[name] = {"ms": round(seconds * 1000, 1), "sql": statement,
                            "plan": explain(dsn, statement, params)}  # fmt: skip
@@ -316,6 +342,69 @@ def _finish(url: str, out: dict[str, Any], slowest: dict[str, Any]) -> dict[str,
             plans[name] = {"ms": round(seconds * 1000, 1), "sql": statement, "plan": str(exc)}
     out["plans"] = plans
     dispose_engines()
+    return out
+
+
+def rank_timing(url: str, facts: dict[str, Any], pending: int = RANK_PENDING) -> dict[str, Any]:
+    """rank_job_queue on the big job with `pending` pending items, each order once (rolled
+    back), and the Python memory it peaked at (tracemalloc, a second run of each order).
+
+    The big job's pending items are topped up to `pending`; their predictions get five
+    top-k entries and labels over 200 species, few of them common (a survey's skew)."""
+    import tracemalloc
+
+    from service.db import session_factory
+    from service.review.order import rank_job_queue
+    from service.routing import QUEUE_ORDERS
+
+    big = facts["big_job"]
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO review_items (prediction_id, image_id, job_id, reason, status, "
+            "priority, venom_risk, created_at) SELECT p.id, p.image_id, %(job)s, "
+            "'low_confidence', 'pending', 1.0 - p.confidence, p.id %% 50 = 0, now() "
+            "FROM predictions p WHERE p.job_id = %(job)s AND NOT EXISTS (SELECT 1 FROM "
+            "review_items r WHERE r.prediction_id = p.id) ORDER BY p.id LIMIT GREATEST(0, "
+            "%(pending)s - (SELECT count(*) FROM review_items WHERE job_id = %(job)s "
+            "AND status = 'pending'))",
+            {"job": big, "pending": pending},
+        )
+        conn.execute("SELECT setseed(0.42)")
+        conn.execute(
+            "UPDATE predictions p SET label = 'Rank_' || lpad(s.k::text, 3, '0'), "
+            "topk = json_build_array(json_build_array('Rank_' || lpad(s.k::text, 3, '0'), "
+            "s.p), json_build_array('Other_1', s.p * 0.5), json_build_array('Other_2', "
+            "s.p * 0.2), json_build_array('Other_3', 0.02), json_build_array('Other_4', 0.01)) "
+            "FROM (SELECT r.prediction_id, floor(200 * power(random(), 3))::int AS k, "
+            "0.3 + 0.6 * random() AS p FROM review_items r WHERE r.job_id = %s "
+            "AND r.status = 'pending') s WHERE p.id = s.prediction_id",
+            (big,),
+        )
+        conn.execute("VACUUM ANALYZE review_items")
+        conn.execute("VACUUM ANALYZE predictions")
+    out: dict[str, Any] = {"pending": pending}
+    factory = session_factory(url)
+    for order in [o for o in QUEUE_ORDERS if o != "confidence"]:
+        row: dict[str, Any] = {}
+        for traced in (False, True):
+            session = factory()
+            try:
+                if traced:
+                    tracemalloc.start()
+                t = time.perf_counter()
+                row["ranked"] = rank_job_queue(session, big, order)
+                seconds = time.perf_counter() - t
+                if traced:
+                    row["python_peak_mb"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+                    tracemalloc.stop()
+                else:
+                    row["seconds"] = round(seconds, 2)
+            finally:
+                session.rollback()
+                session.close()
+        out[order] = row
+        log.info("rank_job_queue %s %s", order, row)
     return out
 
 
@@ -351,6 +440,19 @@ def report(path: Path) -> str:
                     cells.append(f"{m['p50_ms']} / {m['p95_ms']}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+        ranks = {label: run["rank_job_queue"] for label, run in runs.items()
+                 if "rank_job_queue" in run}  # fmt: skip
+        if ranks:
+            pending = next(iter(ranks.values()))["pending"]
+            lines += [f"rank_job_queue, big job with {pending:,} pending items: seconds "
+                      "(Python peak MB, tracemalloc)", "", "| order | " + " | ".join(ranks)
+                      + " |", "|---|" + "---|" * len(ranks)]  # fmt: skip
+            orders = [o for o in next(iter(ranks.values())) if o != "pending"]
+            for order in orders:
+                cells = [f"{r[order]['seconds']} s ({r[order]['python_peak_mb']} MB)"
+                         if order in r else "-" for r in ranks.values()]  # fmt: skip
+                lines.append(f"| {order} | " + " | ".join(cells) + " |")
+            lines.append("")
         for label, run in runs.items():
             for name, plan in run.get("plans", {}).items():
                 lines += [f"<details><summary>{label}: {name}, slowest statement "
@@ -374,6 +476,11 @@ def main() -> None:
         action="store_true",
         help="time results.csv's first byte only (results_download.py times the whole file)",
     )
+    parser.add_argument(
+        "--skip-rank",
+        action="store_true",
+        help=f"skip timing rank_job_queue on the big job with {RANK_PENDING:,} pending items",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.report:
@@ -395,6 +502,8 @@ def main() -> None:
             generated = round(time.monotonic() - t)
             measured = measure(url, facts, args.reps, not args.skip_full_download,
                                args.review_only)  # fmt: skip
+            if not args.skip_rank:
+                measured["rank_job_queue"] = rank_timing(url, facts)
             results[str(n)] = {"generate_seconds": generated, **facts, **measured,
                                "load_average": [round(x, 1) for x in os.getloadavg()]}  # fmt: skip
         finally:

@@ -284,8 +284,9 @@ class JobImage(Base):
         UniqueConstraint("job_id", "image_id"),
         Index("ix_job_images_job_status", "job_id", "status"),
         Index("ix_job_images_job_site", "job_id", "site"),
-        # A page of results in path order, and the keyset cursor after a row.
-        Index("ix_job_images_job_path", "job_id", "rel_path", "id"),
+        # A page of results in path order, and the keyset cursor after a row; image_id makes
+        # the walk index-only, so a deep `offset` skips index entries, not heap rows.
+        Index("ix_job_images_job_path", "job_id", "rel_path", "id", "image_id"),
         # The review page's neighbour photos: the same folder, in path order.
         Index("ix_job_images_job_folder", "job_id", "folder", "rel_path"),
     )
@@ -318,14 +319,20 @@ class Prediction(Base):
     """What one model version said about one image: upserted on (image, model version)."""
 
     __tablename__ = "predictions"
-    __table_args__ = (UniqueConstraint("image_id", "model_version_id"),)
+    __table_args__ = (
+        UniqueConstraint("image_id", "model_version_id"),
+        # A job's results filtered by label start from that label's predictions (index-only)
+        # rather than walk the job in path order looking for them; it also serves lookups
+        # by model version (its first column), which had an index of their own.
+        Index("ix_predictions_version_label", "model_version_id", "label", "image_id"),
+    )
 
     id: Mapped[intpk]
     image_id: Mapped[int] = mapped_column(
         ForeignKey("images.id", ondelete="CASCADE"), nullable=False
     )
     model_version_id: Mapped[int] = mapped_column(
-        ForeignKey("model_versions.id", ondelete="RESTRICT"), nullable=False, index=True
+        ForeignKey("model_versions.id", ondelete="RESTRICT"), nullable=False
     )
     job_id: Mapped[int | None] = mapped_column(
         ForeignKey("scan_jobs.id", ondelete="SET NULL"), nullable=True, index=True

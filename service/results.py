@@ -220,9 +220,7 @@ def query_results(
     if by_decision:
         page = session.execute(matching.order_by(*order).limit(limit).offset(offset)).all()
     else:
-        ids = list(session.scalars(
-            matching.with_only_columns(JobImage.image_id).order_by(*order).limit(limit).offset(offset)
-        ))  # fmt: skip
+        ids = list(session.scalars(_page_ids(matching, filters).limit(limit).offset(offset)))
         if not ids:
             return [], total
         rows = _query(job_id, job.model_version_id, ResultFilters(), decisions_of=ids)
@@ -231,6 +229,25 @@ def query_results(
         ).all()
     ctx = _context(session, job.model_version_id)
     return [_row(tuple(r), ctx) for r in page], total
+
+
+def _page_ids(matching: Select[Any], filters: ResultFilters) -> Select[Any]:
+    """The image ids of `matching` in path order.
+
+    Filtered by label, the matches are found first (from the label's predictions) and then
+    sorted: PostgreSQL would rather walk the job in path order until a page of matches turns
+    up, which reads most of a big job when the label is rare or its photos sort late.
+    """
+    if filters.label is None:
+        return matching.with_only_columns(JobImage.image_id).order_by(
+            JobImage.rel_path, JobImage.id
+        )
+    found = (
+        matching.with_only_columns(JobImage.image_id, JobImage.rel_path, JobImage.id)
+        .cte("matching")
+        .prefix_with("MATERIALIZED")
+    )
+    return select(found.c.image_id).order_by(found.c.rel_path, found.c.id)
 
 
 def _after(session: Session, job_id: int, image_id: int) -> ColumnElement[bool]:

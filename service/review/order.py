@@ -11,11 +11,15 @@ below 0) keep their place at the bottom.
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+import heapq
+
+from sqlalchemy import ARRAY, Float, Integer, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from service.models import Prediction, ReviewItem, ReviewStatus
 from service.routing import VENOM_PRIORITY, QueueCandidate, order_priorities, queue_order
+
+READ_BATCH = 5000
 
 
 def rank_job_queue(session: Session, job_id: int, order: str) -> int:
@@ -34,16 +38,45 @@ def rank_job_queue(session: Session, job_id: int, order: str) -> int:
             ReviewItem.priority >= 0.0,
         )
         .order_by(ReviewItem.id)
-    ).all()
-    updates = []
+        .execution_options(yield_per=READ_BATCH)
+    )
+    # Read in batches, keeping only the two highest probabilities (all any order uses): a
+    # job's whole top-k lists held at once took ~3 KB per item.
+    tiers: dict[bool, list[QueueCandidate]] = {True: [], False: []}
+    for item_id, venom, label, topk in rows:
+        top2 = heapq.nlargest(2, (float(p) for _, p in topk))
+        tiers[bool(venom)].append(QueueCandidate(item_id, label, top2))
+    ids: list[int] = []
+    priorities: list[float] = []
     for tier, base in ((True, VENOM_PRIORITY), (False, 0.0)):
-        candidates = [
-            QueueCandidate(item_id, label, sorted((float(p) for _, p in topk), reverse=True))
-            for item_id, venom, label, topk in rows
-            if bool(venom) is tier
-        ]
-        keys = queue_order(candidates, order, seed=job_id)
-        updates += [{"id": k, "priority": base + p} for k, p in order_priorities(keys).items()]
-    if updates:
-        session.execute(update(ReviewItem), updates)
-    return len(updates)
+        keys = queue_order(tiers.pop(tier), order, seed=job_id)
+        for key, priority in order_priorities(keys).items():
+            ids.append(key)
+            priorities.append(base + priority)
+    _set_priorities(session, ids, priorities)
+    return len(ids)
+
+
+def _set_priorities(session: Session, ids: list[int], priorities: list[float]) -> None:
+    """priority = priorities[i] for review item ids[i]: on PostgreSQL one UPDATE over two
+    arrays (100k items: an UPDATE per item took most of the ranking's time)."""
+    if not ids:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        rows = [{"id": k, "priority": p} for k, p in zip(ids, priorities, strict=True)]
+        session.execute(update(ReviewItem), rows)
+        return
+    given = (
+        func.unnest(
+            bindparam("ids", ids, type_=ARRAY(Integer)),
+            bindparam("priorities", priorities, type_=ARRAY(Float)),
+        )
+        .table_valued("id", "priority")
+        .render_derived(name="given")
+    )
+    session.execute(
+        update(ReviewItem)
+        .where(ReviewItem.id == given.c.id)
+        .values(priority=given.c.priority)
+        .execution_options(synchronize_session=False)
+    )
