@@ -219,6 +219,55 @@ def test_unfiltered_total_is_the_scans_count(api_settings: Settings, active_mode
             event.remove(session.get_bind(), "before_cursor_execute", record)
 
 
+def test_label_pages_sort_their_matches_across_reused_predictions(
+    api_client: FlaskClient, api_settings: Settings, active_model: int, site: Path, auth: Auth
+) -> None:
+    """A label's rows are found from its predictions, then sorted: the pages (offset and
+    keyset) and totals are those of the job's path order, also for images whose prediction
+    another job made (byte-identical photos are scored once)."""
+    first = _job(api_settings, active_model, site, PATHS)
+    with session_scope(api_settings.db_url) as session:
+        ids = dict(session.execute(
+            select(JobImage.rel_path, JobImage.image_id).where(JobImage.job_id == first)
+        ).all())  # fmt: skip
+        late = [path for path in PATHS if path >= "site_a/cam1/IMG_004.jpg"]  # sorts late
+        for prediction in session.scalars(
+            select(Prediction).where(Prediction.image_id.in_([ids[p] for p in late]))
+        ):
+            prediction.label = "Ptyas_carinata"
+        # A second job holds the first one's photos under other paths, in reverse order; its
+        # rows reuse the first job's predictions (their job_id names the first job).
+        second = create_job(session, api_settings, str(site))
+        second.status, second.scan_complete, second.total = JobStatus.DONE, True, len(PATHS)
+        renamed = {path: f"b/{len(PATHS) - n:02d}.jpg" for n, path in enumerate(PATHS)}
+        session.add_all(
+            JobImage(job_id=second.id, image_id=ids[path], rel_path=renamed[path],
+                     folder="b", status=JobImageStatus.SCORED)
+            for path in PATHS
+        )  # fmt: skip
+        second_id = second.id
+    for job_id, path_of in ((first, {p: p for p in PATHS}), (second_id, renamed)):
+        expected = sorted(path_of[p] for p in late)
+        url = f"/api/v1/jobs/{job_id}/predictions?label=Ptyas_carinata"
+        base = f"{url}&limit=2"
+        whole = api_client.get(url, headers=auth(Role.VIEWER)).get_json()
+        assert [r["rel_path"] for r in whole["items"]] == expected
+        assert whole["total"] == len(expected)
+        deep = api_client.get(f"{base}&offset=3", headers=auth(Role.VIEWER)).get_json()
+        assert [r["rel_path"] for r in deep["items"]] == expected[3:5]
+        seen: list[str] = []
+        url = base
+        while url:
+            page = api_client.get(url, headers=auth(Role.VIEWER)).get_json()
+            seen += [r["rel_path"] for r in page["items"]]
+            url = f"{base}&after={page['next_after']}" if page["next_after"] else ""
+        assert seen == expected
+        nobody = api_client.get(
+            f"/api/v1/jobs/{job_id}/predictions?label=Nobody", headers=auth(Role.VIEWER)
+        ).get_json()
+        assert nobody["items"] == [] and nobody["total"] == 0
+
+
 # ---------------------------------------------------------------- neighbours
 
 
