@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO, cast
 
 from sqlalchemy import ColumnElement, Select, and_, func, select, tuple_
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session, aliased, lazyload
 
 from service.db import in_values
 from service.decisions import current_decisions, final_label, final_label_sql
@@ -266,15 +266,19 @@ def _after(session: Session, job_id: int, image_id: int) -> ColumnElement[bool]:
 
 
 def job_sites(session: Session, job_id: int) -> list[str]:
-    """The sites a job's images come from, by name."""
-    return list(
-        session.scalars(
-            select(JobImage.site)
-            .where(JobImage.job_id == job_id, JobImage.site.is_not(None))
-            .distinct()
-            .order_by(JobImage.site)
-        )
+    """The sites a job's images come from, by name: skipping through the (job, site) index,
+    one probe per site, where DISTINCT read every image of the job (600k: 200 ms)."""
+    other = aliased(JobImage)
+    of_job = and_(JobImage.job_id == job_id, JobImage.site.is_not(None))
+    walk = select(func.min(JobImage.site).label("site")).where(of_job).cte("sites", recursive=True)
+    following = (
+        select(func.min(other.site))
+        .where(other.job_id == job_id, other.site > walk.c.site)
+        .scalar_subquery()
     )
+    walk = walk.union_all(select(following).where(walk.c.site.is_not(None)))
+    found = select(walk.c.site).where(walk.c.site.is_not(None)).order_by(walk.c.site)
+    return list(session.scalars(found))
 
 
 def iter_results(

@@ -268,6 +268,21 @@ def test_label_pages_sort_their_matches_across_reused_predictions(
         assert nobody["items"] == [] and nobody["total"] == 0
 
 
+def test_job_sites_are_each_site_of_that_job_once_by_name(
+    api_settings: Settings, active_model: int, site: Path
+) -> None:
+    paths = ["b/1.jpg", "a/1.jpg", "b/2.jpg", "top.jpg", "c/1.jpg", "a/2.jpg"]
+    job_id = _job(api_settings, active_model, site, paths)
+    other = _job(api_settings, active_model, site, ["z/1.jpg", "0/1.jpg"])
+    with session_scope(api_settings.db_url) as session:
+        for ji in session.scalars(select(JobImage).where(JobImage.job_id.in_([job_id, other]))):
+            ji.site = None if ji.rel_path == "top.jpg" else ji.rel_path.split("/")[0]
+        session.flush()
+        assert results.job_sites(session, job_id) == ["a", "b", "c"]
+        assert results.job_sites(session, other) == ["0", "z"]
+        assert results.job_sites(session, 99999) == []
+
+
 # ---------------------------------------------------------------- neighbours
 
 
