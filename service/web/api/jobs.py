@@ -13,7 +13,7 @@ from service import idempotency, jobs, results, tasks_client
 from service.models import JobStatus, Role
 from service.web import MAX_DB_ID
 from service.web.api import bp
-from service.web.api.inputs import Body, PageQuery, Query, page
+from service.web.api.inputs import MAX_OFFSET, Body, PageQuery, Query, page
 from service.web.api.operations import JSON, Content, Output, Page, Sent, operation
 from service.web.auth import current_caller, requires
 from service.web.context import current_settings, db_read, db_session
@@ -41,6 +41,8 @@ class JobListQuery(PageQuery):
 
 
 class PredictionQuery(PageQuery):
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    """Rows to skip. Each skipped row is still read: for deep pages pass `after` instead."""
     after: int | None = Field(default=None, ge=1, le=MAX_DB_ID)
     """Keyset cursor: start just after this image of the job (the previous page's
     `next_after`), as fast at any depth as on the first page; `offset` still applies."""
