@@ -210,11 +210,9 @@ def query_results(
     matching = _page_query(job_id, job.model_version_id, filters)
     if after is not None:
         matching = matching.where(_after(session, job_id, after))
-    if filters == ResultFilters() and job.scan_complete:
-        total = job.total  # counted by the scan: no need to count the rows again
-    else:
-        total = session.scalar(select(func.count()).select_from(matching.subquery())) or 0
-    ids = list(session.scalars(_page_ids(matching, filters).limit(limit).offset(offset)))
+    # An unfiltered total was counted by the scan: no need to count the rows again.
+    known = job.total if filters == ResultFilters() and job.scan_complete else None
+    ids, total = _page_ids(session, matching, filters, limit, offset, known)
     if not ids:
         return [], total
     rows = _query(job_id, job.model_version_id, ResultFilters(), decisions_of=ids)
@@ -227,26 +225,51 @@ def query_results(
     return [_row(tuple(r), ctx) for r in page], total
 
 
-def _page_ids(matching: Select[Any], filters: ResultFilters) -> Select[Any]:
-    """The image ids of `matching` in path order.
+def _page_ids(
+    session: Session,
+    matching: Select[Any],
+    filters: ResultFilters,
+    limit: int,
+    offset: int,
+    total: int | None,
+) -> tuple[list[int], int]:
+    """A page of `matching` image ids in path order, and how many match (unless `total`).
 
-    Filtered by label or by human decisions, the matches are found first (from the label's
-    predictions; from the job's ranked decisions) and then sorted. PostgreSQL would rather
-    walk the job in path order until a page of matches turns up: that reads most of a big
-    job when the label is rare or its photos sort late, and with decisions (whose ranked
-    count it underestimates 200x) it compared every image with every decision (600k x
-    60k: over a minute).
+    Filtered by label, site, failure or human decisions, the matches are found first (from
+    the label's predictions, the site's or status's index, the job's ranked decisions),
+    then counted and sorted in one statement. PostgreSQL would rather walk the job in path
+    order until a page of matches turns up, which reads most of a big job when they are
+    rare or sort late, and with decisions (whose ranked count it underestimates 200x) it
+    compared every image with every decision (600k x 60k: over a minute). Unfiltered, or
+    by confidence or review state only (matches spread through the job, no index finds
+    them), the page walks the path index: finding them all cost more (docs/performance.md).
     """
-    if filters.label is None and filters.final_label is None and filters.reviewed is None:
-        return matching.with_only_columns(JobImage.image_id).order_by(
+    found_first = (filters.label, filters.final_label, filters.reviewed, filters.site)
+    if all(value is None for value in found_first) and filters.failed is not True:
+        if total is None:
+            total = _count(session, matching)
+        page = matching.with_only_columns(JobImage.image_id).order_by(
             JobImage.rel_path, JobImage.id
         )
+        return list(session.scalars(page.limit(limit).offset(offset))), total
     found = (
         matching.with_only_columns(JobImage.image_id, JobImage.rel_path, JobImage.id)
         .cte("matching")
         .prefix_with("MATERIALIZED")
     )
-    return select(found.c.image_id).order_by(found.c.rel_path, found.c.id)
+    rows = session.execute(
+        select(found.c.image_id, func.count().over())
+        .order_by(found.c.rel_path, found.c.id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    if not rows:  # no match, or the offset is past the last one
+        return [], _count(session, matching) if total is None else total
+    return [row[0] for row in rows], rows[0][1] if total is None else total
+
+
+def _count(session: Session, matching: Select[Any]) -> int:
+    return session.scalar(select(func.count()).select_from(matching.subquery())) or 0
 
 
 def _after(session: Session, job_id: int, image_id: int) -> ColumnElement[bool]:

@@ -255,6 +255,9 @@ def test_label_pages_sort_their_matches_across_reused_predictions(
         assert whole["total"] == len(expected)
         deep = api_client.get(f"{base}&offset=3", headers=auth(Role.VIEWER)).get_json()
         assert [r["rel_path"] for r in deep["items"]] == expected[3:5]
+        assert deep["total"] == len(expected)
+        past = api_client.get(f"{base}&offset=50", headers=auth(Role.VIEWER)).get_json()
+        assert past["items"] == [] and past["total"] == len(expected)
         seen: list[str] = []
         url = base
         while url:
