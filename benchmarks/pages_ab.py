@@ -66,21 +66,26 @@ def probe(url: str, reps: int) -> dict[str, Any]:
     return out
 
 
-def run_tree(tree: str, url: str, revision: str, reps: int) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": tree}
+def run_tree(tree: str, new: str, url: str, revision: str, reps: int) -> dict[str, Any]:
+    """Put the database at `revision` (with the new tree's migrations, which know both),
+    then time the cases with `tree`'s code."""
     migrate = f"from service.migrate import upgrade; upgrade({url!r}, {revision!r})"
-    if revision != "head":  # the old tree has no newer migration to go down from
+    if revision != "head":
         migrate = (
             "from alembic import command; from service.migrate import alembic_config; "
             f"command.downgrade(alembic_config({url!r}), {revision!r})"
         )
-    subprocess.run([sys.executable, "-c", migrate], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", migrate], env={**os.environ, "PYTHONPATH": new}, cwd=new,
+        check=True, capture_output=True,
+    )  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": tree}
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE job_images")
         conn.execute("VACUUM ANALYZE predictions")
-    done = subprocess.run(
-        [sys.executable, __file__, "--probe", url, "--reps", str(reps)],
+    done = subprocess.run(  # the script's folder, then `tree`, on the path: not the cwd
+        [sys.executable, os.path.abspath(__file__), "--probe", url, "--reps", str(reps)],
         env=env, check=True, capture_output=True, text=True,
     )  # fmt: skip
     return dict(json.loads(done.stdout.splitlines()[-1]))
@@ -114,7 +119,7 @@ def main() -> None:
         for n in range(args.rounds):
             order = [("old", args.old, "0012"), ("new", args.new, "head")]
             for label, tree, revision in order if n % 2 == 0 else order[::-1]:
-                measured = run_tree(tree, url, revision, args.reps)
+                measured = run_tree(tree, args.new, url, revision, args.reps)
                 rounds.append({"round": n, "tree": label, "load": os.getloadavg(), **measured})
                 log.info("round %d %s %s", n, label, measured)
     finally:
