@@ -47,7 +47,35 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("128 px wide", C288, "train_ph_snakes_probe288_w128", "probe_only"),
     ("128 px wide", C288 + " (B's stage 1)", "train_ph_snakes_w128_best", "stage1"),
     ("128 px wide", D, "train_ph_snakes_w128_best_trivial_minscale0.25", "both_stages"),
+    ("ph-snakes", D, "train_ph_snakes_lpft288_frozenbn_lr3e-4_trivial_minscale0.25", "both_stages"),
+    (
+        "ph-snakes",
+        A + ", run again for its per-image hits",
+        "train_ph_snakes_default_hits",
+        "both_stages",
+    ),
+    (
+        "128 px wide",
+        A + ", run again for its per-image hits",
+        "train_ph_snakes_w128_default_hits",
+        "both_stages",
+    ),
 ]
+# Paired on the same 206 test images (McNemar exact test on the images only one got right):
+# (label, first, second), each a results file stem, optionally STEM:stage1. Written by
+# `train_ph_snakes.py --pair FIRST SECOND` into results/paired_FIRST_vs_SECOND.json.
+PAIRS: list[tuple[str, str, str]] = [
+    ("ph-snakes: (A) against (D)", "train_ph_snakes_default_hits",
+     "train_ph_snakes_lpft288_frozenbn_lr3e-4_trivial_minscale0.25"),
+    ("128 px wide: (A) against (D)", "train_ph_snakes_w128_default_hits",
+     "train_ph_snakes_w128_best_trivial_minscale0.25"),
+    ("ph-snakes: (D)'s stage 1 (probe at 288) against (D)",
+     "train_ph_snakes_lpft288_frozenbn_lr3e-4_trivial_minscale0.25:stage1",
+     "train_ph_snakes_lpft288_frozenbn_lr3e-4_trivial_minscale0.25"),
+    ("128 px wide: (D)'s stage 1 (probe at 288) against (D)",
+     "train_ph_snakes_w128_best_trivial_minscale0.25:stage1",
+     "train_ph_snakes_w128_best_trivial_minscale0.25"),
+]  # fmt: skip
 
 
 def row(set_name: str, recipe: str, stem: str, part: str) -> dict[str, Any]:
@@ -69,6 +97,14 @@ def row(set_name: str, recipe: str, stem: str, part: str) -> dict[str, Any]:
         if key in model:
             out[key] = model[key]
     return out
+
+
+def paired_file(first: str, second: str, results: Path = RESULTS) -> Path:
+    """Where `train_ph_snakes.py --pair FIRST SECOND` writes its comparison."""
+    label = "_vs_".join(
+        n.replace(":", "-").removeprefix("train_ph_snakes_") for n in (first, second)
+    )
+    return results / f"paired_{label}.json"
 
 
 def main() -> list[dict[str, Any]]:
@@ -96,6 +132,26 @@ def main() -> list[dict[str, Any]]:
         lines.append(
             f"| {r['set']} | {r['recipe']} | {pct(r['test_top1'])} | {r['test_macro_f1']:.3f} "
             f"| {pct(r['val_top1'])} | {gap} | {r['file']} |"
+        )
+    lines += [
+        "",
+        "Paired on the same test images (McNemar exact test on the images only one of the two "
+        "got right; `train_ph_snakes.py --pair`):",
+        "",
+        "| comparison | first top-1 | second top-1 | only first right | only second right "
+        "| McNemar p | file |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, first, second in PAIRS:
+        path = paired_file(first, second)
+        if not path.is_file():
+            lines.append(f"| {label} | not run | | | | | {path.name} |")
+            continue
+        q = json.loads(path.read_text())
+        lines.append(
+            f"| {label} | {pct(q['first_top1'])} | {pct(q['second_top1'])} "
+            f"| {q['only_first_right']} | {q['only_second_right']} "
+            f"| {q['mcnemar_exact_p']:.3g} | {path.name} |"
         )
     (RESULTS / "recipes_two_sets.md").write_text("\n".join(lines) + "\n")
     return rows

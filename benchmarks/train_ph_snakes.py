@@ -31,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.recipes_table import paired_file  # noqa: E402
 from service.imaging import InputSpec  # noqa: E402
 from service.settings import DEFAULT_EXTENSIONS  # noqa: E402
 from training import export  # noqa: E402
@@ -455,10 +456,7 @@ def pair_stored_runs(first: str, second: str) -> dict[str, Any]:
     if len(hits[0]) != len(hits[1]):
         raise SystemExit("the two runs were tested on different numbers of images")
     paired = paired_counts(hits[0], hits[1]) | {"first": first, "second": second}
-    label = "_vs_".join(
-        n.replace(":", "-").removeprefix("train_ph_snakes_") for n in (first, second)
-    )
-    (RESULTS / f"paired_{label}.json").write_text(json.dumps(paired, indent=2) + "\n")
+    paired_file(first, second, RESULTS).write_text(json.dumps(paired, indent=2) + "\n")
     log.info("paired: %s", json.dumps(paired))
     return paired
 
