@@ -17,11 +17,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
-A = "(A) defaults: 224, stage 1 by epochs (6), stage 2 10 epochs, last-k:3, lr 5e-4, BN update"
+A = "(A) old defaults: 224, stage 1 by epochs (6), stage 2 10 epochs, last-k:3, lr 5e-4, BN update"
 B = "(B) best ph-snakes recipe: 288, stage 1 probe, BN frozen, lr 3e-4, EMA 0.99"
 C224 = "(C) linear probe on frozen Lite0 features, 224"
 C288 = "(C) linear probe on frozen Lite0 features, 288"
-D = "(D) B with stronger augmentation: TrivialAugmentWide, --min-scale 0.25"
+D = "(D) B with stronger augmentation: TrivialAugmentWide, --min-scale 0.25 (the defaults now)"
 L1 = "(B) with EfficientNet-Lite1 at 240 (its native size)"
 L2 = "(B) with EfficientNet-Lite2 at 260 (its native size)"
 L1P = "(C) linear probe on frozen Lite1 features, 240 (L1's stage 1)"
@@ -47,6 +47,18 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("128 px wide", C288, "train_ph_snakes_probe288_w128", "probe_only"),
     ("128 px wide", C288 + " (B's stage 1)", "train_ph_snakes_w128_best", "stage1"),
     ("128 px wide", D, "train_ph_snakes_w128_best_trivial_minscale0.25", "both_stages"),
+    (
+        "128 px wide",
+        D + ", seed 1",
+        "train_ph_snakes_w128_best_trivial_minscale0.25_seed1",
+        "both_stages",
+    ),
+    (
+        "128 px wide",
+        C288 + " (D's stage 1)",
+        "train_ph_snakes_w128_best_trivial_minscale0.25",
+        "stage1",
+    ),
     ("ph-snakes", D, "train_ph_snakes_lpft288_frozenbn_lr3e-4_trivial_minscale0.25", "both_stages"),
     (
         "ph-snakes",
@@ -75,6 +87,11 @@ PAIRS: list[tuple[str, str, str]] = [
     ("128 px wide: (D)'s stage 1 (probe at 288) against (D)",
      "train_ph_snakes_w128_best_trivial_minscale0.25:stage1",
      "train_ph_snakes_w128_best_trivial_minscale0.25"),
+    ("128 px wide: (A) against (D) seed 1", "train_ph_snakes_w128_default_hits",
+     "train_ph_snakes_w128_best_trivial_minscale0.25_seed1"),
+    ("128 px wide: (D) seed 0 against (D) seed 1",
+     "train_ph_snakes_w128_best_trivial_minscale0.25",
+     "train_ph_snakes_w128_best_trivial_minscale0.25_seed1"),
 ]  # fmt: skip
 
 
@@ -96,6 +113,10 @@ def row(set_name: str, recipe: str, stem: str, part: str) -> dict[str, Any]:
     for key in ("train_acc_last", "val_acc_last"):
         if key in model:
             out[key] = model[key]
+    if "seconds" in model:
+        out["minutes"] = round(model["seconds"] / 60, 1)
+    if "load_average_at_end" in results:  # runs made after it was recorded
+        out["load_average_at_end"] = results["load_average_at_end"]
     return out
 
 
@@ -119,19 +140,22 @@ def main() -> list[dict[str, Any]]:
         "Written by `benchmarks/recipes_table.py` from the files named.",
         "",
         "| set | recipe | test top-1 | test macro-F1 | val top-1 | last epoch: train acc "
-        "(augmented) / val acc | file |",
-        "|---|---|---|---|---|---|---|",
+        "(augmented) / val acc | minutes (load average 1/5/15 at the end) | file |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["status"] != "measured":
-            lines.append(f"| {r['set']} | {r['recipe']} | {r['status']} | | | | {r['file']} |")
+            lines.append(f"| {r['set']} | {r['recipe']} | {r['status']} | | | | | {r['file']} |")
             continue
         gap = (
             f"{r['train_acc_last']:.1%} / {r['val_acc_last']:.1%}" if "train_acc_last" in r else "-"
         )
+        minutes = str(r.get("minutes", "-"))
+        if "load_average_at_end" in r:
+            minutes += " (" + "/".join(f"{v:.1f}" for v in r["load_average_at_end"]) + ")"
         lines.append(
             f"| {r['set']} | {r['recipe']} | {pct(r['test_top1'])} | {r['test_macro_f1']:.3f} "
-            f"| {pct(r['val_top1'])} | {gap} | {r['file']} |"
+            f"| {pct(r['val_top1'])} | {gap} | {minutes} | {r['file']} |"
         )
     lines += [
         "",
