@@ -39,9 +39,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     model.add_argument(
         "--resize",
         choices=["shorter_side", "squash"],
-        default="squash",
-        help="squash the whole photo to a square (the default recipe's), or scale the shorter "
-        "side and crop the centre",
+        default="shorter_side",
+        help="scale the shorter side and crop the centre, or squash the whole photo to a "
+        "square (as every recipe in docs/experiments/recipes.md was measured)",
     )
     model.add_argument("--dropout", type=float, default=0.2)
     optim = parser.add_argument_group("optimisation")
