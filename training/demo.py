@@ -30,7 +30,7 @@ from service.settings import Settings
     type=click.IntRange(1, 50),
     default=3,
     show_default=True,
-    help="Epochs per training stage.",
+    help="Epochs of the fine-tuning stage (the head is first fitted as a linear probe).",
 )
 @click.pass_context
 def demo_cmd(ctx: click.Context, classes: int, per_class: int, size: int, epochs: int) -> None:
@@ -60,11 +60,11 @@ def demo_cmd(ctx: click.Context, classes: int, per_class: int, size: int, epochs
     dataset = make_synthetic_dataset(
         demo_dir / "dataset", classes=classes, per_class=per_class, size=max(size, 96), seed=0
     )
-    click.echo(f"2/4 fine-tuning efficientnet_lite0 at {size} px ({epochs}+{epochs} epochs)")
+    click.echo(f"2/4 fine-tuning efficientnet_lite0 at {size} px (linear probe + {epochs} epochs)")
     run_dir = demo_dir / "run"
     args = get_args_parser().parse_args(
         ["--data", str(dataset), "--out", str(run_dir), "--size", str(size),
-         "--epochs-stage1", str(epochs), "--epochs-stage2", str(epochs), "--no-int8",
+         "--epochs-stage2", str(epochs), "--no-int8",
          "--name", "demo-synthetic", "--batch-size", "32"]
     )  # fmt: skip
     model_dir = fit(args)

@@ -13,7 +13,7 @@ import torch
 
 from training import label_errors
 from training.artifacts import export_model_folder
-from training.backbones import Backbone, build_backbone
+from training.backbones import Backbone, build_backbone, fit_size
 from training.data import (
     DatasetFolder,
     SafeImageFolder,
@@ -156,8 +156,9 @@ def refit(
 
 def build_model(args: argparse.Namespace, data: DatasetFolder) -> Backbone:
     """The backbone of --backbone with a new head for the data's classes."""
+    size = fit_size(args.backbone) if args.size is None else args.size
     return build_backbone(
-        args.backbone, len(data.classes), args.weights, args.size, args.resize, args.dropout
+        args.backbone, len(data.classes), args.weights, size, args.resize, args.dropout
     )
 
 

@@ -32,16 +32,23 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--size",
         type=int,
         default=None,
-        help="input side in pixels (default: the backbone's native size: 240 for "
-        "efficientnet_lite1, 260 for efficientnet_lite2, 224 for the others)",
+        help="input side in pixels (default: 288 for efficientnet_lite0, the default recipe's; "
+        "the native size for the others: 240 for efficientnet_lite1, 260 for "
+        "efficientnet_lite2, 224 for the rest)",
     )
-    model.add_argument("--resize", choices=["shorter_side", "squash"], default="shorter_side")
+    model.add_argument(
+        "--resize",
+        choices=["shorter_side", "squash"],
+        default="shorter_side",
+        help="scale the shorter side and crop the centre, or squash the whole photo to a "
+        "square (as every recipe in docs/experiments/recipes.md was measured)",
+    )
     model.add_argument("--dropout", type=float, default=0.2)
     optim = parser.add_argument_group("optimisation")
     optim.add_argument(
         "--stage1",
         choices=["epochs", "probe"],
-        default="epochs",
+        default="probe",
         help="how the head learns on the frozen trunk: epochs = AdamW on augmented images; "
         "probe = fitted once by L-BFGS on cached features (faster and a better stage-1 "
         "model; give stage 2 --bn-stats frozen, or its batch norm undoes the fit)",
@@ -54,7 +61,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--unfreeze", type=unfreeze_rule, default="last-k:3", help="last-block | last-k:K | all"
     )
     optim.add_argument("--lr-stage1", type=float, default=3e-3)
-    optim.add_argument("--lr-stage2", type=float, default=5e-4)
+    optim.add_argument("--lr-stage2", type=float, default=3e-4)
     optim.add_argument("--weight-decay", type=float, default=0.02)
     optim.add_argument("--label-smoothing", type=float, default=0.1)
     optim.add_argument("--warmup-epochs", type=float, default=1.0)
@@ -62,20 +69,20 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     optim.add_argument(
         "--ema-decay",
         type=float,
-        default=0.0,
+        default=0.99,
         help="stage 2: validate and keep an exponential moving average of the weights "
         "(per step; 0 = off)",
     )
     optim.add_argument(
         "--bn-stats",
         choices=["update", "frozen"],
-        default="update",
+        default="frozen",
         help="stage 2: batch-norm running statistics of the unfrozen blocks: update them "
         "(train mode) or keep them frozen (their scale and shift still train); use frozen "
         "with --stage1 probe, whose head was fitted to the frozen statistics' features",
     )
     optim.add_argument("--batch-size", type=int, default=32)
-    optim.add_argument("--min-scale", type=float, default=0.5, help="RandomResizedCrop area")
+    optim.add_argument("--min-scale", type=float, default=0.25, help="RandomResizedCrop area")
     optim.add_argument(
         "--mix",
         type=float,
@@ -87,7 +94,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     optim.add_argument(
         "--augment",
         choices=AUGMENTS,
-        default="jitter",
+        default="trivial",
         help="after crop and flip: colour jitter, or TrivialAugmentWide (one random op)",
     )
     run = parser.add_argument_group("run")

@@ -167,8 +167,8 @@ def test_refit_trains_on_train_plus_val_for_the_kept_epochs_with_the_first_tempe
     argv = [
         "--data", str(synthetic_data), "--out", str(tmp_path / "out"),
         "--backbone", "mobilenet_v3_small", "--weights", "none", "--size", "32",
-        "--epochs-stage1", "2", "--epochs-stage2", "1", "--batch-size", "8",
-        "--patience", "99", "--min-per-class", "2", "--refit",
+        "--stage1", "epochs", "--epochs-stage1", "2", "--epochs-stage2", "1",
+        "--batch-size", "8", "--patience", "99", "--min-per-class", "2", "--refit",
     ]  # fmt: skip
     folder = main(get_args_parser().parse_args(argv))
     out = tmp_path / "out"
