@@ -23,6 +23,7 @@ ORDER = (
     "queue-balanced",
     "queue-margin",
     "queue-coverage",
+    "queue-adaptive",
     "margin",
     "entropy",
     "balanced",
@@ -35,6 +36,7 @@ COLOURS = {
     "queue-balanced": "tab:brown",
     "queue-margin": "tab:purple",
     "queue-coverage": "tab:green",
+    "queue-adaptive": "black",
 }
 OTHER_COLOURS = ("tab:pink", "tab:cyan", "tab:gray")
 

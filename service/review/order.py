@@ -14,6 +14,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from service.decisions import human_label_counts
 from service.models import Prediction, ReviewItem, ReviewStatus
 from service.routing import VENOM_PRIORITY, QueueCandidate, order_priorities, queue_order
 
@@ -35,6 +36,8 @@ def rank_job_queue(session: Session, job_id: int, order: str) -> int:
         )
         .order_by(ReviewItem.id)
     ).all()
+    # `adaptive` looks at how many human labels each predicted label already has.
+    taught = human_label_counts(session) if order == "adaptive" else None
     updates = []
     for tier, base in ((True, VENOM_PRIORITY), (False, 0.0)):
         candidates = [
@@ -42,7 +45,7 @@ def rank_job_queue(session: Session, job_id: int, order: str) -> int:
             for item_id, venom, label, topk in rows
             if bool(venom) is tier
         ]
-        keys = queue_order(candidates, order, seed=job_id)
+        keys = queue_order(candidates, order, seed=job_id, taught=taught)
         updates += [{"id": k, "priority": base + p} for k, p in order_priorities(keys).items()]
     if updates:
         session.execute(update(ReviewItem), updates)
