@@ -14,7 +14,8 @@ It skips the calibration temperature and the ONNX export, so its numbers are clo
 not equal to, the real loop's: use it to rank orders over many seeds, then confirm the
 winner with `loop_sim.py run`. `--refit` refits each probe on train + val with the L2 it
 chose (the loop's recipe since `--refit` works with `--stage1 probe`); `--reference` also
-prints the probe on every pool label. Orders named in EXPERIMENTAL are tried here only.
+prints the probe on every pool label. Orders named in EXPERIMENTAL_PREFIXES are tried
+here only; `--merge` summarises stored --out files.
 """
 
 from __future__ import annotations
@@ -334,7 +335,7 @@ def main() -> None:
         orders = list(dict.fromkeys(o for o, _ in runs))
         orders = [o for o in args.orders if o in orders] if args.orders != list(ORDERS) else orders
         seeds = [s for s in args.seeds if all((o, s) in runs for o in orders)]
-        rounds = min(len(v) for v in runs.values()) - 1
+        rounds = min(len(runs[(o, s)]) for o in orders for s in seeds) - 1
         summarise(runs, orders, seeds, min(rounds, args.rounds))
         return
     global REFIT, GRID
