@@ -200,6 +200,7 @@ def features(work: Path) -> dict[str, Any]:
 
 _FITS: dict[tuple[tuple[int, ...], int, bool, tuple[float, ...]], Any] = {}
 REFIT = False  # --refit: after choosing L2 on val, fit again on train + val with it
+STICKY = False  # --sticky: keep the last order while the gate refuses, as the product does
 GRID: tuple[float, ...] = L2_GRID  # --grid: the L2 strengths tried
 
 
@@ -265,6 +266,7 @@ def simulate(
     active = fit(pool["x"], pool["labels"], labelled, classes, seed)
     active_scores, active_pred = scores(active)
     out = [{"round": 0, "labels": len(labelled), "top1": active_scores["accuracy"]}]
+    queue: tuple[Any, list[int]] | None = None  # (the model it was ranked with, the order)
     for number in range(1, rounds + 1):
         probs = predict(active, pool["x"])
         taken = set(labelled)
@@ -279,12 +281,16 @@ def simulate(
             known[pool["labels"][r]] += 1
         if order == "random":
             chosen = rng.sample([c.key for c in candidates], per_round)
+        elif STICKY and queue and queue[0] is active:
+            # The product ranks a job's queue once and scores the pool again only after a
+            # promotion: while the gate refuses, the last job's order goes on.
+            chosen = [k for k in queue[1] if k not in taken][:per_round]
         elif order not in QUEUE_ORDERS and order.startswith(EXPERIMENTAL_PREFIXES):
-            chosen = experimental_order(candidates, second, known, order, seed * 100 + number)
-            chosen = chosen[:per_round]
+            ranked = experimental_order(candidates, second, known, order, seed * 100 + number)
+            queue, chosen = (active, ranked), ranked[:per_round]
         else:
-            chosen = queue_order(candidates, order, seed=seed * 100 + number, taught=known)
-            chosen = chosen[:per_round]
+            ranked = queue_order(candidates, order, seed=seed * 100 + number, taught=known)
+            queue, chosen = (active, ranked), ranked[:per_round]
         labelled += chosen
         head = fit(pool["x"], pool["labels"], labelled, classes, seed)
         cand_scores, cand_pred = scores(head)
@@ -327,6 +333,12 @@ def main() -> None:
         "--grid", type=float, nargs="+", default=list(L2_GRID), help="L2 strengths, largest first"
     )
     parser.add_argument(
+        "--sticky",
+        action="store_true",
+        help="while the gate refuses, serve the rest of the last order (as the product "
+        "does: a job's queue is ranked once, the pool scored again after a promotion)",
+    )
+    parser.add_argument(
         "--merge", type=Path, nargs="+", help="summarise these --out files instead of running"
     )
     args = parser.parse_args()
@@ -338,8 +350,8 @@ def main() -> None:
         rounds = min(len(runs[(o, s)]) for o in orders for s in seeds) - 1
         summarise(runs, orders, seeds, min(rounds, args.rounds))
         return
-    global REFIT, GRID
-    REFIT, GRID = args.refit, tuple(args.grid)
+    global REFIT, GRID, STICKY
+    REFIT, GRID, STICKY = args.refit, tuple(args.grid), args.sticky
     torch.set_num_threads(1)
     data = features(args.work)
     if args.reference:
