@@ -14,7 +14,8 @@ It skips the calibration temperature and the ONNX export, so its numbers are clo
 not equal to, the real loop's: use it to rank orders over many seeds, then confirm the
 winner with `loop_sim.py run`. `--refit` refits each probe on train + val with the L2 it
 chose (the loop's recipe since `--refit` works with `--stage1 probe`); `--reference` also
-prints the probe on every pool label. Orders named in EXPERIMENTAL are tried here only.
+prints the probe on every pool label. Orders named in EXPERIMENTAL_PREFIXES are tried
+here only; `--merge` summarises stored --out files.
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.loop_sim import seed_labels  # noqa: E402
 from service.promotion import classification_scores, decide_promotion, recall_changes  # noqa: E402
-from service.routing import QueueCandidate, queue_order  # noqa: E402
+from service.routing import QUEUE_ORDERS, QueueCandidate, queue_order  # noqa: E402
 from training.head import L2_GRID  # noqa: E402
 
-ORDERS = ("random", "confidence", "margin", "balanced", "stratified", "mixed")
+ORDERS = ("random", "confidence", "margin", "balanced", "stratified", "mixed", "adaptive")
 
 
 # ---------------------------------------------------------------- orders tried on the stand-in
@@ -115,10 +116,56 @@ def experimental_order(
             mid = len(keys) // 2
             groups[lab] = sorted(keys, key=lambda k: (abs(keys.index(k) - mid), k))
         return _turns(groups, margin)
+    if name.startswith("lowq"):  # random among the margins below the P-th percentile, then the rest
+        cut = sorted(margin.values())[len(margin) * int(name.removeprefix("lowq")) // 100]
+        low = sorted(k for k in margin if margin[k] <= cut)
+        rest = sorted(set(margin) - set(low))
+        rng.shuffle(low)
+        rng.shuffle(rest)
+        return low + rest
+    if name == "typical":  # turns across labels, each label's most confident first
+        return _turns({lab: keys[::-1] for lab, keys in by_label.items()}, margin)
+    if name == "randctl":  # random with another draw: the noise between two random runs
+        keys = sorted(margin)
+        rng.shuffle(keys)
+        return keys
+    if name.startswith("adapt"):  # per label: few labels (given + served) -> random, else margin
+        spec = name.removeprefix("adapt")
+        pick, threshold = spec[0], int(spec[1:])  # r: a random item, c: the most confident
+        groups = {}
+        for lab, keys in by_label.items():
+            left, out, count = list(keys), [], known.get(lab, 0)
+            while left:
+                if count < threshold:
+                    index = rng.randrange(len(left)) if pick == "r" else len(left) - 1
+                else:
+                    index = 0
+                out.append(left.pop(index))
+                count += 1
+            groups[lab] = out
+        return _turns(groups, margin)
+    if name.startswith("switch"):  # switch<FIRST>-<T>[-<THEN>]: the job's least-taught
+        # predicted label has fewer than T human labels -> FIRST, else THEN (balanced)
+        first, threshold, *then = name.removeprefix("switch").split("-")
+        taught = min(known.get(lab, 0) for lab in by_label)
+        use = first if taught < int(threshold) else (then[0] if then else "balanced")
+        if use in QUEUE_ORDERS:
+            return queue_order(cands, use, seed=seed)
+        return experimental_order(cands, second, known, use, seed)
     raise ValueError(name)
 
 
 EXPERIMENTAL = ("entropy", "balanced-entropy", "mixed-rf", "pairs", "need", "coverage2", "band")
+EXPERIMENTAL_PREFIXES = (
+    *EXPERIMENTAL,
+    "coverage",
+    "band",
+    "lowq",
+    "typical",
+    "randctl",
+    "adapt",
+    "switch",
+)
 
 
 def features(work: Path) -> dict[str, Any]:
@@ -153,6 +200,7 @@ def features(work: Path) -> dict[str, Any]:
 
 _FITS: dict[tuple[tuple[int, ...], int, bool, tuple[float, ...]], Any] = {}
 REFIT = False  # --refit: after choosing L2 on val, fit again on train + val with it
+STICKY = False  # --sticky: keep the last order while the gate refuses, as the product does
 GRID: tuple[float, ...] = L2_GRID  # --grid: the L2 strengths tried
 
 
@@ -218,6 +266,7 @@ def simulate(
     active = fit(pool["x"], pool["labels"], labelled, classes, seed)
     active_scores, active_pred = scores(active)
     out = [{"round": 0, "labels": len(labelled), "top1": active_scores["accuracy"]}]
+    queue: tuple[Any, list[int]] | None = None  # (the model it was ranked with, the order)
     for number in range(1, rounds + 1):
         probs = predict(active, pool["x"])
         taken = set(labelled)
@@ -232,11 +281,16 @@ def simulate(
             known[pool["labels"][r]] += 1
         if order == "random":
             chosen = rng.sample([c.key for c in candidates], per_round)
-        elif order in EXPERIMENTAL or order.startswith(("coverage", "band")):
-            chosen = experimental_order(candidates, second, known, order, seed * 100 + number)
-            chosen = chosen[:per_round]
+        elif STICKY and queue and queue[0] is active:
+            # The product ranks a job's queue once and scores the pool again only after a
+            # promotion: while the gate refuses, the last job's order goes on.
+            chosen = [k for k in queue[1] if k not in taken][:per_round]
+        elif order not in QUEUE_ORDERS and order.startswith(EXPERIMENTAL_PREFIXES):
+            ranked = experimental_order(candidates, second, known, order, seed * 100 + number)
+            queue, chosen = (active, ranked), ranked[:per_round]
         else:
-            chosen = queue_order(candidates, order, seed=seed * 100 + number)[:per_round]
+            ranked = queue_order(candidates, order, seed=seed * 100 + number, taught=known)
+            queue, chosen = (active, ranked), ranked[:per_round]
         labelled += chosen
         head = fit(pool["x"], pool["labels"], labelled, classes, seed)
         cand_scores, cand_pred = scores(head)
@@ -278,9 +332,26 @@ def main() -> None:
     parser.add_argument(
         "--grid", type=float, nargs="+", default=list(L2_GRID), help="L2 strengths, largest first"
     )
+    parser.add_argument(
+        "--sticky",
+        action="store_true",
+        help="while the gate refuses, serve the rest of the last order (as the product "
+        "does: a job's queue is ranked once, the pool scored again after a promotion)",
+    )
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="summarise these --out files instead of running"
+    )
     args = parser.parse_args()
-    global REFIT, GRID
-    REFIT, GRID = args.refit, tuple(args.grid)
+    if args.merge:
+        runs = merged(args.merge)
+        orders = list(dict.fromkeys(o for o, _ in runs))
+        orders = [o for o in args.orders if o in orders] if args.orders != list(ORDERS) else orders
+        seeds = [s for s in args.seeds if all((o, s) in runs for o in orders)]
+        rounds = min(len(runs[(o, s)]) for o in orders for s in seeds) - 1
+        summarise(runs, orders, seeds, min(rounds, args.rounds))
+        return
+    global REFIT, GRID, STICKY
+    REFIT, GRID, STICKY = args.refit, tuple(args.grid), args.sticky
     torch.set_num_threads(1)
     data = features(args.work)
     if args.reference:
@@ -311,29 +382,46 @@ def run_all(args: argparse.Namespace, data: dict[str, Any]) -> None:
             print(f"seed {seed} {order:>12}: " + " | ".join(cells), flush=True)
             if args.out:  # after every run: a long sweep stopped early keeps what it did
                 save(args.out, runs)
-    print(f"mean over seeds {args.seeds}: active top-1 (candidate top-1) per round")
-    for order in args.orders:
+    summarise(runs, args.orders, args.seeds, args.rounds)
+
+
+def summarise(
+    runs: dict[tuple[str, int], list[dict[str, Any]]],
+    orders: list[str],
+    seeds: list[int],
+    rounds: int,
+) -> None:
+    print(f"mean over seeds {seeds}: active top-1 (candidate top-1) per round")
+    for order in orders:
         cells = []
-        for r in range(args.rounds + 1):
-            rows = [runs[(order, s)][r] for s in args.seeds]
+        for r in range(rounds + 1):
+            rows = [runs[(order, s)][r] for s in seeds]
             act = mean(x["top1"] for x in rows)
             cand = mean(x.get("candidate_top1", x["top1"]) for x in rows)
             cells.append(f"{act:.3f} ({cand:.3f})")
         print(f"{order:>12}: " + " | ".join(cells))
-    if "random" in args.orders:
-        print("difference from random, active top-1 points: mean (seeds ahead / level / behind)")
-        for order in [o for o in args.orders if o != "random"]:
+    for key in ("top1", "candidate_top1") if "random" in orders else ():
+        print(f"difference from random, {key} points: mean (seeds ahead / level / behind)")
+        for order in [o for o in orders if o != "random"]:
             cells, total = [], []
-            for r in range(1, args.rounds + 1):
-                d = [
-                    100 * (runs[(order, s)][r]["top1"] - runs[("random", s)][r]["top1"])
-                    for s in args.seeds
-                ]
+            for r in range(1, rounds + 1):
+                d = [100 * (runs[(order, s)][r][key] - runs[("random", s)][r][key]) for s in seeds]
                 total.append(mean(d))
                 ahead = sum(x > 1e-9 for x in d)
                 behind = sum(x < -1e-9 for x in d)
                 cells.append(f"{mean(d):+.1f} ({ahead}/{len(d) - ahead - behind}/{behind})")
             print(f"{order:>16}: " + " | ".join(cells) + f" | mean {mean(total):+.2f}")
+
+
+def merged(paths: list[Path]) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """The runs of several --out files (one process per order or per seed range)."""
+    runs = {}
+    for path in paths:
+        data = json.loads(path.read_text())
+        for name, rounds in data.get("runs", data).items():
+            order, _, seed = name.rpartition("-seed")
+            runs[(order, int(seed))] = rounds
+    return runs
 
 
 def save(path: Path, runs: dict[tuple[str, int], list[dict[str, Any]]]) -> None:

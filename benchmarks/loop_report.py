@@ -23,6 +23,7 @@ ORDER = (
     "queue-balanced",
     "queue-margin",
     "queue-coverage",
+    "queue-adaptive",
     "margin",
     "entropy",
     "balanced",
@@ -35,6 +36,7 @@ COLOURS = {
     "queue-balanced": "tab:brown",
     "queue-margin": "tab:purple",
     "queue-coverage": "tab:green",
+    "queue-adaptive": "black",
 }
 OTHER_COLOURS = ("tab:pink", "tab:cyan", "tab:gray")
 
@@ -142,7 +144,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         "turns across the predicted labels, each label's smallest margin first; "
         "`stratified`, turns with random items; `mixed`, turns alternating the smallest "
         "margin and a random item; `coverage`, each label's two smallest margins in turns, "
-        "then the rest at random); `random` draws items at random; `margin`, `entropy` "
+        "then the rest at random; `adaptive`, a random sample of the job's 30 % smallest "
+        "margins first while a predicted label has fewer than 10 human labels, then "
+        "`balanced`); `random` draws items at random; `margin`, `entropy` "
         "and `balanced` without `queue-` are orders picked by item id outside the queue.",
         "",
         "| round | labels | " + " | ".join(f"{s} (seeds)" for s in strategies) + " |",

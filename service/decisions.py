@@ -106,6 +106,18 @@ def decided_images(session: Session, image_ids: Sequence[int]) -> set[int]:
     )
 
 
+def human_label_counts(session: Session) -> dict[str, int]:
+    """How many images each label has as their current human decision (what an export
+    teaches the model)."""
+    current = current_decisions().subquery()
+    rows = session.execute(
+        select(current.c.label, func.count())
+        .where(current.c.decision == Decision.LABEL, current.c.label.is_not(None))
+        .group_by(current.c.label)
+    ).all()
+    return {label: count for label, count in rows}
+
+
 @dataclass(frozen=True)
 class FinalLabel:
     """What a result row reports as the image's label, and where it came from."""

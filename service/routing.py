@@ -141,9 +141,13 @@ def describe_reasons(reason: str) -> str:
 
 # ---------------------------------------------------------------- the order of a job's queue
 
-QUEUE_ORDERS = ("confidence", "margin", "balanced", "stratified", "mixed", "coverage")
+QUEUE_ORDERS = ("confidence", "margin", "balanced", "stratified", "mixed", "coverage", "adaptive")
 # `coverage`: how many smallest-margin items of every predicted label come before the rest.
 COVERAGE_DEPTH = 2
+# `adaptive`: while a predicted label has fewer human labels than this, the job's queue
+# serves a random sample of its least certain share first; then `balanced`.
+ADAPTIVE_TAUGHT = 10
+ADAPTIVE_SHARE_PERCENT = 30
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,12 @@ class QueueCandidate:
         return (self.probs[0] if self.probs else 0.0) - second
 
 
-def queue_order(candidates: Sequence[QueueCandidate], order: str, seed: int = 0) -> list[int]:
+def queue_order(
+    candidates: Sequence[QueueCandidate],
+    order: str,
+    seed: int = 0,
+    taught: Mapping[str, int] | None = None,
+) -> list[int]:
     """The keys of one job's items in the order the queue should serve them.
 
     - confidence: lowest top-1 probability first;
@@ -173,11 +182,22 @@ def queue_order(candidates: Sequence[QueueCandidate], order: str, seed: int = 0)
       and a random one alternate.
     - coverage: turns across the predicted labels for each label's COVERAGE_DEPTH
       smallest-margin items, then every other item in random order.
+    - adaptive: while some predicted label has fewer than ADAPTIVE_TAUGHT human labels
+      (`taught`: label -> current human labels), the job's ADAPTIVE_SHARE_PERCENT %
+      smallest margins in random order, then the rest in random order; once every
+      predicted label has that many, `balanced`.
 
     The random draws are seeded (a job serves the same order every time).
     """
     if order not in QUEUE_ORDERS:
         raise ValueError(f"unknown queue order {order!r}; choose one of {', '.join(QUEUE_ORDERS)}")
+    if order == "adaptive":
+        # A model taught a few photos per label gains more from a random sample of its
+        # doubts than from its hardest items; once taught, each label's hardest help most.
+        counts = taught or {}
+        if any(counts.get(c.label, 0) < ADAPTIVE_TAUGHT for c in candidates):
+            return _least_certain_sample(candidates, random.Random(seed))
+        order = "balanced"
     if order == "confidence":
         return [
             c.key for c in sorted(candidates, key=lambda c: (c.probs[0] if c.probs else 0.0, c.key))
@@ -208,6 +228,19 @@ def queue_order(candidates: Sequence[QueueCandidate], order: str, seed: int = 0)
             keys = _alternate(keys, rng)
         turns.append(keys)
     return _in_turns(turns, candidates)
+
+
+def _least_certain_sample(candidates: Sequence[QueueCandidate], rng: random.Random) -> list[int]:
+    """The ADAPTIVE_SHARE_PERCENT % smallest margins in random order, then the rest."""
+    if not candidates:
+        return []
+    margins = sorted(c.margin for c in candidates)
+    cut = margins[len(margins) * ADAPTIVE_SHARE_PERCENT // 100]
+    low = sorted(c.key for c in candidates if c.margin <= cut)
+    rest = sorted(c.key for c in candidates if c.margin > cut)
+    rng.shuffle(low)
+    rng.shuffle(rest)
+    return low + rest
 
 
 def _in_turns(turns: list[list[int]], candidates: Sequence[QueueCandidate]) -> list[int]:

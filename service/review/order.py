@@ -16,6 +16,7 @@ import heapq
 from sqlalchemy import ARRAY, Float, Integer, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from service.decisions import human_label_counts
 from service.models import Prediction, ReviewItem, ReviewStatus
 from service.routing import VENOM_PRIORITY, QueueCandidate, order_priorities, queue_order
 
@@ -46,10 +47,12 @@ def rank_job_queue(session: Session, job_id: int, order: str) -> int:
     for item_id, venom, label, topk in rows:
         top2 = heapq.nlargest(2, (float(p) for _, p in topk))
         tiers[bool(venom)].append(QueueCandidate(item_id, label, top2))
+    # `adaptive` looks at how many human labels each predicted label already has.
+    taught = human_label_counts(session) if order == "adaptive" else None
     ids: list[int] = []
     priorities: list[float] = []
     for tier, base in ((True, VENOM_PRIORITY), (False, 0.0)):
-        keys = queue_order(tiers.pop(tier), order, seed=job_id)
+        keys = queue_order(tiers.pop(tier), order, seed=job_id, taught=taught)
         for key, priority in order_priorities(keys).items():
             ids.append(key)
             priorities.append(base + priority)

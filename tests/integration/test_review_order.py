@@ -9,7 +9,7 @@ import pytest
 
 from service import registry, review
 from service.db import session_scope
-from service.models import Decision, Prediction, ReviewItem
+from service.models import Decision, Image, Prediction, ReviewItem
 from service.settings import Settings
 from tests.integration.test_exports import score_folder
 from tests.support.models import make_model_folder
@@ -51,6 +51,42 @@ def test_a_finished_job_serves_its_items_in_the_configured_order(
     else:  # turns across the predicted labels (coverage: two per label, then the rest)
         assert sorted(served[:3]) == ["blue", "green", "red"]
         assert served[3:] == ["red"] * 3
+
+
+@pytest.mark.parametrize("taught", [False, True])
+def test_adaptive_turns_to_balanced_once_every_predicted_label_has_ten_human_labels(
+    db_url: str,
+    make_settings: Callable[..., Settings],
+    photos_root: Path,
+    tmp_path: Path,
+    taught: bool,
+) -> None:
+    settings = make_settings(db_url, review_threshold=1.0, review_order="adaptive")
+    with session_scope(settings.db_url) as session:
+        folder = make_model_folder(tmp_path / "m", labels=["red", "green", "blue"])
+        registry.add_model(session, settings, folder, activate=True)
+    if taught:  # ten human labels of each colour, from an earlier job
+        colours = {"red": (200, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 200)}
+        for colour, rgb in colours.items():
+            for k in range(10):
+                write_photo(photos_root / "taught" / f"{colour}_{k}.png", rgb, seed=100 + k)
+        assert len(score_folder(settings, str(photos_root / "taught"))) == 30
+        with session_scope(settings.db_url) as session:
+            for item in session.query(ReviewItem).all():
+                colour = session.get_one(Image, item.image_id).path.rsplit("/", 1)[1]
+                review.decide(session, item.id, "rita", Decision.LABEL, colour.split("_")[0])
+    # As above: four muddy reds (the smallest margins), a clear green and a clear blue.
+    for k, rgb in enumerate([(120, 90, 90), (125, 95, 90), (130, 90, 95), (135, 95, 95)]):
+        write_photo(photos_root / "survey" / f"red_{k}.png", rgb, seed=k)
+    write_photo(photos_root / "survey" / "green.png", (20, 220, 20), seed=10)
+    write_photo(photos_root / "survey" / "blue.png", (20, 20, 220), seed=11)
+    assert len(score_folder(settings, str(photos_root / "survey"))) == 6
+
+    served = served_labels(settings)
+    if taught:  # balanced: turns across the predicted labels
+        assert sorted(served[:3]) == ["blue", "green", "red"]
+    else:  # untaught: the job's 30 % smallest margins (two muddy reds) first
+        assert served[:2] == ["red", "red"]
 
 
 def test_venom_risk_items_stay_first_and_skipped_items_last(

@@ -81,3 +81,27 @@ def test_coverage_serves_each_labels_smallest_margins_then_the_rest_at_random() 
 
 def test_coverage_with_fewer_items_than_its_depth_keeps_them_all() -> None:
     assert queue_order(ITEMS, "coverage")[:5] == [1, 5, 6, 2, 4]
+
+
+# Three labels of 10 items; item k's margin (0.05 + k / 100) grows with k.
+GRADED = [QueueCandidate(k, "abc"[k % 3], [0.5 + k / 100, 0.45]) for k in range(30)]
+
+
+def test_adaptive_serves_a_random_sample_of_the_least_certain_while_a_label_is_untaught() -> None:
+    served = queue_order(GRADED, "adaptive", seed=7, taught={"a": 12, "b": 30, "c": 9})
+    assert sorted(served) == list(range(30))
+    # The job's 30 % smallest margins (and ties at the cut) first, in random order ...
+    head, rest = served[:10], served[10:]
+    assert sorted(head) == list(range(10)) and head != sorted(head)
+    # ... then the rest at random, not by margin or in turns across labels.
+    assert sorted(rest) == list(range(10, 30)) and rest != sorted(rest)
+    assert queue_order(GRADED, "adaptive", seed=7, taught={"c": 9}) == served
+    assert queue_order(GRADED, "adaptive", seed=8) != served  # nothing taught yet
+
+
+def test_adaptive_turns_to_balanced_once_every_predicted_label_is_taught() -> None:
+    taught = {"a": 10, "b": 11, "c": 40, "unseen": 0}  # a label nobody predicted does not count
+    assert queue_order(GRADED, "adaptive", seed=7, taught=taught) == queue_order(GRADED, "balanced")
+    assert queue_order(ITEMS, "adaptive", taught={"cobra": 10, "python": 10, "viper": 10}) == [
+        1, 5, 6, 2, 4, 3
+    ]  # fmt: skip
