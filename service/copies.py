@@ -140,7 +140,10 @@ def sweep_markers(settings: Settings, folders: int = SWEEP_FOLDERS) -> int:
     deleted = 0
     for n in range(start, start + folders):
         deleted += _sweep_folder(root / f"{n % FANOUT:02x}", now)
-    cursor.write_text(f"{(start + folders) % FANOUT:02x}")
+    try:
+        cursor.write_text(f"{(start + folders) % FANOUT:02x}")
+    except OSError as exc:  # housekeeping: the next sweep starts over, nothing is lost
+        log.warning("cannot record where the next marker sweep starts: %s", exc)
     return deleted
 
 
@@ -149,6 +152,9 @@ def _sweep_folder(folder: Path, now: float) -> int:
         with os.scandir(folder) as listing:
             entries = list(listing)
     except FileNotFoundError:
+        return 0
+    except OSError as exc:  # unreadable, or not a folder: the rest of the sweep goes on
+        log.warning("marker sweep skipped %s: %s", folder, exc)
         return 0
     deleted = 0
     for entry in entries:

@@ -84,3 +84,15 @@ def test_temporary_files_a_killed_writer_left_are_swept_after_an_hour(settings: 
     assert copies.sweep_markers(settings, folders=copies.FANOUT) == 1
     assert not left.exists()
     assert writing.exists()  # a write in progress keeps its file
+
+
+def test_a_folder_the_sweep_cannot_read_is_skipped_and_the_rest_swept(settings: Settings) -> None:
+    """The sweep runs in the scheduler's check after its re-sends: one bad cache folder
+    must not fail that task every ten seconds."""
+    settings.thumbnails_path.mkdir(parents=True)
+    (settings.thumbnails_path / "00").write_bytes(b"")  # a file where a folder belongs
+    stale = marker(settings, "01" + "0" * 62, thumbnails.THUMBNAIL_SIDE, "failed",
+                   copies.FAILED_SECONDS + 5)  # fmt: skip
+
+    assert copies.sweep_markers(settings, folders=2) == 1
+    assert not stale.exists()
