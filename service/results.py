@@ -72,7 +72,7 @@ def _query(
     """Every column of a result row; human decisions are ranked over `decisions_of` (image
     ids), by default over this job's images only, not every annotation ever made."""
     if decisions_of is None:
-        decisions_of = select(JobImage.image_id).where(JobImage.job_id == job_id)
+        decisions_of = _job_images(job_id)
     decided = current_decisions(decisions_of).subquery()
     query = (
         select(
@@ -95,15 +95,19 @@ def _prediction_of(model_version_id: int) -> ColumnElement[bool]:
     )
 
 
+def _job_images(job_id: int) -> Select[Any]:
+    """The image ids of a job."""
+    return cast(Select[Any], select(JobImage.image_id).where(JobImage.job_id == job_id))
+
+
 def _page_query(job_id: int, model_version_id: int, filters: ResultFilters) -> Select[Any]:
     """Which job images match: joins only what the filters use, so a page (and its count)
     reads a page of an index, not the whole job, and never the columns of the rows it skips.
     A filter on human decisions ranks the decisions of the job's images."""
-    query = cast(Select[Any], select(JobImage.image_id).where(JobImage.job_id == job_id))
+    query = _job_images(job_id)
     decided = None
     if filters.final_label is not None or filters.reviewed is not None:
-        of_job = select(JobImage.image_id).where(JobImage.job_id == job_id)
-        decided = current_decisions(of_job).subquery()
+        decided = current_decisions(_job_images(job_id)).subquery()
         query = query.outerjoin(decided, decided.c.image_id == JobImage.image_id)
     by_prediction = (filters.label, filters.min_confidence, filters.max_confidence,
                      filters.final_label, filters.needs_review)  # fmt: skip
