@@ -25,6 +25,16 @@ def served_labels(settings: Settings) -> list[str]:
     return served
 
 
+def score_muddy_survey(settings: Settings, photos_root: Path) -> None:
+    """Four muddy reds (the model is unsure of them: the smallest margins) and a clear
+    green and blue, scored as one job: by uncertainty alone, the four reds come first."""
+    for k, rgb in enumerate([(120, 90, 90), (125, 95, 90), (130, 90, 95), (135, 95, 95)]):
+        write_photo(photos_root / "survey" / f"red_{k}.png", rgb, seed=k)
+    write_photo(photos_root / "survey" / "green.png", (20, 220, 20), seed=10)
+    write_photo(photos_root / "survey" / "blue.png", (20, 20, 220), seed=11)
+    assert len(score_folder(settings, str(photos_root / "survey"))) == 6
+
+
 @pytest.mark.parametrize("order", ["confidence", "balanced", "coverage"])
 def test_a_finished_job_serves_its_items_in_the_configured_order(
     db_url: str,
@@ -37,13 +47,7 @@ def test_a_finished_job_serves_its_items_in_the_configured_order(
     with session_scope(settings.db_url) as session:
         folder = make_model_folder(tmp_path / "m", labels=["red", "green", "blue"])
         registry.add_model(session, settings, folder, activate=True)
-    # Four muddy reds (the model is unsure of them) and a clear green and blue: by
-    # uncertainty alone, the four reds are served first.
-    for k, rgb in enumerate([(120, 90, 90), (125, 95, 90), (130, 90, 95), (135, 95, 95)]):
-        write_photo(photos_root / "survey" / f"red_{k}.png", rgb, seed=k)
-    write_photo(photos_root / "survey" / "green.png", (20, 220, 20), seed=10)
-    write_photo(photos_root / "survey" / "blue.png", (20, 20, 220), seed=11)
-    assert len(score_folder(settings, str(photos_root / "survey"))) == 6
+    score_muddy_survey(settings, photos_root)
 
     served = served_labels(settings)
     if order == "confidence":
@@ -75,12 +79,7 @@ def test_adaptive_turns_to_balanced_once_every_predicted_label_has_ten_human_lab
             for item in session.query(ReviewItem).all():
                 colour = session.get_one(Image, item.image_id).path.rsplit("/", 1)[1]
                 review.decide(session, item.id, "rita", Decision.LABEL, colour.split("_")[0])
-    # As above: four muddy reds (the smallest margins), a clear green and a clear blue.
-    for k, rgb in enumerate([(120, 90, 90), (125, 95, 90), (130, 90, 95), (135, 95, 95)]):
-        write_photo(photos_root / "survey" / f"red_{k}.png", rgb, seed=k)
-    write_photo(photos_root / "survey" / "green.png", (20, 220, 20), seed=10)
-    write_photo(photos_root / "survey" / "blue.png", (20, 20, 220), seed=11)
-    assert len(score_folder(settings, str(photos_root / "survey"))) == 6
+    score_muddy_survey(settings, photos_root)
 
     served = served_labels(settings)
     if taught:  # balanced: turns across the predicted labels
