@@ -18,6 +18,7 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 THUMBNAIL_SIDE = 256
 JPEG_QUALITY = 85
+NEAR_SIDE = 0.95  # a whole-factor reduction to this share of the side is close enough
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -91,25 +92,35 @@ def render_thumbnail(
 def shrink(img: Image.Image, side: int = THUMBNAIL_SIDE) -> Image.Image:
     """A new RGB image of `img` with its longer side at most `side` (never enlarged).
 
-    Made on the scoring path for every photo, so cheaply: a box reduction by whole factors,
-    then an antialiased bilinear resize. Lanczos, as `render_thumbnail` uses, took 3-4 ms of
-    CPU per photo, a third of scoring a 1024 x 768 photo; this takes 0.4-1.5 ms, and at
-    256 px the two are hard to tell apart.
+    Made on the scoring path for every photo, so cheaply. When a box reduction by a whole
+    factor lands within 5 % under `side`, that reduction is the whole resize: a 12 MP JPEG
+    decoded at 1/8 scale (500 x 375) is halved to 250 x 187 in a quarter of the time the
+    bilinear resize to 256 took. Otherwise a box reduction by whole factors, then an
+    antialiased bilinear resize. Lanczos, as `render_thumbnail` uses, took 3-4 ms of CPU per
+    photo; at 256 px the three are hard to tell apart.
     """
     width, height = img.size
-    scale = side / max(width, height)
-    if scale >= 1:
+    longer = max(width, height)
+    factor = round(longer / side)
+    if longer <= side:
         thumb = img.copy()
+    elif factor >= 2 and NEAR_SIDE * side <= longer / factor <= side:
+        thumb = img.reduce(factor)
     else:
+        scale = side / longer
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         thumb = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=1.0)
     return thumb if thumb.mode == "RGB" else thumb.convert("RGB")
 
 
 def encode_jpeg(thumb: Image.Image) -> bytes:
-    """The JPEG bytes every rendered copy is stored as."""
+    """The JPEG bytes every rendered copy is stored as.
+
+    Without Pillow's `optimize` (a second pass for Huffman tables): it cost 0.13 ms of the
+    0.3 ms per thumbnail on the scoring path, for files 8 % smaller.
+    """
     out = io.BytesIO()
-    thumb.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
+    thumb.save(out, "JPEG", quality=JPEG_QUALITY)
     return out.getvalue()
 
 

@@ -137,3 +137,24 @@ def test_shrink_keeps_the_aspect_and_never_enlarges(
     for mode in ("RGB", "L"):
         thumb = thumbnails.shrink(Image.new(mode, size))
         assert (thumb.mode, thumb.size) == ("RGB", expected)
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        ((500, 375), (250, 188)),  # a 12 MP JPEG's 1/8 decode: halved, 2 % under the side
+        ((375, 500), (188, 250)),
+        ((512, 384), (256, 192)),  # exactly twice the side
+        ((3000, 2000), (250, 167)),  # a twelfth
+        ((530, 400), (256, 193)),  # halving lands 3.5 % over: resized
+        ((460, 300), (256, 167)),  # halving lands 10 % under: resized
+        ((200, 100), (200, 100)),  # never enlarged
+    ],
+)
+def test_shrink_reduces_by_a_whole_factor_when_that_lands_near_the_side(
+    size: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    img = Image.new("L", size, 90)
+    thumb = thumbnails.shrink(img, 256)
+    assert (thumb.mode, thumb.size) == ("RGB", expected)
+    assert thumb.getpixel((thumb.width // 2, thumb.height // 2)) == (90, 90, 90)
