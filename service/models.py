@@ -340,7 +340,7 @@ class Prediction(Base):
     label: Mapped[label_str] = mapped_column(index=True)
     label_index: Mapped[int] = mapped_column(Integer, nullable=False)
     confidence: Mapped[float] = mapped_column(Float, nullable=False)
-    topk: Mapped[list[Any]] = mapped_column(JSON, nullable=False)
+    topk: Mapped[list[Any]] = mapped_column(JSON, nullable=False)  # [[label, p], ...] best first
     # The genus when no species reached its threshold but the genus's summed top-k did.
     rolled_up_label: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[created]

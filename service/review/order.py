@@ -11,8 +11,6 @@ below 0) keep their place at the bottom.
 
 from __future__ import annotations
 
-import heapq
-
 from sqlalchemy import ARRAY, Float, Integer, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
@@ -30,8 +28,12 @@ def rank_job_queue(session: Session, job_id: int, order: str) -> int:
     """
     if order == "confidence":
         return 0
+    # The two highest probabilities (all any order uses) are read from the stored top-k,
+    # which is best first, by the database: decoding 100k top-k lists in Python took a
+    # third of the ranking's time.
+    first, second = Prediction.topk[(0, 1)].as_float(), Prediction.topk[(1, 1)].as_float()
     rows = session.execute(
-        select(ReviewItem.id, ReviewItem.venom_risk, Prediction.label, Prediction.topk)
+        select(ReviewItem.id, ReviewItem.venom_risk, Prediction.label, first, second)
         .join(Prediction, Prediction.id == ReviewItem.prediction_id)
         .where(
             ReviewItem.job_id == job_id,
@@ -41,11 +43,9 @@ def rank_job_queue(session: Session, job_id: int, order: str) -> int:
         .order_by(ReviewItem.id)
         .execution_options(yield_per=READ_BATCH)
     )
-    # Read in batches, keeping only the two highest probabilities (all any order uses): a
-    # job's whole top-k lists held at once took ~3 KB per item.
     tiers: dict[bool, list[QueueCandidate]] = {True: [], False: []}
-    for item_id, venom, label, topk in rows:
-        top2 = heapq.nlargest(2, (float(p) for _, p in topk))
+    for item_id, venom, label, p1, p2 in rows:
+        top2 = [p for p in (p1, p2) if p is not None]
         tiers[bool(venom)].append(QueueCandidate(item_id, label, top2))
     # `adaptive` looks at how many human labels each predicted label already has.
     taught = human_label_counts(session) if order == "adaptive" else None
