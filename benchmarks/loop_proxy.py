@@ -15,7 +15,10 @@ not equal to, the real loop's: use it to rank orders over many seeds, then confi
 winner with `loop_sim.py run`. `--refit` refits each probe on train + val with the L2 it
 chose (the loop's recipe since `--refit` works with `--stage1 probe`); `--reference` also
 prints the probe on every pool label. Orders named in EXPERIMENTAL_PREFIXES are tried
-here only; `--merge` summarises stored --out files.
+here only; the feature-space orders of `loop_diversity.py` (DIVERSITY_ORDERS, alone or
+`...-then-balanced`) also see the pool's features. `--merge` summarises stored --out files;
+`--reference-top1` adds each order's share of the reference at the last round within
+`--label-cap` labels (the target: 95 % within 40 % of the pool).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import random
 import sys
 from collections import defaultdict
 from pathlib import Path
-from statistics import mean
+from statistics import mean, stdev
 from typing import Any
 
 import torch
@@ -35,6 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.loop_diversity import DIVERSITY_ORDERS, diversity_order, unit_rows  # noqa: E402
 from benchmarks.loop_sim import seed_labels  # noqa: E402
 from service.promotion import classification_scores, decide_promotion, recall_changes  # noqa: E402
 from service.routing import QUEUE_ORDERS, QueueCandidate, queue_order  # noqa: E402
@@ -134,21 +138,21 @@ def experimental_order(
         pick, threshold = spec[0], int(spec[1:])  # r: a random item, c: the most confident
         groups = {}
         for lab, keys in by_label.items():
-            left, out, count = list(keys), [], known.get(lab, 0)
+            left, out, given = list(keys), [], known.get(lab, 0)
             while left:
-                if count < threshold:
+                if given < threshold:
                     index = rng.randrange(len(left)) if pick == "r" else len(left) - 1
                 else:
                     index = 0
                 out.append(left.pop(index))
-                count += 1
+                given += 1
             groups[lab] = out
         return _turns(groups, margin)
     if name.startswith("switch"):  # switch<FIRST>-<T>[-<THEN>]: the job's least-taught
         # predicted label has fewer than T human labels -> FIRST, else THEN (balanced)
-        first, threshold, *then = name.removeprefix("switch").split("-")
+        first, least, *then = name.removeprefix("switch").split("-")
         taught = min(known.get(lab, 0) for lab in by_label)
-        use = first if taught < int(threshold) else (then[0] if then else "balanced")
+        use = first if taught < int(least) else (then[0] if then else "balanced")
         if use in QUEUE_ORDERS:
             return queue_order(cands, use, seed=seed)
         return experimental_order(cands, second, known, use, seed)
@@ -258,6 +262,7 @@ def simulate(
     ]
     labelled = [rows_of_path[r["path"]] for r in seed_labels(pool_rows, 5, seed)]
     rng = random.Random(1000 + seed)
+    unit = unit_rows(pool["x"])
 
     def scores(head: Any) -> tuple[dict[str, Any], list[str]]:
         predicted = [classes[i] for i in predict(head, test["x"]).argmax(1).tolist()]
@@ -285,6 +290,9 @@ def simulate(
             # The product ranks a job's queue once and scores the pool again only after a
             # promotion: while the gate refuses, the last job's order goes on.
             chosen = [k for k in queue[1] if k not in taken][:per_round]
+        elif order.startswith(DIVERSITY_ORDERS):
+            ranked = diversity_order(candidates, known, unit, labelled, order, seed * 100 + number)
+            queue, chosen = (active, ranked), ranked[:per_round]
         elif order not in QUEUE_ORDERS and order.startswith(EXPERIMENTAL_PREFIXES):
             ranked = experimental_order(candidates, second, known, order, seed * 100 + number)
             queue, chosen = (active, ranked), ranked[:per_round]
@@ -341,6 +349,14 @@ def main() -> None:
     parser.add_argument(
         "--merge", type=Path, nargs="+", help="summarise these --out files instead of running"
     )
+    parser.add_argument(
+        "--reference-top1",
+        type=float,
+        help="the reference's top-1 (0-1), for the share each order reaches (--merge)",
+    )
+    parser.add_argument(
+        "--label-cap", type=int, default=471, help="the target's labels (40 %% of the pool)"
+    )
     args = parser.parse_args()
     if args.merge:
         runs = merged(args.merge)
@@ -348,27 +364,31 @@ def main() -> None:
         orders = [o for o in args.orders if o in orders] if args.orders != list(ORDERS) else orders
         seeds = [s for s in args.seeds if all((o, s) in runs for o in orders)]
         rounds = min(len(runs[(o, s)]) for o in orders for s in seeds) - 1
-        summarise(runs, orders, seeds, min(rounds, args.rounds))
+        target = (args.reference_top1, args.label_cap) if args.reference_top1 else None
+        summarise(runs, orders, seeds, min(rounds, args.rounds), target)
         return
     global REFIT, GRID, STICKY
     REFIT, GRID, STICKY = args.refit, tuple(args.grid), args.sticky
     torch.set_num_threads(1)
     data = features(args.work)
-    if args.reference:
-        reference(data)
-    run_all(args, data)
+    top1 = reference(data) if args.reference else args.reference_top1
+    run_all(args, data, (top1, args.label_cap) if top1 else None)
 
 
-def reference(data: dict[str, Any]) -> None:
+def reference(data: dict[str, Any]) -> float:
+    """The probe on every pool label (the target's 100 %), printed and returned."""
     pool, test = data["pool"], data["test"]
     classes = sorted(set(pool["labels"]))
     ref = fit(pool["x"], pool["labels"], list(range(len(pool["labels"]))), classes, 0)
     predicted = predict(ref, test["x"]).argmax(1).tolist()
     hits = [classes[i] == t for i, t in zip(predicted, test["labels"], strict=True)]
     print(f"reference (all {len(pool['labels'])} pool labels, refit={REFIT}): {mean(hits):.4f}")
+    return mean(hits)
 
 
-def run_all(args: argparse.Namespace, data: dict[str, Any]) -> None:
+def run_all(
+    args: argparse.Namespace, data: dict[str, Any], target: tuple[float, int] | None
+) -> None:
     runs = {}
     for seed in args.seeds:
         for order in args.orders:
@@ -382,7 +402,7 @@ def run_all(args: argparse.Namespace, data: dict[str, Any]) -> None:
             print(f"seed {seed} {order:>12}: " + " | ".join(cells), flush=True)
             if args.out:  # after every run: a long sweep stopped early keeps what it did
                 save(args.out, runs)
-    summarise(runs, args.orders, args.seeds, args.rounds)
+    summarise(runs, args.orders, args.seeds, args.rounds, target)
 
 
 def summarise(
@@ -390,7 +410,10 @@ def summarise(
     orders: list[str],
     seeds: list[int],
     rounds: int,
+    target: tuple[float, int] | None = None,
 ) -> None:
+    """Mean top-1 per round, the difference from random, and (target: the reference's
+    top-1 and a label cap) the share of the reference within the cap."""
     print(f"mean over seeds {seeds}: active top-1 (candidate top-1) per round")
     for order in orders:
         cells = []
@@ -401,7 +424,7 @@ def summarise(
             cells.append(f"{act:.3f} ({cand:.3f})")
         print(f"{order:>12}: " + " | ".join(cells))
     for key in ("top1", "candidate_top1") if "random" in orders else ():
-        print(f"difference from random, {key} points: mean (seeds ahead / level / behind)")
+        print(f"difference from random, {key} points: mean ±se (seeds ahead / level / behind)")
         for order in [o for o in orders if o != "random"]:
             cells, total = [], []
             for r in range(1, rounds + 1):
@@ -409,8 +432,36 @@ def summarise(
                 total.append(mean(d))
                 ahead = sum(x > 1e-9 for x in d)
                 behind = sum(x < -1e-9 for x in d)
-                cells.append(f"{mean(d):+.1f} ({ahead}/{len(d) - ahead - behind}/{behind})")
+                level = len(d) - ahead - behind
+                se = stdev(d) / math.sqrt(len(d)) if len(d) > 1 else 0.0
+                cells.append(f"{mean(d):+.1f} ±{se:.1f} ({ahead}/{level}/{behind})")
             print(f"{order:>16}: " + " | ".join(cells) + f" | mean {mean(total):+.2f}")
+    if target:
+        print_target(runs, orders, seeds, rounds, *target)
+
+
+def print_target(
+    runs: dict[tuple[str, int], list[dict[str, Any]]],
+    orders: list[str],
+    seeds: list[int],
+    rounds: int,
+    top1: float,
+    cap: int,
+) -> None:
+    """Each order's mean top-1 at its last round within `cap` labels, as a share of top1."""
+    print(f"share of the reference {top1:.4f} at the last round within {cap} labels (target 95 %)")
+    for order in orders:
+        within = [r for r in range(rounds + 1) if runs[(order, seeds[0])][r]["labels"] <= cap]
+        r = within[-1]
+        act = mean(runs[(order, s)][r]["top1"] for s in seeds)
+        cand = mean(runs[(order, s)][r].get("candidate_top1", 0.0) for s in seeds)
+        reached = sum(runs[(order, s)][r]["top1"] >= 0.95 * top1 for s in seeds)
+        print(
+            f"{order:>16}: round {r} ({runs[(order, seeds[0])][r]['labels']} labels) "
+            f"active {100 * act:.1f} % = {100 * act / top1:.1f} % "
+            f"(candidate {100 * cand:.1f} % = {100 * cand / top1:.1f} %), "
+            f"{reached}/{len(seeds)} seeds reach 95 %"
+        )
 
 
 def merged(paths: list[Path]) -> dict[tuple[str, int], list[dict[str, Any]]]:
