@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -133,13 +132,18 @@ WARMUP_FILES = 16
 
 
 def warmup_folder(folder: Path, work: Path) -> Path:
-    """Copies of the first WARMUP_FILES photos of `folder`, for the workers' warm-up job."""
+    """Copies of the first WARMUP_FILES photos of `folder`, for the workers' warm-up job.
+
+    Each copy gets a few bytes after the JPEG's end (decoders ignore them) so that its
+    sha256 differs: a byte-identical copy would make the measured job's first photos byte
+    twins of the warm-up's, replayed without running the model.
+    """
     target = work / "warmup" / folder.name
     target.mkdir(parents=True, exist_ok=True)
     for old in target.iterdir():
         old.unlink()
     for source in sorted(folder.rglob("*.jpg"))[:WARMUP_FILES]:
-        shutil.copyfile(source, target / source.name)
+        (target / source.name).write_bytes(source.read_bytes() + b"warm-up copy")
     return target
 
 
@@ -155,7 +159,7 @@ def measure_job_path(
     """Score `folder` once through a job; returns images/s and the job's own timings.
 
     Before the clock starts, the workers run a warm-up job over copies of the folder's
-    first `WARMUP_FILES` photos (other paths, so nothing of it is reused): a long-running
+    first `WARMUP_FILES` photos (other paths and bytes, so nothing of it is reused): a long-running
     worker has done that, and a fresh one pays Python's first-time costs (SQLAlchemy
     compiling each statement, lazy imports, first ORT runs) on its first job only.
     """
