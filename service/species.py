@@ -217,11 +217,19 @@ def routing_rules(
     return ReviewRules(
         threshold=threshold,
         always_review=frozenset(always_review),
+        # Columns, not ORM objects: every chunk reads the whole table, and loading it as
+        # entities cost the scoring worker several times more CPU.
         species={
-            s.label: SpeciesRule(
-                s.genus, s.medically_significant, s.lookalike_group, s.review_threshold
+            label: SpeciesRule(genus, venomous, group, review_threshold)
+            for label, genus, venomous, group, review_threshold in session.execute(
+                select(
+                    Species.label,
+                    Species.genus,
+                    Species.medically_significant,
+                    Species.lookalike_group,
+                    Species.review_threshold,
+                )
             )
-            for s in session.scalars(select(Species))
         },
         venom_alert=venom_alert,
         lookalike_margin=lookalike_margin,

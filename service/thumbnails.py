@@ -24,9 +24,13 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 def thumbnail_file(settings: Settings, sha256: str, side: int = THUMBNAIL_SIDE) -> Path:
     """Where the thumbnail of this content lives (fanned out by the first two hex digits)."""
+    return _copy_in(settings.thumbnails_path, sha256, side)
+
+
+def _copy_in(root: Path, sha256: str, side: int) -> Path:
     if not _SHA256.match(sha256):
         raise ValueError(f"not a sha256 hex digest: {sha256!r}")
-    return settings.thumbnails_path / sha256[:2] / f"{sha256}-{side}.jpg"
+    return root / sha256[:2] / f"{sha256}-{side}.jpg"
 
 
 def is_stored(copy: Path) -> bool:
@@ -131,12 +135,13 @@ def store_thumbnails(
     one that has none (a replayed prediction, a photo smaller than its draft) is rendered
     from the file. Existing thumbnails are kept. Returns (written, rendered)."""
     written = rendered = 0
+    root = settings.thumbnails_path  # resolved once: a realpath per photo cost more than its write
     for sha256, path, jpeg in made:
-        if sha256 is None or is_stored(thumbnail_file(settings, sha256)):
+        if sha256 is None or is_stored(target := _copy_in(root, sha256, THUMBNAIL_SIDE)):
             continue
         try:
             if jpeg is not None:
-                write_atomically(jpeg, thumbnail_file(settings, sha256))
+                write_atomically(jpeg, target)
                 written += 1
             else:
                 ensure_thumbnail(settings, Path(path), sha256)
