@@ -56,7 +56,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--classes", type=int, default=14)
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--backbones", nargs="+", default=list(BACKBONES))
+    parser.add_argument(
+        "--backbones",
+        nargs="+",
+        default=list(BACKBONES),
+        help="backbone names, each at its native size, or NAME:SIZE (e.g. efficientnet_lite0:288, "
+        "the training default's size)",
+    )
     parser.add_argument("--tag", default="", help="suffix for the results files")
     parser.add_argument(
         "--macs-only",
@@ -76,13 +82,21 @@ def photos(folder: Path, count: int) -> list[Path]:
     return found[:count]
 
 
-def build(name: str, classes: int) -> tuple[Any, str]:
+def parse_entry(entry: str) -> tuple[str, int | None]:
+    """'NAME' (native size) or 'NAME:SIZE'."""
+    name, _, size = entry.partition(":")
+    if size and not size.isdigit():
+        raise SystemExit(f"--backbones: {entry!r} is not NAME or NAME:SIZE")
+    return name, int(size) if size else None
+
+
+def build(name: str, classes: int, size: int | None = None) -> tuple[Any, str]:
     """The backbone with offline pretrained weights, or random ones if none are here."""
     try:
-        backbone = build_backbone(name, classes)
+        backbone = build_backbone(name, classes, size=size)
     except WeightsUnavailable:
         log.warning("%s: no offline weights; timing it with random weights", name)
-        return build_backbone(name, classes, weights="none"), "random (none offline)"
+        return build_backbone(name, classes, weights="none", size=size), "random (none offline)"
     return backbone, "pretrained"
 
 
@@ -98,7 +112,8 @@ def gmacs(model: torch.nn.Module, size: int) -> float:
 def add_macs(args: argparse.Namespace) -> dict[str, Any]:
     stem = RESULTS / f"backbone_cost{'_' + args.tag if args.tag else ''}"
     results: dict[str, Any] = json.loads(stem.with_suffix(".json").read_text())
-    for name, m in results["models"].items():
+    for entry, m in results["models"].items():
+        name, _ = parse_entry(entry)
         m["gmacs"] = gmacs(build_backbone(name, args.classes, weights="none").model, m["size_px"])
     write(results, args.tag)
     return results
@@ -123,8 +138,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     models: dict[str, dict[str, Any]] = {}
     sessions: dict[tuple[str, str], Any] = {}
     inputs: dict[str, np.ndarray] = {}
-    for name in args.backbones:
-        backbone, weights = build(name, args.classes)
+    for name in args.backbones:  # results are keyed by the entry: NAME or NAME:SIZE
+        arch, size = parse_entry(name)
+        backbone, weights = build(arch, args.classes, size)
         spec = backbone.spec
         load, norm = eval_loader(spec), eval_transform(spec)
         x = np.stack([norm(load(p)).numpy() for p in files])
@@ -134,7 +150,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         params = sum(p.numel() for p in backbone.model.parameters())
         models[name] = {
             "size_px": spec.size,
-            "native_size_px": native_size(name),
+            "native_size_px": native_size(arch),
             "weights": weights,
             "params_millions": round(params / 1e6, 2),
             "gmacs": gmacs(backbone.model, spec.size),
