@@ -6,9 +6,10 @@
    settle, then read their CPU time from /proc over `--poll-seconds` with nothing queued:
    what the filesystem broker's polling costs all day (compare polling intervals by
    editing `polling_interval` in service/tasks_client.py).
-2. Hold SQLite's write lock (BEGIN IMMEDIATE, WAL, as service/db.py does) for 5-100 ms in
-   one connection while another waits on it, and report how long after the release the
-   waiter got the lock: SQLite's busy handler sleeps in growing steps (1 ms up to 100 ms).
+2. Hold SQLite's write lock (BEGIN IMMEDIATE, WAL) for 5-100 ms in one connection while
+   another waits on it, and report how long after the release the waiter got the lock:
+   with SQLite's own busy handler, which sleeps in growing steps (1 ms up to 100 ms), and
+   through herpscore's engine (`service.db.begin_writing`: tries in steps of at most 2 ms).
 """
 
 from __future__ import annotations
@@ -52,8 +53,16 @@ def idle_worker_cpu(seconds: float) -> float:
     return 100 * used / elapsed
 
 
-def busy_wait_overshoot(holds_ms: tuple[int, ...] = (5, 20, 50, 100), repeats: int = 5) -> dict:
-    """ms from the lock's release to the waiting writer holding it, median per hold time."""
+def busy_wait_overshoot(
+    holds_ms: tuple[int, ...] = (5, 20, 50, 100), repeats: int = 5, herpscore: bool = False
+) -> dict[int, float]:
+    """ms from the lock's release to the waiting writer holding it, median per hold time.
+
+    The waiter is a plain sqlite3 connection with a busy timeout, or with `herpscore` a
+    write transaction of service.db's engine."""
+    from sqlalchemy import text
+
+    from service.db import dispose_engines, get_engine
 
     def connect(path: str) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -66,6 +75,7 @@ def busy_wait_overshoot(holds_ms: tuple[int, ...] = (5, 20, 50, 100), repeats: i
         path = os.path.join(tmp, "locks.db")
         holder, waiter = connect(path), connect(path)
         holder.execute("CREATE TABLE t (x)")
+        engine = get_engine(f"sqlite:///{path}")
         for hold in holds_ms:
             late = []
             for _ in range(repeats):
@@ -80,12 +90,18 @@ def busy_wait_overshoot(holds_ms: tuple[int, ...] = (5, 20, 50, 100), repeats: i
                 thread = threading.Thread(target=release)
                 thread.start()
                 time.sleep(0.001)
-                waiter.execute("BEGIN IMMEDIATE")
-                got = time.perf_counter()
-                waiter.execute("COMMIT")
+                if herpscore:
+                    with engine.begin() as conn:
+                        got = time.perf_counter()
+                        conn.execute(text("SELECT 1"))
+                else:
+                    waiter.execute("BEGIN IMMEDIATE")
+                    got = time.perf_counter()
+                    waiter.execute("COMMIT")
                 thread.join()
                 late.append((got - released[0]) * 1e3)
             out[hold] = round(statistics.median(late), 1)
+        dispose_engines()
     return out
 
 
@@ -94,5 +110,6 @@ if __name__ == "__main__":
     parser.add_argument("--poll-seconds", type=float, default=10.0)
     args = parser.parse_args()
     print(f"SQLite {sqlite3.sqlite_version}: lock held (ms) -> waiter late by (ms), median of 5:")
-    print(busy_wait_overshoot())
+    print("SQLite's busy handler:", busy_wait_overshoot())
+    print("herpscore's begin_writing:", busy_wait_overshoot(herpscore=True))
     print(f"idle embedded workers: {idle_worker_cpu(args.poll_seconds):.2f} % of a core")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -26,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
@@ -52,13 +54,20 @@ def get_engine(url: str, *, custom_plans: bool = False) -> Engine:
         return engine
 
 
+WRITE_LOCK_TIMEOUT = 60.0  # seconds a SQLite writer waits for the write lock
+WRITE_LOCK_STEP = 0.002  # the longest sleep between two tries for it
+BUSY_TIMEOUT_MS = int(WRITE_LOCK_TIMEOUT * 1000)  # every other statement's wait for a lock
+
+
 def _create(url: str, custom_plans: bool = False) -> Engine:
     if not url.startswith("sqlite"):
         connect_args = {"options": CUSTOM_PLANS} if custom_plans else {}
         return create_engine(
             url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args
         )
-    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+    engine = create_engine(
+        url, connect_args={"timeout": WRITE_LOCK_TIMEOUT, "check_same_thread": False}
+    )
     event.listen(engine, "connect", _sqlite_pragmas)
     event.listen(engine, "begin", _sqlite_begin_immediate)
     return engine
@@ -71,16 +80,44 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.close()
 
 
 def _sqlite_begin_immediate(conn: Any) -> None:
-    # Take the write lock up front: concurrent writers then wait (busy_timeout) instead of
-    # failing when a read transaction tries to upgrade, and claims are serialised. Read-only
-    # scopes begin deferred: under WAL they never wait for a writer.
-    readonly = conn.get_execution_options().get("herpscore_readonly", False)
-    conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+    # Take the write lock up front: concurrent writers then wait instead of failing when a
+    # read transaction tries to upgrade, and claims are serialised. Read-only scopes begin
+    # deferred: under WAL they never wait for a writer.
+    if conn.get_execution_options().get("herpscore_readonly", False):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        begin_writing(conn)
+
+
+def begin_writing(conn: Any, timeout: float = WRITE_LOCK_TIMEOUT) -> None:
+    """BEGIN IMMEDIATE, waiting for the write lock in steps of at most WRITE_LOCK_STEP.
+
+    SQLite's own busy handler sleeps in growing steps up to 100 ms, so a writer that found
+    the lock taken got it 5-20 ms after its release (benchmarks/embedded_waits.py): idle
+    cores in every chunk that collides with another. Here the busy timeout is off for the
+    BEGIN alone and the wait is a loop of short sleeps; every other statement keeps it.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.0002
+    raw = conn.connection.dbapi_connection
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except OperationalError as exc:
+                if "locked" not in str(exc.orig) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, WRITE_LOCK_STEP)
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def session_factory(url: str, *, custom_plans: bool = False) -> sessionmaker[Session]:
