@@ -1,6 +1,6 @@
 """Two waits of the embedded stack: an idle stack's polling CPU, and SQLite's busy-wait overshoot.
 
-    .venv/bin/python benchmarks/embedded_waits.py [--poll-seconds 10]
+    .venv/bin/python benchmarks/embedded_waits.py [--poll-seconds 10] [--out FILE.json]
 
 1. Start the embedded workers (`herpscore up`'s layout) on an empty data dir, let them
    settle, then read their CPU time from /proc over `--poll-seconds` with nothing queued:
@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sqlite3
 import statistics
@@ -108,8 +109,17 @@ def busy_wait_overshoot(
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--poll-seconds", type=float, default=10.0)
+    parser.add_argument("--out", type=Path, help="also write the numbers to this JSON file")
     args = parser.parse_args()
-    print(f"SQLite {sqlite3.sqlite_version}: lock held (ms) -> waiter late by (ms), median of 5:")
-    print("SQLite's busy handler:", busy_wait_overshoot())
-    print("herpscore's begin_writing:", busy_wait_overshoot(herpscore=True))
-    print(f"idle embedded workers: {idle_worker_cpu(args.poll_seconds):.2f} % of a core")
+    result = {
+        "sqlite": sqlite3.sqlite_version,
+        "load_average": os.getloadavg(),
+        "waiter_late_ms_by_hold_ms": {
+            "sqlite_busy_handler": busy_wait_overshoot(),
+            "herpscore_begin_writing": busy_wait_overshoot(herpscore=True),
+        },
+        "idle_workers_percent_of_a_core": round(idle_worker_cpu(args.poll_seconds), 2),
+    }
+    print(json.dumps(result, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
