@@ -192,7 +192,8 @@ def summarise(out: dict[str, Any]) -> None:
     """Per order and round: the val-chosen candidate's top-1, every other choice minus it
     (points, mean ± se over seeds), the fixed strengths above the grid, how often each
     choice sits on the grid's strongest end, and the share of the reference."""
-    runs = {k: v for k, v in out.items() if k != "reference"}
+    # A results file keeps the runs under "runs" beside its provenance; a raw --out does not.
+    runs = out.get("runs", {k: v for k, v in out.items() if k != "reference"})
     orders = sorted({k.rpartition("-seed")[0] for k in runs})
     ref = out.get("reference")
 
