@@ -34,9 +34,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
+from benchmarks.job_path import fresh_pg_database  # noqa: E402
 from service import apikeys  # noqa: E402
 from service.cli import settings_env  # noqa: E402
 from service.db import dispose_engines, session_scope  # noqa: E402
@@ -93,15 +93,8 @@ def database(own_cluster: PrivatePostgres | None) -> Iterator[str]:
         yield own_cluster.create_database(name)
         dispose_engines()
         return
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    try:
-        yield f"{url}/{name}"
-    finally:
-        dispose_engines()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database("herpscore_drill", PG_ADMIN) as url:
+        yield url
 
 
 class Stack:

@@ -28,10 +28,8 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,26 +38,12 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.job_path import PG_ADMIN  # noqa: E402
+from benchmarks.job_path import fresh_pg_database  # noqa: E402
 from benchmarks.scoring_inputs import build_model, make_photos  # noqa: E402
 from benchmarks.scoring_report import machine_info  # noqa: E402
 
 SETS = {"4000x3000": ((4000, 3000), 120), "1024x768": ((1024, 768), 400)}
 MAX_PIXELS, MAX_BYTES = 120_000_000, 256 * 2**20
-
-
-@dataclass
-class Outcome:
-    """A stored pipeline outcome (service.scoring.FileOutcome) for the faked model."""
-
-    label_index: int | None
-    label: str | None
-    confidence: float | None
-    topk: list[tuple[str, float]] | None
-    failure_reason: str | None = None
-    failure_detail: str | None = None
-    phash: str | None = None
-    thumbnail: bytes | None = None
 
 
 def cpu_ms_per_photo(fn: Callable[[], object], photos: int, repeats: int) -> float:
@@ -115,25 +99,13 @@ def pipeline_pieces(paths: list[str], model_dir: Path, repeats: int) -> dict[str
 
 
 @contextmanager
-def empty_database(backend: str, work: Path) -> Iterator[str | None]:
+def empty_database(backend: str) -> Iterator[str | None]:
     """None (the embedded SQLite file) or the URL of a fresh PostgreSQL database."""
     if backend == "sqlite":
         yield None
         return
-    import psycopg
-
-    name = f"herpscore_overhead_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        from service.db import dispose_engines
-
-        dispose_engines()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database("herpscore_overhead") as url:
+        yield url
 
 
 def job_pieces(
@@ -148,6 +120,7 @@ def job_pieces(
     from service.models import Chunk
     from service.registry import add_model
     from service.scanning import run_scan
+    from service.scoring import _Known as Outcome  # a stored outcome, as the worker replays
     from service.scoring import score_chunk
     from service.settings import Settings
 
@@ -165,7 +138,7 @@ def job_pieces(
     photos = len(list(folder.glob("*.jpg")))
     with (
         tempfile.TemporaryDirectory(prefix="job-overhead-") as data,
-        empty_database(backend, Path(data)) as url,
+        empty_database(backend) as url,
     ):
         settings = Settings(
             data_dir=Path(data), database_url=url, broker_url=None,

@@ -91,28 +91,36 @@ def cpu_ms_per_image(
 
 
 @contextmanager
+def fresh_pg_database(prefix: str, admin: str = PG_ADMIN) -> Iterator[str]:
+    """The SQLAlchemy URL of a new, empty PostgreSQL database on `admin`'s server, dropped after."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        from service.db import dispose_engines
+
+        dispose_engines()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
 def fresh_backend(work: Path, backend: str) -> Iterator[dict[str, Any]]:
     """Settings overrides for an empty database and broker: PostgreSQL + Redis, or embedded."""
     if backend == "embedded":
         data = work / f"embedded-{uuid.uuid4().hex[:8]}"
         yield {"data_dir": data, "database_url": None, "broker_url": None}
         return
-    import psycopg
     import redis
 
-    name = f"herpscore_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
     redis.Redis.from_url(REDIS).flushdb()
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    try:
-        yield {"data_dir": work / "pg-data", "database_url": f"{base}/{name}", "broker_url": REDIS}
-    finally:
-        from service.db import dispose_engines
-
-        dispose_engines()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database("herpscore_bench") as url:
+        yield {"data_dir": work / "pg-data", "database_url": url, "broker_url": REDIS}
 
 
 def warm_client(settings: Any) -> None:
