@@ -51,7 +51,6 @@ def test_a_writer_waits_for_the_lock_and_then_writes(url: str) -> None:
 def test_a_writer_gives_up_with_the_database_error_after_its_timeout(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(db, "WRITE_LOCK_TIMEOUT", 0.2)
     monkeypatch.setattr(db.begin_writing, "__defaults__", (0.2,))
     holder = hold_write_lock(url)
     try:
