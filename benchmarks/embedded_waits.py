@@ -1,4 +1,4 @@
-"""Two waits of the embedded stack: an idle stack's polling CPU, and SQLite's busy-wait overshoot.
+"""Three waits of the embedded stack: message delivery, an idle stack's CPU, SQLite's lock waits.
 
     .venv/bin/python benchmarks/embedded_waits.py [--poll-seconds 10] [--out FILE.json]
 
@@ -10,6 +10,9 @@
    another waits on it, and report how long after the release the waiter got the lock:
    with SQLite's own busy handler, which sleeps in growing steps (1 ms up to 100 ms), and
    through herpscore's engine (`service.db.begin_writing`: tries in steps of at most 2 ms).
+3. Publish messages at random moments while a consumer waits for them, and report how long
+   each took to be delivered: with the broker folder's inotify watch (service/fs_broker.py)
+   and with kombu's polling every `polling_interval` (the product's 0.1 s).
 """
 
 from __future__ import annotations
@@ -106,12 +109,68 @@ def busy_wait_overshoot(
     return out
 
 
+def delivery_latency(watch: bool, messages: int = 30) -> dict[str, float]:
+    """ms from a publish to its delivery to a waiting consumer: median, p90 and max."""
+    import random
+
+    from kombu import Connection, Consumer, Exchange, Queue
+
+    from service import fs_broker
+
+    if not watch:
+        fs_broker.INotify = None  # type: ignore[assignment]
+    with tempfile.TemporaryDirectory() as tmp:
+        options = {
+            "data_folder_in": tmp, "data_folder_out": tmp, "processed_folder": tmp + "/done",
+            "control_folder": tmp + "/control", "polling_interval": 0.1,
+        }  # fmt: skip
+        name = f"latency-{'watch' if watch else 'poll'}"  # kombu keeps bindings per process
+        queue = Queue(name, Exchange(name), routing_key=name)
+        late: list[float] = []
+        with (
+            Connection("filesystem://", transport=fs_broker.Transport, transport_options=options)
+            as rx,
+            Connection("filesystem://", transport=fs_broker.Transport, transport_options=options)
+            as tx,
+            Consumer(
+                rx, [queue], accept=["json"],
+                callbacks=[lambda body, _: late.append(time.perf_counter() - body["sent"])],
+            ),
+        ):  # fmt: skip
+            producer = tx.Producer()
+            producer.publish({"sent": time.perf_counter()}, exchange=name, routing_key=name,
+                             declare=[queue])  # fmt: skip
+            rx.drain_events(timeout=5)
+            late.clear()
+            rng = random.Random(0)
+            for _ in range(messages):
+                sender = threading.Timer(
+                    rng.uniform(0.05, 0.3),
+                    lambda: producer.publish(
+                        {"sent": time.perf_counter()}, exchange=name, routing_key=name
+                    ),
+                )
+                sender.start()
+                rx.drain_events(timeout=5)
+                sender.join()
+    ms = sorted(1e3 * x for x in late)
+    return {
+        "median": round(statistics.median(ms), 2),
+        "p90": round(ms[int(0.9 * (len(ms) - 1))], 2),
+        "max": round(ms[-1], 2),
+    }
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--poll-seconds", type=float, default=10.0)
     parser.add_argument("--out", type=Path, help="also write the numbers to this JSON file")
     args = parser.parse_args()
     result = {
+        "delivery_ms": {
+            "inotify_watch": delivery_latency(watch=True),
+            "poll_every_0.1s": delivery_latency(watch=False),
+        },
         "sqlite": sqlite3.sqlite_version,
         "load_average": os.getloadavg(),
         "waiter_late_ms_by_hold_ms": {

@@ -7,6 +7,12 @@ is lost. Here a message is written under a name no consumer picks up and renamed
 place once complete (a rename within one folder is atomic), and a file that still does not
 parse (a disk that filled up, a hand edit) is set aside with a log line instead of
 stopping the worker. `install()` makes `filesystem://` URLs use this transport.
+
+kombu polls the folder every `polling_interval`, so a message waits half an interval on
+average before a worker sees it, at every hop of a job (the scan, each chunk). On Linux a
+consumer here waits on an inotify watch of the folder instead and looks as soon as a
+message lands, and lists the folder unprompted only every WATCHED_POLL_INTERVAL (a file
+written from another machine on a shared folder raises no event).
 """
 
 from __future__ import annotations
@@ -19,6 +25,12 @@ from queue import Empty
 from time import monotonic
 from typing import Any
 
+try:
+    from inotify_simple import INotify
+    from inotify_simple import flags as inotify_flags
+except ImportError:  # not Linux: kombu's polling
+    INotify = None
+
 from kombu import transport as kombu_transport
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
@@ -28,6 +40,7 @@ log = logging.getLogger(__name__)
 
 STAGING_PREFIX = "."  # kombu matches `<time>_<uuid>.<queue>.msg`; a leading dot never matches
 UNREADABLE_FOLDER = "unreadable"
+WATCHED_POLL_INTERVAL = 1.0  # seconds between unprompted looks when the folder is watched
 
 
 class Channel(filesystem.Channel):
@@ -86,6 +99,53 @@ def _arrival(name: str) -> tuple[int, str]:
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        self._watch: Any = None  # the folder's inotify watch, made by the first wait
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:  # type: ignore[override]
+        """Deliver one message, waiting on the folder's watch between looks (kombu sleeps)."""
+        watch = self._folder_watch()
+        if watch is None:
+            super().drain_events(connection, timeout)
+            return
+        began, cycle = monotonic(), self.cycle
+        assert cycle is not None  # made in __init__
+        while True:
+            try:
+                # The watch exists before this look, so a message written after it still
+                # wakes the wait below.
+                cycle.get(self._deliver, timeout=timeout)
+                return
+            except Empty:
+                wait = max(self.polling_interval or 0.0, WATCHED_POLL_INTERVAL)
+                if timeout is not None:
+                    left = timeout - (monotonic() - began)
+                    if left <= 0:
+                        raise TimeoutError() from None  # what kombu raises (socket.timeout)
+                    wait = min(wait, left)
+                watch.read(timeout=max(1, round(wait * 1000)))  # returns early on an event
+
+    def _folder_watch(self) -> Any:
+        if self._watch is None and INotify is not None:
+            options = self.client.transport_options if self.client else {}
+            folder = options.get("data_folder_in", "data_in")
+            try:
+                watch = INotify()
+                watch.add_watch(folder, inotify_flags.MOVED_TO | inotify_flags.CLOSE_WRITE)
+            except OSError as exc:  # no such folder yet, or the system's watch limit
+                log.warning("cannot watch broker folder %s (%s): polling it", folder, exc)
+                self._watch = False
+                return None
+            self._watch = watch
+        return self._watch or None
+
+    def close_connection(self, connection: Any) -> None:
+        if self._watch:
+            self._watch.close()
+        self._watch = None
+        super().close_connection(connection)
 
 
 def install() -> None:

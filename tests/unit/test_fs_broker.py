@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 from queue import Empty
 from typing import Any
 
 import pytest
-from kombu import Connection
+from kombu import Connection, Consumer, Exchange, Queue
 from kombu.transport import filesystem
 
 from service import fs_broker
@@ -104,3 +106,45 @@ def test_install_routes_filesystem_urls_to_this_transport() -> None:
     fs_broker.install()
     assert Connection("filesystem://").transport_cls == "filesystem"
     assert isinstance(Connection("filesystem://").transport, fs_broker.Transport)
+
+
+@pytest.mark.skipif(fs_broker.INotify is None, reason="inotify is Linux's")
+def test_a_waiting_consumer_wakes_when_a_message_lands_not_at_its_next_poll(
+    folders: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (Each test has its own queue name: kombu keeps bindings per process, not per folder.)
+    # Every poll far longer than the join below: only the folder's watch can deliver in time.
+    monkeypatch.setattr(fs_broker, "WATCHED_POLL_INTERVAL", 600.0)
+    options = {**_options(folders), "polling_interval": 600}
+    queue = Queue("wake", Exchange("wake"), routing_key="wake")
+    got: list[Any] = []
+    with (
+        Connection("filesystem://", transport=fs_broker.Transport, transport_options=options) as rx,
+        Connection("filesystem://", transport=fs_broker.Transport, transport_options=options) as tx,
+        Consumer(rx, [queue], callbacks=[lambda body, message: got.append(body)], accept=["json"]),
+    ):
+        waiter = threading.Thread(target=rx.drain_events, kwargs={"timeout": 900}, daemon=True)
+        waiter.start()
+        time.sleep(0.2)  # let the consumer find the folder empty and start waiting
+        tx.Producer().publish({"job": 7}, exchange="wake", routing_key="wake", declare=[queue])
+        waiter.join(timeout=30)
+
+        assert not waiter.is_alive()
+    assert got == [{"job": 7}]
+
+
+def test_without_inotify_the_consumer_polls(folders: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fs_broker, "INotify", None)
+    options = {**_options(folders), "polling_interval": 0.05}
+    queue = Queue("poll", Exchange("poll"), routing_key="poll")
+    got: list[Any] = []
+    with (
+        Connection("filesystem://", transport=fs_broker.Transport, transport_options=options) as rx,
+        Consumer(rx, [queue], callbacks=[lambda body, message: got.append(body)], accept=["json"]),
+    ):
+        rx.Producer().publish({"job": 8}, exchange="poll", routing_key="poll", declare=[queue])
+        rx.drain_events(timeout=30)
+        with pytest.raises(TimeoutError):
+            rx.drain_events(timeout=0.2)
+    assert got == [{"job": 8}]
+    assert rx.transport._watch is None
