@@ -259,14 +259,22 @@ def _in_turns(turns: list[list[int]], candidates: Sequence[QueueCandidate]) -> l
 
 
 def _alternate(by_margin: list[int], rng: random.Random) -> list[int]:
-    """The smallest-margin item, a random one of the rest, the next smallest margin, ..."""
-    left = list(by_margin)
+    """The smallest-margin item, a random one of the rest, the next smallest margin, ...
+
+    The random picks walk one shuffled copy and skip what is already served: the next
+    unserved item of a random permutation is a uniform pick of the unserved ones, in linear
+    time (popping random positions from a shrinking list was quadratic: a second at 100k).
+    """
+    shuffled = list(by_margin)
+    rng.shuffle(shuffled)
+    smallest, randoms = iter(by_margin), iter(shuffled)
+    served: set[int] = set()
     out: list[int] = []
-    take_random = False
-    while left:
-        index = rng.randrange(len(left)) if take_random else 0
-        out.append(left.pop(index))
-        take_random = not take_random
+    while len(out) < len(by_margin):
+        source = randoms if len(out) % 2 else smallest
+        key = next(k for k in source if k not in served)
+        served.add(key)
+        out.append(key)
     return out
 
 

@@ -154,8 +154,11 @@ def store_thumbnails(
 def write_atomically(body: bytes, target: Path) -> None:
     """Write `body` to `target` through a temporary file in the same folder and a rename:
     readers never see half a JPEG, and two writers of the same copy both succeed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
+    except FileNotFoundError:  # the folder's first copy (a mkdir per write cost more than it)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
     try:
         # No fsync: a copy is re-derivable, and one fsync per photo stalls slow disks.
         with os.fdopen(fd, "wb") as out:
