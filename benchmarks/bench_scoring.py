@@ -92,7 +92,7 @@ def _child(
 
 
 def _timed(barrier: Any, work: Callable[[], int], repeats: int) -> list[tuple[float, ...]]:
-    rounds = []
+    rounds: list[tuple[float, ...]] = []
     for _ in range(repeats):
         barrier.wait(timeout=600)
         began, cpu = time.perf_counter(), _cpu_seconds()
@@ -457,8 +457,8 @@ def measure_row(
     row["ideal_cpu_ms_per_image"] = median(1e3 * PROCESSES / r["L"] for r in rounds)
     row["backends"] = {}
     for backend in args.backends:
-        jobs = [r["jobs"][backend] for r in rounds]
-        groups = sorted({g for job in jobs for g in job["cpu_ms_per_image"]})
+        of_backend = [r["jobs"][backend] for r in rounds]
+        groups = sorted({g for job in of_backend for g in job["cpu_ms_per_image"]})
         ratios = [r["c"][backend] / r["L"] for r in rounds]
         row["backends"][backend] = {
             "c": median(r["c"][backend] for r in rounds),
@@ -467,7 +467,9 @@ def measure_row(
             "c_over_L_max": max(ratios),
             "c_over_a": median(r["c"][backend] / r["a"] for r in rounds),
             "c_over_d": median(r["c"][backend] / r["d"] for r in rounds),
-            "cpu": {g: median(j["cpu_ms_per_image"].get(g, 0.0) for j in jobs) for g in groups},
+            "cpu": {
+                g: median(j["cpu_ms_per_image"].get(g, 0.0) for j in of_backend) for g in groups
+            },
         }
     return row
 

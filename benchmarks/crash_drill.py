@@ -287,6 +287,7 @@ def _fault(
             create_job(session, settings, "survey0")
         with session_scope(settings.db_url) as session:
             job_id = session.scalar(select(ScanJob.id))
+        assert job_id is not None
         enqueue(settings, SCAN_TASK, [job_id])
     fault_end = began
     if name in (REDIS_SCAN, REDIS_SCORING):

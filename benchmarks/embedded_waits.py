@@ -118,7 +118,7 @@ def delivery_latency(watch: bool, messages: int = 30) -> dict[str, float]:
     from service import fs_broker
 
     if not watch:
-        fs_broker.INotify = None  # type: ignore[assignment]
+        fs_broker.INotify = None
     with tempfile.TemporaryDirectory() as tmp:
         options = {
             "data_folder_in": tmp, "data_folder_out": tmp, "processed_folder": tmp + "/done",

@@ -33,7 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
 
-def features_of(split: str, classes: list[str], backbone) -> tuple[torch.Tensor, np.ndarray]:  # type: ignore[no-untyped-def]
+def features_of(split: str, classes: list[str], backbone: Any) -> tuple[torch.Tensor, np.ndarray]:
     samples = scan_split(DATA / split, classes, EXTENSIONS)
     spec = backbone.spec
     data = SafeImageFolder(samples, classes, eval_loader(spec), eval_transform(spec), name=split)

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -139,7 +140,7 @@ print(json.dumps({"base_mb": base, "peak_mb": _status("VmHWM"), "outcome": outco
 class Hostile:
     name: str
     what: str
-    make: Callable[[Path], None]
+    make: Callable[[Path], object]
     suffix: str
 
 
@@ -219,6 +220,7 @@ def measure(hostile: Hostile, path: Path, kind: str, model: Path, scratch: Path)
         capture_output=True, text=True, env=env, timeout=900,
     )  # fmt: skip
     seconds = round(time.monotonic() - began, 1)
+    got: dict[str, Any]
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
         got = {"base_mb": 0, "peak_mb": 0, "outcome": f"probe failed: {tail[0]}"}

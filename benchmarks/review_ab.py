@@ -54,7 +54,7 @@ def cycles(url: str, reps: int) -> dict[str, Any]:
     for rep in range(reps + 1):
         before, t, cpu = statements["n"], time.perf_counter(), time.process_time()
         answer = api.get("/api/v1/review/next", headers=headers)
-        assert answer.status_code == 200, answer.get_data()[:300]
+        assert answer.status_code == 200 and answer.json, answer.get_data()[:300]
         if rep:
             out["next"].append((time.perf_counter() - t) * 1000)
             out["next_cpu"].append((time.process_time() - cpu) * 1000)
@@ -123,7 +123,7 @@ def main() -> None:
         tree: {k: percentiles(v) for k, v in samples.items()} for tree, samples in pooled.items()
     }
     result["load_average_per_round"] = loads  # type: ignore[assignment]
-    result["setup"] = {"size": args.size, "rounds": args.rounds, "reps": args.reps}  # type: ignore[assignment]
+    result["setup"] = {"size": args.size, "rounds": args.rounds, "reps": args.reps}
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 

@@ -276,7 +276,9 @@ def measure(
     run("predictions offset 80%", lambda: ok(api.get(f"{base}&offset={depth}", headers=headers)))
     probe = api.get(f"{base}&after=1", headers=headers)
     if probe.status_code == 200:  # the keyset cursor exists (not in the old code)
-        row = api.get(f"{base}&offset={depth}&limit=1", headers=headers).json["items"][0]
+        page = api.get(f"{base}&offset={depth}&limit=1", headers=headers).json
+        assert page is not None
+        row = page["items"][0]
         after = row["image_id"]
         run("predictions keyset at 80%",
             lambda: ok(api.get(f"{base}&after={after}", headers=headers)))  # fmt: skip
@@ -298,8 +300,9 @@ def measure(
             out[f"predictions filtered ({name})"] = {"n": 0, "p50_ms": "timed out", "p95_ms": over}
             log.info("predictions filtered (%s) timed out", name)
             continue
+        url = f"{base}&{args}"
         run(f"predictions filtered ({name})",
-            lambda a=args: ok(api.get(f"{base}&{a}", headers=headers)), few)  # fmt: skip
+            lambda url=url: ok(api.get(url, headers=headers)), few)  # type: ignore[misc]  # fmt: skip
     run("job page (UI)", lambda: ok(ui.get(f"/jobs/{big}")))
     run("job page (UI, label)", lambda: ok(ui.get(f"/jobs/{big}?label=Species_03")), few)
 

@@ -181,7 +181,7 @@ def build_view(source: Path, view: Path, folds: int = 0, fold: int = 0) -> dict[
         pool.setdefault(sample.sha256, sample)
     merged = list(pool.values())
     seen_test: set[str] = set()
-    clean_test = []
+    clean_test: list[Sample] = []
     if folds:
         merged, clean_test = fold_split(merged, folds, fold)
     else:
@@ -197,7 +197,7 @@ def build_view(source: Path, view: Path, folds: int = 0, fold: int = 0) -> dict[
             folder = view / split / classes[sample.label]
             folder.mkdir(parents=True, exist_ok=True)
             (folder / sample.path.name).symlink_to(sample.path)
-    summary = {
+    summary: dict[str, Any] = {
         "classes": len(classes),
         "source_images": {
             "train+val": len(splits["train"]) + len(splits["val"]),
@@ -371,9 +371,8 @@ def onnx_measures(model_dir: Path, view: Path, classes: list[str], work: Path) -
             eval_transform(spec),
             name="int8 calibration",
         )
-        export.quantize_int8(
-            model_dir / "model.onnx", int8, np.stack([t[0].numpy() for t in train])
-        )
+        calibration = np.stack([train[i][0].numpy() for i in range(len(train))])
+        export.quantize_int8(model_dir / "model.onnx", int8, calibration)
     result: dict[str, Any] = {"int8_decision_in_fit": metadata.get("int8")}
     for name, path in (("fp32", model_dir / "model.onnx"), ("int8", int8)):
         logits = export.ort_logits(path, inputs)
