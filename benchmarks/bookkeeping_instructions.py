@@ -6,7 +6,9 @@ callgrind, which repeats to within a fraction of a percent whatever else the mac
 one job of `job_overhead.py` (its scan, then `score_chunk` on every chunk with the model
 replaced by stored outcomes), counted only inside `score_chunk` and from the second chunk on
 (the first compiles each statement for the job's new database engine, which a long-lived
-worker does once). PostgreSQL's server work and the kernel's file writes are not counted.
+worker does once). PostgreSQL's server work and the kernel's file writes are not counted,
+nor other threads: callgrind's toggle counts the calling thread only, which is enough here
+(the bookkeeping runs in one thread) but not for the threaded decode of `score_paths`.
 
     PYTHONPATH=$PWD python benchmarks/bookkeeping_instructions.py --trees /path/to/old .
 
