@@ -1,6 +1,6 @@
 """Three waits of the embedded stack: message delivery, an idle stack's CPU, SQLite's lock waits.
 
-    .venv/bin/python benchmarks/embedded_waits.py [--poll-seconds 10] [--out FILE.json]
+    .venv/bin/python benchmarks/embedded_waits.py [--poll-seconds 10] [--out F.json] [--idle-only]
 
 1. Start the embedded workers (`herpscore up`'s layout) on an empty data dir, let them
    settle, then read their CPU time from /proc over `--poll-seconds` with nothing queued:
@@ -166,20 +166,26 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--poll-seconds", type=float, default=10.0)
     parser.add_argument("--out", type=Path, help="also write the numbers to this JSON file")
+    parser.add_argument(
+        "--idle-only", action="store_true", help="measure only the idle stack's CPU"
+    )
     args = parser.parse_args()
-    result = {
-        "delivery_ms": {
-            "inotify_watch": delivery_latency(watch=True),
-            "poll_every_0.1s": delivery_latency(watch=False),
-        },
-        "sqlite": sqlite3.sqlite_version,
-        "load_average": os.getloadavg(),
-        "waiter_late_ms_by_hold_ms": {
-            "sqlite_busy_handler": busy_wait_overshoot(),
-            "herpscore_begin_writing": busy_wait_overshoot(herpscore=True),
-        },
-        "idle_workers_percent_of_a_core": round(idle_worker_cpu(args.poll_seconds), 2),
-    }
+    if args.poll_seconds <= 0:
+        parser.error("--poll-seconds must be positive")
+    result: dict[str, object] = {"load_average": os.getloadavg()}
+    if not args.idle_only:
+        result |= {
+            "delivery_ms": {
+                "inotify_watch": delivery_latency(watch=True),
+                "poll_every_0.1s": delivery_latency(watch=False),
+            },
+            "sqlite": sqlite3.sqlite_version,
+            "waiter_late_ms_by_hold_ms": {
+                "sqlite_busy_handler": busy_wait_overshoot(),
+                "herpscore_begin_writing": busy_wait_overshoot(herpscore=True),
+            },
+        }
+    result["idle_workers_percent_of_a_core"] = round(idle_worker_cpu(args.poll_seconds), 2)
     print(json.dumps(result, indent=1))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -49,6 +49,8 @@ def armed() -> Iterator[None]:
 
 def _watch(limit: int, interval: float) -> None:
     while True:
+        # Between tasks the thread sleeps on the event: an idle worker never wakes for it.
+        _ARMED.wait()
         rss = resident_bytes()
         if rss is None:
             return  # not Linux: nothing to watch

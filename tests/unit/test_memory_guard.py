@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from service.settings import Settings
 from service.tasks_client import celery_config
+from workers import memory_guard
 from workers.memory_guard import resident_bytes
 
 GROW = """
@@ -73,3 +75,25 @@ def test_pool_processes_past_the_soft_ceiling_are_replaced_after_their_task(
     settings = make_settings("sqlite://", worker_max_memory_megabytes=megabytes)
     # Celery counts this ceiling in kilobytes; None leaves pool processes running forever.
     assert celery_config(settings)["worker_max_memory_per_child"] == kilobytes
+
+
+def test_the_guard_looks_only_while_a_task_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle worker's guard sleeps: no look at /proc between tasks, 50 a second during one."""
+    looks: list[float] = []
+
+    def counted() -> int:
+        looks.append(time.monotonic())
+        return 1
+
+    monkeypatch.setattr(memory_guard, "resident_bytes", counted)
+    # A ceiling no process reaches: the thread outlives the test, in this process.
+    assert memory_guard.start(10**9) is not None
+    time.sleep(0.3)
+    idle = len(looks)
+    with memory_guard.armed():
+        time.sleep(0.3)
+    armed = len(looks) - idle
+    time.sleep(0.3)
+    after = len(looks) - idle - armed
+    assert idle <= 1 and after <= 1  # start()'s own check, then the look in flight at disarm
+    assert armed >= 3
