@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.bench_scoring import _timed  # noqa: E402
 from benchmarks.scoring_inputs import CTX, build_model, make_photos  # noqa: E402
 from benchmarks.scoring_report import machine_info  # noqa: E402
 
@@ -124,23 +123,17 @@ def _work(
 
 
 def _scorer(queue: Any, barrier: Any, variant: str, share: int, *job: Any) -> None:
-    work = _work(variant, share, *job)
-    barrier.wait(timeout=600)
-    began, cpu = time.perf_counter(), os.times()
-    photos = work()
-    used = os.times()
-    seconds = used.user + used.system - cpu.user - cpu.system
-    queue.put(("scoring", photos, began, time.perf_counter(), seconds))
+    queue.put(("scoring", *_timed(barrier, _work(variant, share, *job), 1)[0]))
 
 
 def _hasher(queue: Any, barrier: Any, files: list[str]) -> None:
-    barrier.wait(timeout=600)
-    cpu = os.times()
-    for path in files:
-        with open(path, "rb") as fh:
-            hashlib.file_digest(fh, "sha256")
-    used = os.times()
-    queue.put(("hash", len(files), 0.0, 0.0, used.user + used.system - cpu.user - cpu.system))
+    def hash_all() -> int:
+        for path in files:
+            with open(path, "rb") as fh:
+                hashlib.file_digest(fh, "sha256")
+        return len(files)
+
+    queue.put(("hash", *_timed(barrier, hash_all, 1)[0]))
 
 
 def measure(variant: str, files: list[str], model: str, sizes: list[int]) -> dict[str, float]:
