@@ -181,7 +181,6 @@ def features(work: Path) -> dict[str, Any]:
     from training.data import eval_loader, eval_transform
     from training.head import extract_features
 
-    torch.set_num_threads(1)
     summary = json.loads((work / "photos.json").read_text())
     backbone = build_backbone("efficientnet_lite0", 14, "default", 224, "squash")
     load, transform = eval_loader(backbone.spec), eval_transform(backbone.spec)
@@ -189,12 +188,14 @@ def features(work: Path) -> dict[str, Any]:
     for split, folder in (("pool", "survey/pool"), ("test", "evalset")):
         rows = summary["items"][split]
         paths = [work / "photos" / folder / r["path"] for r in rows]
-        batches = (
-            torch.stack([transform(load(p)) for p in paths[i : i + 32]])
-            for i in range(0, len(paths), 32)
-        )
+        inputs = [transform(load(p)) for p in paths]
         out[split] = {
-            "x": extract_features(backbone.model, backbone.head, batches),
+            "x": extract_features(backbone.model, backbone.head, _batches(inputs)),
+            # The mirror images' features (a squash resize is symmetric, so flipping the
+            # input tensor is flipping the photo): the probe's --mirror training views.
+            "x_flip": extract_features(
+                backbone.model, backbone.head, _batches([t.flip(2) for t in inputs])
+            ),
             "labels": [r["label"] for r in rows],
             "paths": [r["path"] for r in rows],
         }
@@ -202,7 +203,12 @@ def features(work: Path) -> dict[str, Any]:
     return out
 
 
-_FITS: dict[tuple[tuple[int, ...], int, bool, tuple[float, ...]], Any] = {}
+def _batches(inputs: list[torch.Tensor], size: int = 32) -> Any:
+    return (torch.stack(inputs[i : i + size]) for i in range(0, len(inputs), size))
+
+
+_FITS: dict[tuple[tuple[int, ...], int, bool, tuple[float, ...], bool], Any] = {}
+MIRROR = False  # --mirror: the probe also trains on every labelled photo's mirror image
 REFIT = False  # --refit: after choosing L2 on val, fit again on train + val with it
 STICKY = False  # --sticky: keep the last order while the gate refuses, as the product does
 GRID: tuple[float, ...] = L2_GRID  # --grid: the L2 strengths tried
@@ -210,10 +216,20 @@ GRID: tuple[float, ...] = L2_GRID  # --grid: the L2 strengths tried
 
 def fit(x: torch.Tensor, labels: list[str], rows: list[int], classes: list[str], seed: int) -> Any:
     """The loop's probe on these labelled rows: stratified 15 % val, L2 chosen on it."""
-    key = (tuple(sorted(rows)), seed, REFIT, GRID)
+    key = (tuple(sorted(rows)), seed, REFIT, GRID, MIRROR)
     if key not in _FITS:
         _FITS[key] = _fit(x, labels, rows, classes, seed)
     return _FITS[key]
+
+
+def _views(x: torch.Tensor, rows: list[int], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training rows' features, and with --mirror their mirror images' after them."""
+    if not MIRROR:
+        return x[rows], y
+    return torch.cat([x[rows], X_FLIP[rows]]), torch.cat([y, y])
+
+
+X_FLIP = torch.empty(0)  # the pool's mirror features, set by main
 
 
 def _fit(x: torch.Tensor, labels: list[str], rows: list[int], classes: list[str], seed: int) -> Any:
@@ -238,13 +254,15 @@ def _fit(x: torch.Tensor, labels: list[str], rows: list[int], classes: list[str]
     weights = class_weights(ty.tolist(), len(classes))
     # The L2 path stops after two rises of the val loss: the product's choice whenever
     # the loss along the grid has one minimum (it always had here), in half the time.
-    chosen = fit_head((x[train], ty), (x[val], vy), len(classes), weights, 0.1, GRID, 300, 2)
+    chosen = fit_head(_views(x, train, ty), (x[val], vy), len(classes), weights, 0.1, GRID, 300, 2)
     if not REFIT:
         return chosen
     everything = train + val
     ay = torch.tensor([index[labels[r]] for r in everything])
     weights = class_weights(ay.tolist(), len(classes))
-    return fit_head((x[everything], ay), (x[val], vy), len(classes), weights, 0.1, (chosen.l2,))
+    return fit_head(
+        _views(x, everything, ay), (x[val], vy), len(classes), weights, 0.1, (chosen.l2,)
+    )
 
 
 def predict(head: Any, x: torch.Tensor) -> torch.Tensor:
@@ -338,6 +356,9 @@ def main() -> None:
         "--reference", action="store_true", help="also print the probe on every pool label"
     )
     parser.add_argument(
+        "--mirror", action="store_true", help="the probe also trains on the mirror images"
+    )
+    parser.add_argument(
         "--grid", type=float, nargs="+", default=list(L2_GRID), help="L2 strengths, largest first"
     )
     parser.add_argument(
@@ -367,10 +388,11 @@ def main() -> None:
         target = (args.reference_top1, args.label_cap) if args.reference_top1 else None
         summarise(runs, orders, seeds, min(rounds, args.rounds), target)
         return
-    global REFIT, GRID, STICKY
-    REFIT, GRID, STICKY = args.refit, tuple(args.grid), args.sticky
+    global REFIT, GRID, STICKY, MIRROR, X_FLIP
+    REFIT, GRID, STICKY, MIRROR = args.refit, tuple(args.grid), args.sticky, args.mirror
     torch.set_num_threads(1)
     data = features(args.work)
+    X_FLIP = data["pool"]["x_flip"]
     top1 = reference(data) if args.reference else args.reference_top1
     run_all(args, data, (top1, args.label_cap) if top1 else None)
 
