@@ -41,15 +41,43 @@ COLOURS = {
 OTHER_COLOURS = ("tab:pink", "tab:cyan", "tab:gray")
 
 
-def load_runs(work: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(loop runs, reference runs) found in work/results."""
+def load_runs(
+    work: Path,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(loop runs, reference runs, superseded runs) found in work/results.
+
+    A run made under the gate's old per-class recall test (`recall_correction` none, or
+    absent: runs from before the setting) stands for the product's gate (holm) only if no
+    round was refused by that test: the correction can only turn a recall refusal into a
+    promotion, so every other decision would have been the same. The others are superseded:
+    kept in the JSON, left out of the means, and rerun with the product's gate."""
     folder = work / "results"
-    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("seed*.json"))]
-    for run in runs:  # runs made before queue runs were named after their order
+    found = [json.loads(p.read_text()) for p in sorted(folder.glob("seed*.json"))]
+    for run in found:  # runs made before queue runs were named after their order
         if run["strategy"] == "queue":
             run["strategy"] = f"queue-{run.setdefault('review_order', 'confidence')}"
+        run.setdefault("recall_correction", "none")
     refs = [json.loads(p.read_text()) for p in sorted(folder.glob("reference-seed*.json"))]
-    return runs, refs
+    runs = [r for r in found if stands_for_holm(r)]
+    superseded = [r for r in found if not stands_for_holm(r)]
+    keys = [(r["seed"], r["strategy"]) for r in runs]
+    if len(keys) != len(set(keys)):
+        raise ValueError(f"two runs of the same seed and strategy in {folder}: {sorted(keys)}")
+    return runs, refs, superseded
+
+
+def recall_refusals(run: dict[str, Any]) -> list[int]:
+    """The rounds whose candidate the gate refused for a recall drop alone (macro-F1 passed)."""
+
+    def alone(reasons: list[str]) -> bool:
+        by_recall = any(r.startswith("recall drops that block") for r in reasons)
+        return by_recall and not any(r.startswith("macro-F1") and "lower" in r for r in reasons)
+
+    return [row["round"] for row in run["rounds"] if alone([str(g) for g in row.get("gate") or []])]
+
+
+def stands_for_holm(run: dict[str, Any]) -> bool:
+    return run.get("recall_correction", "none") == "holm" or not recall_refusals(run)
 
 
 def summarise(runs: list[dict[str, Any]], refs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -197,6 +225,23 @@ def render_markdown(result: dict[str, Any]) -> str:
                 f"{'-' if cand is None else f'{cand:.3f}'} | {row['promoted']} | "
                 f"{row['corrections']}/{row['reviewed']} | {row['seconds']} |"
             )
+    if result.get("superseded"):
+        lines += [
+            "",
+            "## Superseded runs",
+            "",
+            "Made under the gate's old per-class recall test (each class at alpha, no "
+            "correction for the number of classes), which refused these rounds' candidates; "
+            "under the product's gate (Holm's correction) the run would have gone otherwise, "
+            "so it was rerun and is left out of the means above:",
+            "",
+        ]
+        lines += [
+            f"- seed {run['seed']} {run['strategy']}: refused by the recall test at round(s) "
+            f"{', '.join(map(str, recall_refusals(run)))}; active top-1 "
+            + " / ".join(f"{row['top1']:.3f}" for row in run["rounds"])
+            for run in result["superseded"]
+        ]
     lines += [
         "",
         "`corrections`: items where the oracle's label differed from the model's top-1.",
@@ -262,13 +307,14 @@ def write_report(
     work: Path, results: Path, plot_path: Path, recipe: dict[str, Any], args: argparse.Namespace
 ) -> dict[str, Any]:
     """Gather the runs in work/results into results/loop_sim.{json,md} and the PNG."""
-    runs, refs = load_runs(work)
+    runs, refs, superseded = load_runs(work)
     result: dict[str, Any] = {
         "recipe": recipe,
         "machine": f"{platform.machine()}, {platform.python_version()}",
         "summary": summarise(runs, refs),
         "references": refs,
         "runs": runs,
+        "superseded": superseded,
     }
     results.mkdir(parents=True, exist_ok=True)
     (results / "loop_sim.json").write_text(json.dumps(result, indent=1) + "\n")

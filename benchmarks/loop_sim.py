@@ -294,6 +294,7 @@ def run_loop(args: argparse.Namespace, recipe: dict[str, Any]) -> dict[str, Any]
         "pool": len(pool),
         "recall_margin": settings.promotion_recall_margin,
         "recall_alpha": settings.promotion_recall_alpha,
+        "recall_correction": settings.promotion_recall_correction,
         "rounds": rounds,
         "seconds": round(time.monotonic() - started, 1),
     }

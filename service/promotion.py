@@ -9,8 +9,11 @@ its macro-F1 is not lower and no class's recall drop blocks it:
   larger than the margin;
 - any other class blocks when its recall drops by more than the margin *and* the drop is
   significant for the class's photos: an exact one-sided sign test (McNemar's) on the
-  class's photos the two models disagree on, at level alpha. With 15 photos a class, one
-  photo is 0.067 of recall, so the margin alone would refuse a better model over noise.
+  class's photos the two models disagree on. With 15 photos a class, one photo is 0.067
+  of recall, so the margin alone would refuse a better model over noise. The classes are
+  tested together at level alpha (Holm's step-down correction, by default): one test per
+  class at alpha would refuse an equally good candidate more often the more species the
+  test set holds.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 # (model folder, image paths) -> predicted label per path (None when the file failed).
 Predictor = Callable[[Path, list[str]], Sequence[str | None]]
 EPSILON = 1e-9
+CORRECTIONS = ("holm", "none")
 
 
 def classification_scores(truth: Sequence[str], predicted: Sequence[str | None]) -> dict[str, Any]:
@@ -89,6 +93,20 @@ def drop_p_value(lost: int, gained: int) -> float:
     return sum(math.comb(n, k) for k in range(lost, n + 1)) / 2**n
 
 
+def holm_levels(p_values: Mapping[str, float], alpha: float) -> dict[str, float]:
+    """Each class's significance level under Holm's step-down procedure (family-wise error
+    at most alpha over all the classes): the k-th smallest p-value of m is compared with
+    alpha / (m - k + 1), and once one is not below its level, no later one is rejected
+    (its level is then 0)."""
+    levels: dict[str, float] = {}
+    m, rejecting = len(p_values), True
+    for k, (label, p) in enumerate(sorted(p_values.items(), key=lambda kv: (kv[1], kv[0]))):
+        level = alpha / (m - k)
+        rejecting = rejecting and p < level
+        levels[label] = level if rejecting else 0.0
+    return levels
+
+
 def _recall_rule(
     label: str,
     old_r: float,
@@ -96,9 +114,11 @@ def _recall_rule(
     margin: float,
     counts: Mapping[str, int] | None,
     venomous: bool,
-    alpha: float,
+    level: float,
+    family: str,
 ) -> tuple[bool, str]:
-    """Whether a class's recall drop beyond the margin blocks, and why (in words)."""
+    """Whether a class's recall drop beyond the margin blocks, and why (in words); `level`
+    is the class's significance level, `family` says how it was set."""
     drop = f"{label} {old_r:.3f} -> {new_r:.3f}"
     if venomous:
         return True, f"{drop}: medically significant, drops by more than {margin:g}"
@@ -107,9 +127,28 @@ def _recall_rule(
     lost, gained, support = counts["lost"], counts["gained"], counts["support"]
     p = drop_p_value(lost, gained)
     paired = f"lost {lost}, gained {gained} of {support} photos, p={p:.3g}"
-    if p < alpha:
-        return True, f"{drop}: significant drop ({paired} < {alpha:g})"
-    return False, f"{drop}: not significant ({paired} >= {alpha:g}), tolerated"
+    if level > 0 and p < level:
+        return True, f"{drop}: significant drop ({paired} < {level:.3g}{family})"
+    return False, f"{drop}: not significant ({paired}{family}), tolerated"
+
+
+def _class_levels(
+    changes: Mapping[str, Mapping[str, int]] | None,
+    venomous: frozenset[str] | set[str],
+    alpha: float,
+    correction: str,
+) -> tuple[dict[str, float], str]:
+    """The significance level of each class's recall test, and the words for how it was set."""
+    if correction not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {CORRECTIONS}, not {correction!r}")
+    tested = {
+        label: drop_p_value(row["lost"], row["gained"])
+        for label, row in (changes or {}).items()
+        if label not in venomous and row.get("support", 0) > 0
+    }
+    if correction == "none" or len(tested) <= 1:
+        return {label: alpha for label in tested}, ", each class on its own"
+    return holm_levels(tested, alpha), f", Holm over {len(tested)} classes at {alpha:g}"
 
 
 def decide_promotion(
@@ -120,11 +159,13 @@ def decide_promotion(
     changes: Mapping[str, Mapping[str, int]] | None = None,
     venomous: frozenset[str] | set[str] = frozenset(),
     alpha: float = 0.05,
+    correction: str = "holm",
 ) -> tuple[bool, list[str]]:
     """Promote only if macro-F1 is not lower and no class's recall drop blocks (see the
     module's docstring); every class whose recall drops by more than the margin gets a
     reason, blocking or not. `changes` comes from `recall_changes`; without it every drop
-    beyond the margin blocks."""
+    beyond the margin blocks. `correction`: `holm` tests the classes as one family at
+    level alpha, `none` each class at alpha."""
     if active_metrics is None:
         return True, ["no model is active: the candidate is the only one"]
     ok, reasons = True, []
@@ -135,6 +176,7 @@ def decide_promotion(
     else:
         reasons.append(f"macro-F1 {new_f1:.4f} >= {old_f1:.4f}")
     new_pc, old_pc = candidate_metrics["per_class"], active_metrics["per_class"]
+    levels, family = _class_levels(changes, venomous, alpha, correction)
     blocking: list[str] = []
     tolerated: list[str] = []
     for label in sorted(set(new_pc) | set(old_pc)):
@@ -143,7 +185,10 @@ def decide_promotion(
         if old_r - new_r <= margin + EPSILON:
             continue
         counts = changes.get(label) if changes is not None else None
-        blocks, why = _recall_rule(label, old_r, new_r, margin, counts, label in venomous, alpha)
+        level = levels.get(label, alpha)
+        blocks, why = _recall_rule(
+            label, old_r, new_r, margin, counts, label in venomous, level, family
+        )
         (blocking if blocks else tolerated).append(why)
     if blocking:
         ok = False
@@ -187,6 +232,7 @@ class EvaluationPlan:
     margin: float
     alpha: float = 0.05
     venomous: frozenset[str] = frozenset()
+    correction: str = "holm"
 
 
 def plan_evaluation(session: Session, settings: Settings, candidate_id: int) -> EvaluationPlan:
@@ -202,6 +248,7 @@ def plan_evaluation(session: Session, settings: Settings, candidate_id: int) -> 
         settings.promotion_recall_margin,
         settings.promotion_recall_alpha,
         species.venomous_labels(session),
+        settings.promotion_recall_correction,
     )
 
 
@@ -212,6 +259,7 @@ def evaluate(plan: EvaluationPlan, predict: Predictor) -> dict[str, Any]:
         "active_id": plan.active_id,
         "margin": plan.margin,
         "alpha": plan.alpha,
+        "correction": plan.correction,
         "venomous": sorted(plan.venomous),
         "decided_at": utcnow().isoformat(timespec="seconds"),
         "promoted": False,
@@ -246,6 +294,7 @@ def evaluate(plan: EvaluationPlan, predict: Predictor) -> dict[str, Any]:
         changes=changes,
         venomous=plan.venomous,
         alpha=plan.alpha,
+        correction=plan.correction,
     )
     return record
 

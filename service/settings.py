@@ -248,7 +248,13 @@ class Settings(BaseSettings):
         le=1.0,
         description="Significance level of the gate's per-class recall test: a drop beyond the "
         "margin blocks only if the exact one-sided sign test on the class's test photos the two "
-        "models disagree on gives a p-value below it.",
+        "models disagree on gives a p-value below it (after promotion_recall_correction).",
+    )
+    promotion_recall_correction: Literal["holm", "none"] = Field(
+        default="holm",
+        description="How the per-class recall tests share alpha: holm tests all classes as one "
+        "family (Holm's step-down, family-wise error at most alpha), none tests each class at "
+        "alpha, which refuses equally good candidates more often the more classes there are.",
     )
     training_backbone: str = Field(
         default="efficientnet_lite0", description="Backbone of scheduled retraining."

@@ -93,6 +93,7 @@ def test_the_loop(
         changes=decision["recall_changes"],
         venomous=set(decision["venomous"]),
         alpha=decision["alpha"],
+        correction=decision["correction"],
     )
     assert decision["passed"] is expected and decision["promoted"] is expected
     candidate = run.model_version_id

@@ -15,6 +15,7 @@ from service.promotion import (
     decide_promotion,
     drop_p_value,
     evaluate,
+    holm_levels,
     recall_changes,
 )
 
@@ -198,8 +199,68 @@ def test_evaluate_tests_the_paired_predictions_and_records_them(tmp_path: Path) 
     plan = EvaluationPlan(2, "candidate", 1, "active", test_set, 0.05, 0.05, frozenset())
     record = evaluate(plan, predict)
     assert record["passed"] is True and record["alpha"] == 0.05
+    assert record["correction"] == "holm"
     assert record["recall_changes"]["a"] == {"lost": 1, "gained": 0, "support": 15}
     assert "a 1.000 -> 0.933: not significant" in record["reasons"][-1]
     venomous = EvaluationPlan(2, "candidate", 1, "active", test_set, 0.05, 0.05, frozenset("a"))
     record = evaluate(venomous, predict)
     assert record["passed"] is False and record["venomous"] == ["a"]
+
+
+# ---------------------------------------------------------------- many classes
+
+
+def test_holm_levels_step_down_and_stop_at_the_first_acceptance() -> None:
+    levels = holm_levels({"a": 0.01, "b": 0.03, "c": 0.001, "d": 0.04}, 0.05)
+    # sorted: c 0.001 < 0.05/4, a 0.01 < 0.05/3, b 0.03 >= 0.05/2: b is not rejected, and
+    # so neither is d, though 0.04 < 0.05 (its own level)
+    assert levels == {
+        "c": pytest.approx(0.0125),
+        "a": pytest.approx(0.05 / 3),
+        "b": 0.0,
+        "d": 0.0,
+    }
+    assert holm_levels({}, 0.05) == {}
+
+
+def fourteen_classes(lost: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A 14-class test set of 15 photos a class where the candidate is better overall but
+    loses `lost` photos of class s00 and gains none there (the loop simulation's refusals)."""
+    labels = [f"s{i:02d}" for i in range(14)]
+    active = metrics(0.55, **{k: fifteen(15 if k == "s00" else 8) for k in labels})
+    candidate = metrics(0.70, **{k: fifteen(15 - lost if k == "s00" else 11) for k in labels})
+    changes = {k: pair(lost, 0) if k == "s00" else pair(0, 3) for k in labels}
+    return candidate, active, changes
+
+
+def test_one_class_s_chance_drop_among_fourteen_does_not_block_a_better_model() -> None:
+    # lost 6, gained 0: p = 1/64 = 0.0156, below 0.05 on its own, not below 0.05 / 14.
+    candidate, active, changes = fourteen_classes(6)
+    ok, reasons = decide_promotion(candidate, active, 0.05, changes=changes)
+    assert ok
+    assert "s00 1.000 -> 0.600: not significant" in reasons[-1]
+    assert "Holm over 14 classes at 0.05" in reasons[-1]
+    # Each class on its own at alpha: the drop blocks, as the gate did before.
+    ok, reasons = decide_promotion(candidate, active, 0.05, changes=changes, correction="none")
+    assert not ok and "significant drop (lost 6, gained 0 of 15 photos" in reasons[-1]
+
+
+def test_a_drop_significant_for_the_family_still_blocks() -> None:
+    # lost 9, gained 0: p = 1/512 = 0.00195 < 0.05 / 14 = 0.00357.
+    candidate, active, changes = fourteen_classes(9)
+    ok, reasons = decide_promotion(candidate, active, 0.05, changes=changes)
+    assert not ok
+    assert "s00 1.000 -> 0.400: significant drop" in reasons[-1]
+    assert "< 0.00357, Holm over 14 classes" in reasons[-1]
+
+
+def test_medically_significant_classes_stay_outside_the_family() -> None:
+    candidate, active, changes = fourteen_classes(2)
+    ok, reasons = decide_promotion(candidate, active, 0.05, changes=changes, venomous={"s00"})
+    assert not ok and "s00 1.000 -> 0.867: medically significant" in reasons[-1]
+
+
+def test_an_unknown_correction_is_refused() -> None:
+    candidate, active, changes = fourteen_classes(6)
+    with pytest.raises(ValueError, match="correction"):
+        decide_promotion(candidate, active, 0.05, changes=changes, correction="bonferroni")
