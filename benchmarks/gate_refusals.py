@@ -14,7 +14,10 @@ features, refit recipe), in the two situations the gate meets:
   the same size (5 seed labels a species plus random photos): equally good in expectation,
   so every refusal by the recall rule is a false one;
 - `more labels`: the candidate is the active model's labels plus 100 random photos, as in
-  one round of the loop with random review: better in expectation.
+  one round of the loop with random review: better in expectation;
+- `adaptive`: the active model's labels plus the first 100 photos of the review queue's
+  `adaptive` order over the rest of the pool, ranked by the active model, as in one round
+  of the loop with the queue: the labels go where the model hesitates.
 
 For each, the share of trials refused by macro-F1 (the same for both corrections), by the
 recall rule with each correction, and the share promoted with each, with the mean top-1
@@ -44,6 +47,9 @@ from service.promotion import (  # noqa: E402
     decide_promotion,
     recall_changes,
 )
+from service.routing import QueueCandidate, queue_order  # noqa: E402
+
+KINDS = ("equal", "more labels", "adaptive")
 
 MARGIN, ALPHA = 0.05, 0.05  # the product's defaults
 
@@ -66,6 +72,26 @@ def predictions(data: dict[str, Any], rows: list[int], classes: list[str], seed:
     return [classes[i] for i in loop_proxy.predict(head, test["x"]).argmax(1).tolist()]
 
 
+def queue_pick(
+    data: dict[str, Any], rows: list[int], classes: list[str], seed: int, count: int = 100
+) -> list[int]:
+    """`rows` plus the first `count` unlabelled pool photos of the `adaptive` queue, ranked
+    by the probe on `rows` (its top-5 probabilities, as the product stores them)."""
+    pool = data["pool"]
+    head = loop_proxy.fit(pool["x"], pool["labels"], rows, classes, seed)
+    probs = loop_proxy.predict(head, pool["x"])
+    taken = set(rows)
+    candidates = [
+        QueueCandidate(i, classes[int(p.argmax())], sorted(p.tolist(), reverse=True)[:5])
+        for i, p in enumerate(probs)
+        if i not in taken
+    ]
+    taught: dict[str, int] = {}
+    for r in rows:
+        taught[pool["labels"][r]] = taught.get(pool["labels"][r], 0) + 1
+    return [*rows, *queue_order(candidates, "adaptive", seed=seed, taught=taught)[:count]]
+
+
 def decide(truth: list[str], active: list[str], candidate: list[str]) -> dict[str, Any]:
     old, new = classification_scores(truth, active), classification_scores(truth, candidate)
     changes = recall_changes(truth, active, candidate)
@@ -84,20 +110,23 @@ def decide(truth: list[str], active: list[str], candidate: list[str]) -> dict[st
     return out
 
 
-def run(data: dict[str, Any], sizes: list[int], trials: int) -> dict[str, list[dict[str, Any]]]:
+def run(
+    data: dict[str, Any], sizes: list[int], trials: int, kinds: list[str]
+) -> dict[str, list[dict[str, Any]]]:
     labels = data["pool"]["labels"]
     classes, truth = sorted(set(labels)), data["test"]["labels"]
     results: dict[str, list[dict[str, Any]]] = {}
     for size in sizes:
-        for kind in ("equal", "more labels"):
+        for kind in kinds:
             rows = []
             for t in range(trials):
                 first = label_set(labels, size, 10_000 + t)
-                second = (
-                    label_set(labels, size, 20_000 + t)
-                    if kind == "equal"
-                    else label_set(labels, size + 100, 20_000 + t, base=first)
-                )
+                if kind == "equal":
+                    second = label_set(labels, size, 20_000 + t)
+                elif kind == "more labels":
+                    second = label_set(labels, size + 100, 20_000 + t, base=first)
+                else:
+                    second = queue_pick(data, first, classes, t)
                 active = predictions(data, first, classes, t)
                 candidate = predictions(data, second, classes, t)
                 rows.append(decide(truth, active, candidate))
@@ -134,7 +163,8 @@ def write(results: dict[str, list[dict[str, Any]]], out: Path, args: argparse.Na
         f"`benchmarks/gate_refusals.py --trials {args.trials}`: ph-snakes (14 species, 210 "
         "test photos), the loop's probe on cached Lite0 features (refit recipe), recall "
         f"margin {MARGIN}, alpha {ALPHA}. `equal`: two independent label sets of the same "
-        "size; `more labels`: the active model's labels plus 100 random photos. Shares of "
+        "size; `more labels`: the active model's labels plus 100 random photos; `adaptive`: "
+        "plus the first 100 photos of the queue's `adaptive` order. Shares of "
         "trials; 'recall alone' counts the trials refused by the recall rule while macro-F1 "
         "passed, with the mean top-1 gain (points) of those candidates.",
         "",
@@ -159,6 +189,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/herpscore-bench/loop-sim"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[170, 270, 470])
     parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     if args.trials < 1:
@@ -166,7 +197,7 @@ def main() -> None:
     torch.set_num_threads(1)
     loop_proxy.REFIT = True  # the loop's recipe
     data = loop_proxy.features(args.work)
-    write(run(data, args.sizes, args.trials), args.out, args)
+    write(run(data, args.sizes, args.trials, args.kinds), args.out, args)
 
 
 if __name__ == "__main__":
