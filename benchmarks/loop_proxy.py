@@ -40,7 +40,12 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.loop_diversity import DIVERSITY_ORDERS, diversity_order, unit_rows  # noqa: E402
 from benchmarks.loop_sim import seed_labels  # noqa: E402
-from service.promotion import classification_scores, decide_promotion, recall_changes  # noqa: E402
+from service.promotion import (  # noqa: E402
+    CORRECTIONS,
+    classification_scores,
+    decide_promotion,
+    recall_changes,
+)
 from service.routing import QUEUE_ORDERS, QueueCandidate, queue_order  # noqa: E402
 from training.head import L2_GRID  # noqa: E402
 
@@ -212,6 +217,7 @@ MIRROR = False  # --mirror: the probe also trains on every labelled photo's mirr
 REFIT = False  # --refit: after choosing L2 on val, fit again on train + val with it
 STICKY = False  # --sticky: keep the last order while the gate refuses, as the product does
 GRID: tuple[float, ...] = L2_GRID  # --grid: the L2 strengths tried
+CORRECTION = "holm"  # --correction: how the gate's per-class recall tests share alpha
 
 
 def fit(x: torch.Tensor, labels: list[str], rows: list[int], classes: list[str], seed: int) -> Any:
@@ -325,6 +331,7 @@ def simulate(
             active_scores,
             margin,
             changes=recall_changes(test["labels"], active_pred, cand_pred),
+            correction=CORRECTION,
         )
         if ok:
             active, active_scores, active_pred = head, cand_scores, cand_pred
@@ -359,6 +366,13 @@ def main() -> None:
         "--mirror", action="store_true", help="the probe also trains on the mirror images"
     )
     parser.add_argument(
+        "--correction",
+        choices=CORRECTIONS,
+        default="holm",
+        help="the gate's per-class recall tests: holm (the product's default) or none "
+        "(each class at alpha, the gate before; the stored runs before 7 December)",
+    )
+    parser.add_argument(
         "--grid", type=float, nargs="+", default=list(L2_GRID), help="L2 strengths, largest first"
     )
     parser.add_argument(
@@ -388,8 +402,9 @@ def main() -> None:
         target = (args.reference_top1, args.label_cap) if args.reference_top1 else None
         summarise(runs, orders, seeds, min(rounds, args.rounds), target)
         return
-    global REFIT, GRID, STICKY, MIRROR, X_FLIP
+    global REFIT, GRID, STICKY, MIRROR, X_FLIP, CORRECTION
     REFIT, GRID, STICKY, MIRROR = args.refit, tuple(args.grid), args.sticky, args.mirror
+    CORRECTION = args.correction
     torch.set_num_threads(1)
     data = features(args.work)
     X_FLIP = data["pool"]["x_flip"]
