@@ -290,6 +290,7 @@ def test_admin_pages_show_exports_runs_and_the_gate(
     assert f"#{run_id}" in page and "passed" in page
     page = client.get(f"/training/{run_id}").get_data(as_text=True)
     assert "Promotion decision" in page and "macro-F1" in page and "0.003" in page
+    assert "significance level 0.05 over all classes (Holm)" in page
     assert "Promote the candidate" not in page  # viewers see no admin buttons
     plot = client.get(f"/training/{run_id}/plots/confusion_val.png")
     assert plot.status_code == 200 and plot.mimetype == "image/png"
