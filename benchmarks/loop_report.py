@@ -7,7 +7,7 @@ import json
 import platform
 from collections import defaultdict
 from pathlib import Path
-from statistics import mean
+from statistics import mean, stdev
 from typing import Any
 
 # The issue's target: the queue reaches this share of the all-labels accuracy ...
@@ -111,6 +111,7 @@ def summarise(runs: list[dict[str, Any]], refs: list[dict[str, Any]]) -> dict[st
         if not paired:
             continue
         checks[f"{strategy}_seeds_compared_with_random"] = paired
+        checks[f"{strategy}_minus_random"] = paired_differences(seeds_of, strategy, paired)
         for key, name in (("top1", "active"), ("candidate_top1", "candidate")):
             checks[f"{strategy}_beats_random_every_round_{name}"] = all(
                 _paired_mean(seeds_of, strategy, paired, r, key)
@@ -127,6 +128,34 @@ def summarise(runs: list[dict[str, Any]], refs: list[dict[str, Any]]) -> dict[st
             checks[f"{strategy}_share_of_reference"] = round(best / ref_top1, 4)
             checks[f"{strategy}_reaches_95_percent"] = best >= TARGET_SHARE * ref_top1
     return {"table": table, "checks": checks}
+
+
+def paired_differences(
+    seeds_of: dict[tuple[str, int], list[dict[str, Any]]], strategy: str, seeds: list[int]
+) -> dict[str, list[str]]:
+    """Per round from 1: the mean over seeds of (strategy - random) in top-1 points, its
+    standard error, and on how many seeds the strategy was ahead / level / behind."""
+    out: dict[str, list[str]] = {}
+    rounds = min(len(seeds_of[(name, s)]) for name in (strategy, "random") for s in seeds)
+    for key, name in (("top1", "active"), ("candidate_top1", "candidate")):
+        cells = []
+        for r in range(1, rounds):
+            diffs = [
+                100
+                * (_top1(seeds_of[(strategy, s)][r], key) - _top1(seeds_of[("random", s)][r], key))
+                for s in seeds
+            ]
+            se = stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+            ahead = sum(d > 1e-9 for d in diffs)
+            behind = sum(d < -1e-9 for d in diffs)
+            level = len(diffs) - ahead - behind
+            cells.append(f"{mean(diffs):+.1f} ± {se:.1f} ({ahead}/{level}/{behind})")
+        out[name] = cells
+    return out
+
+
+def _top1(row: dict[str, Any], key: str) -> float:
+    return float(row["top1"] if key == "top1" else _candidate(row)["top1"])
 
 
 def _paired_mean(
@@ -209,7 +238,29 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"macro-F1 {ref['macro_f1']:.3f}"
         )
     lines += ["", "## Checks (every order against random)", ""]
-    lines += [f"- {k}: {v}" for k, v in result["summary"]["checks"].items()]
+    lines += [
+        f"- {k}: {v}"
+        for k, v in result["summary"]["checks"].items()
+        if not k.endswith("_minus_random")
+    ]
+    differences = {
+        k.removesuffix("_minus_random"): v
+        for k, v in result["summary"]["checks"].items()
+        if k.endswith("_minus_random")
+    }
+    if differences:
+        lines += [
+            "",
+            "## Each order minus random, on the seeds both ran",
+            "",
+            "Top-1 points: mean ± standard error (seeds ahead / level / behind), rounds 1 on.",
+            "",
+            "| order | model | " + " | ".join(f"round {r}" for r in rounds[1:]) + " |",
+            "|---|---|" + "---|" * len(rounds[1:]),
+        ]
+        for name, both in differences.items():
+            for model, cells in both.items():
+                lines.append(f"| {name} | {model} | " + " | ".join(cells) + " |")
     lines += ["", "## Every run", ""]
     lines += [
         "| seed | strategy | round | labels | top-1 | macro-F1 | candidate top-1 | promoted "

@@ -53,6 +53,7 @@ def test_a_run_refused_by_the_old_recall_test_is_superseded(tmp_path: Path) -> N
     )  # fmt: skip
     assert "## Superseded runs" in report
     assert "- seed 1 queue-adaptive: refused by the recall test at round(s) 1" in report
+    assert "| queue-adaptive | active | +0.0 ± nan (0/1/0) | +0.0 ± nan (0/1/0) |" in report
 
 
 def test_two_standing_runs_of_one_seed_and_strategy_are_an_error(tmp_path: Path) -> None:
