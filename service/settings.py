@@ -72,16 +72,15 @@ class Settings(BaseSettings):
     review_order: Literal[
         "confidence", "margin", "balanced", "stratified", "mixed", "coverage", "adaptive"
     ] = Field(
-        default="mixed",
+        default="adaptive",
         description="The order a finished job's review queue serves its items (venom risk "
-        "always first; while a job scores, lowest confidence first): turns across the "
-        "predicted labels, each label's smallest top-1/top-2 margin and a random item "
-        "alternating (mixed); the same with margin only (balanced) or random only "
-        "(stratified); lowest top-1 first (confidence); smallest margin first (margin); "
-        "each label's two smallest margins in turns, then the rest at random (coverage); "
-        "while some predicted label has fewer than 10 human labels, a random sample of "
-        "the job's 30 % smallest margins first, then balanced (adaptive). "
-        "See docs/experiments/loop.md.",
+        "always first; while a job scores, lowest confidence first): while some predicted "
+        "label has fewer than 10 human labels, a random sample of the job's 30 % smallest "
+        "top-1/top-2 margins first, then balanced (adaptive); turns across the predicted "
+        "labels, each label's smallest margin and a random item alternating (mixed); the "
+        "same with margin only (balanced) or random only (stratified); lowest top-1 first "
+        "(confidence); smallest margin first (margin); each label's two smallest margins in "
+        "turns, then the rest at random (coverage). See docs/experiments/loop.md.",
     )
     lookalike_margin: float = Field(
         default=0.3,
