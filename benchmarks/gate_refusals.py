@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import loop_proxy  # noqa: E402
 from service.promotion import (  # noqa: E402
     CORRECTIONS,
+    RECALL_BLOCKS,
     classification_scores,
     decide_promotion,
     recall_changes,
@@ -105,7 +106,7 @@ def decide(truth: list[str], active: list[str], candidate: list[str]) -> dict[st
         )
         out[correction] = {
             "promoted": ok,
-            "recall_blocks": any(r.startswith("recall drops that block") for r in reasons),
+            "recall_blocks": any(r.startswith(RECALL_BLOCKS) for r in reasons),
         }
     return out
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from statistics import mean, stdev
 from typing import Any
 
+from service.promotion import RECALL_BLOCKS
+
 # The issue's target: the queue reaches this share of the all-labels accuracy ...
 TARGET_SHARE = 0.95
 # ... with at most this share of the labels.
@@ -70,7 +72,7 @@ def recall_refusals(run: dict[str, Any]) -> list[int]:
     """The rounds whose candidate the gate refused for a recall drop alone (macro-F1 passed)."""
 
     def alone(reasons: list[str]) -> bool:
-        by_recall = any(r.startswith("recall drops that block") for r in reasons)
+        by_recall = any(r.startswith(RECALL_BLOCKS) for r in reasons)
         return by_recall and not any(r.startswith("macro-F1") and "lower" in r for r in reasons)
 
     return [row["round"] for row in run["rounds"] if alone([str(g) for g in row.get("gate") or []])]

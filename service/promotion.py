@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 Predictor = Callable[[Path, list[str]], Sequence[str | None]]
 EPSILON = 1e-9
 CORRECTIONS = ("holm", "none")
+# How a refusal for recall drops starts among the decision's reasons (reports look for it).
+RECALL_BLOCKS = "recall drops that block"
 
 
 def classification_scores(truth: Sequence[str], predicted: Sequence[str | None]) -> dict[str, Any]:
@@ -192,7 +194,7 @@ def decide_promotion(
         (blocking if blocks else tolerated).append(why)
     if blocking:
         ok = False
-        reasons.append("recall drops that block: " + "; ".join(blocking))
+        reasons.append(f"{RECALL_BLOCKS}: " + "; ".join(blocking))
     if tolerated:
         reasons.append("recall drops within noise: " + "; ".join(tolerated))
     if not blocking and not tolerated:
