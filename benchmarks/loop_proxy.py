@@ -29,6 +29,7 @@ import math
 import random
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from statistics import mean, stdev
 from typing import Any
@@ -196,24 +197,22 @@ def features(work: Path) -> dict[str, Any]:
         inputs = [transform(load(p)) for p in paths]
         out[split] = {
             "x": extract_features(backbone.model, backbone.head, _batches(inputs)),
-            # The mirror images' features (a squash resize is symmetric, so flipping the
-            # input tensor is flipping the photo): the probe's --mirror training views.
-            "x_flip": extract_features(
-                backbone.model, backbone.head, _batches([t.flip(2) for t in inputs])
-            ),
             "labels": [r["label"] for r in rows],
             "paths": [r["path"] for r in rows],
         }
+        if split == "pool":  # the probe's --mirror training views; a squash resize is
+            # symmetric, so flipping the input tensor is flipping the photo
+            flipped = _batches([t.flip(2) for t in inputs])
+            out[split]["x_flip"] = extract_features(backbone.model, backbone.head, flipped)
     torch.save(out, cache)
     return out
 
 
-def _batches(inputs: list[torch.Tensor], size: int = 32) -> Any:
+def _batches(inputs: list[torch.Tensor], size: int = 32) -> Iterator[torch.Tensor]:
     return (torch.stack(inputs[i : i + size]) for i in range(0, len(inputs), size))
 
 
 _FITS: dict[tuple[tuple[int, ...], int, bool, tuple[float, ...], bool], Any] = {}
-MIRROR = False  # --mirror: the probe also trains on every labelled photo's mirror image
 REFIT = False  # --refit: after choosing L2 on val, fit again on train + val with it
 STICKY = False  # --sticky: keep the last order while the gate refuses, as the product does
 GRID: tuple[float, ...] = L2_GRID  # --grid: the L2 strengths tried
@@ -222,7 +221,7 @@ CORRECTION = "holm"  # --correction: how the gate's per-class recall tests share
 
 def fit(x: torch.Tensor, labels: list[str], rows: list[int], classes: list[str], seed: int) -> Any:
     """The loop's probe on these labelled rows: stratified 15 % val, L2 chosen on it."""
-    key = (tuple(sorted(rows)), seed, REFIT, GRID, MIRROR)
+    key = (tuple(sorted(rows)), seed, REFIT, GRID, X_FLIP is not None)
     if key not in _FITS:
         _FITS[key] = _fit(x, labels, rows, classes, seed)
     return _FITS[key]
@@ -230,12 +229,13 @@ def fit(x: torch.Tensor, labels: list[str], rows: list[int], classes: list[str],
 
 def _views(x: torch.Tensor, rows: list[int], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The training rows' features, and with --mirror their mirror images' after them."""
-    if not MIRROR:
+    if X_FLIP is None:
         return x[rows], y
     return torch.cat([x[rows], X_FLIP[rows]]), torch.cat([y, y])
 
 
-X_FLIP = torch.empty(0)  # the pool's mirror features, set by main
+# --mirror: the pool's mirror-image features, which the probe also trains on (None: not)
+X_FLIP: torch.Tensor | None = None
 
 
 def _fit(x: torch.Tensor, labels: list[str], rows: list[int], classes: list[str], seed: int) -> Any:
@@ -402,12 +402,15 @@ def main() -> None:
         target = (args.reference_top1, args.label_cap) if args.reference_top1 else None
         summarise(runs, orders, seeds, min(rounds, args.rounds), target)
         return
-    global REFIT, GRID, STICKY, MIRROR, X_FLIP, CORRECTION
-    REFIT, GRID, STICKY, MIRROR = args.refit, tuple(args.grid), args.sticky, args.mirror
+    global REFIT, GRID, STICKY, X_FLIP, CORRECTION
+    REFIT, GRID, STICKY = args.refit, tuple(args.grid), args.sticky
     CORRECTION = args.correction
     torch.set_num_threads(1)
     data = features(args.work)
-    X_FLIP = data["pool"]["x_flip"]
+    if args.mirror:
+        if "x_flip" not in data["pool"]:
+            parser.error(f"{args.work}/proxy-features.pt predates --mirror: delete it")
+        X_FLIP = data["pool"]["x_flip"]
     top1 = reference(data) if args.reference else args.reference_top1
     run_all(args, data, (top1, args.label_cap) if top1 else None)
 
