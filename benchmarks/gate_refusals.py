@@ -48,7 +48,7 @@ from service.promotion import (  # noqa: E402
     decide_promotion,
     recall_changes,
 )
-from service.routing import QueueCandidate, queue_order  # noqa: E402
+from service.routing import queue_order  # noqa: E402
 
 KINDS = ("equal", "more labels", "adaptive")
 
@@ -80,17 +80,11 @@ def queue_pick(
     by the probe on `rows` (its top-5 probabilities, as the product stores them)."""
     pool = data["pool"]
     head = loop_proxy.fit(pool["x"], pool["labels"], rows, classes, seed)
-    probs = loop_proxy.predict(head, pool["x"])
-    taken = set(rows)
-    candidates = [
-        QueueCandidate(i, classes[int(p.argmax())], sorted(p.tolist(), reverse=True)[:5])
-        for i, p in enumerate(probs)
-        if i not in taken
-    ]
-    taught: dict[str, int] = {}
-    for r in rows:
-        taught[pool["labels"][r]] = taught.get(pool["labels"][r], 0) + 1
-    return [*rows, *queue_order(candidates, "adaptive", seed=seed, taught=taught)[:count]]
+    candidates = loop_proxy.queue_candidates(
+        loop_proxy.predict(head, pool["x"]), classes, set(rows)
+    )
+    known = loop_proxy.taught(pool["labels"], rows)
+    return [*rows, *queue_order(candidates, "adaptive", seed=seed, taught=known)[:count]]
 
 
 def decide(truth: list[str], active: list[str], candidate: list[str]) -> dict[str, Any]:

@@ -275,6 +275,26 @@ def predict(head: Any, x: torch.Tensor) -> torch.Tensor:
     return torch.softmax(x @ head.weight.T + head.bias, dim=1)
 
 
+def queue_candidates(
+    probs: torch.Tensor, classes: list[str], taken: set[int]
+) -> list[QueueCandidate]:
+    """The unlabelled pool rows as the queue sees them: top-1 label and top-5 probabilities
+    (what the product stores of a prediction)."""
+    return [
+        QueueCandidate(i, classes[int(p.argmax())], sorted(p.tolist(), reverse=True)[:5])
+        for i, p in enumerate(probs)
+        if i not in taken
+    ]
+
+
+def taught(labels: list[str], rows: list[int]) -> dict[str, int]:
+    """Human labels per species among these rows (the queue's `taught` counts)."""
+    known: dict[str, int] = defaultdict(int)
+    for r in rows:
+        known[labels[r]] += 1
+    return known
+
+
 def simulate(
     data: dict[str, Any], order: str, seed: int, rounds: int, per_round: int, margin: float
 ) -> list[dict[str, Any]]:
@@ -299,15 +319,9 @@ def simulate(
     for number in range(1, rounds + 1):
         probs = predict(active, pool["x"])
         taken = set(labelled)
-        candidates = [
-            QueueCandidate(i, classes[int(p.argmax())], sorted(p.tolist(), reverse=True)[:5])
-            for i, p in enumerate(probs)
-            if i not in taken
-        ]
+        candidates = queue_candidates(probs, classes, taken)
         second = {c.key: classes[int(probs[c.key].topk(2).indices[1])] for c in candidates}
-        known: dict[str, int] = defaultdict(int)
-        for r in labelled:
-            known[pool["labels"][r]] += 1
+        known = taught(pool["labels"], labelled)
         if order == "random":
             chosen = rng.sample([c.key for c in candidates], per_round)
         elif STICKY and queue and queue[0] is active:
