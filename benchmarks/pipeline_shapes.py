@@ -13,7 +13,8 @@ milliseconds per photo of the two processes (os.times, every thread):
   as the two scoring processes take them, thumbnails cut from the decode (the worker's);
 - chunks-1thread: the same with one decode thread per process instead of two;
 - in-turn: the same chunks decoded and scored in turn in one thread (no overlap at all);
-- chunks+hash: `chunks` while a third process sha256es every photo, as the scan does.
+- chunks+hash: `chunks` while a third process sha256es every photo, as the scan does;
+- chunks-pinned: `chunks` with each process (and its threads) held on a core of its own.
 
     PYTHONPATH=$PWD python benchmarks/pipeline_shapes.py --size 4000x3000 --count 120
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import statistics
 import sys
 from collections.abc import Callable
@@ -38,7 +40,10 @@ from benchmarks.bench_scoring import _timed  # noqa: E402
 from benchmarks.scoring_inputs import CTX, build_model, make_photos  # noqa: E402
 from benchmarks.scoring_report import machine_info  # noqa: E402
 
-VARIANTS = ("decode", "infer", "pipe64", "chunks", "chunks-1thread", "in-turn", "chunks+hash")
+VARIANTS = (
+    "decode", "infer", "pipe64", "chunks", "chunks-1thread", "in-turn", "chunks+hash",
+    "chunks-pinned",
+)
 MAX_PIXELS, MAX_BYTES = 120_000_000, 256 * 2**20
 
 
@@ -56,6 +61,9 @@ def _work(
     from workers.engine import get_engine
     from workers.pipeline import ScoreStats, _decode_into, _predict, score_paths
 
+    if variant.endswith("-pinned"):  # this process and the threads it starts stay on one core
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[share % len(cores)]})
     engine = get_engine(Path(model_dir), 1)
     engine.warmup(range(1, 9))
     mine = files[share::2]
@@ -116,6 +124,7 @@ def _work(
         "chunks": lambda: in_chunks(2),
         "chunks+hash": lambda: in_chunks(2),
         "chunks-1thread": lambda: in_chunks(1),
+        "chunks-pinned": lambda: in_chunks(2),
         "in-turn": in_turn,
     }[variant]
     work()  # first-time costs (imports, allocations) are not what is measured

@@ -52,9 +52,11 @@ def embedded_worker(
             # stdout belongs to the command, and `score --json` prints one JSON object there.
             # die_with_parent: a kill -9 of this process must not orphan the workers; their
             # output goes to stderr, so stdout holds only the command's result.
+            # The worker's processes learn how many they are (workers.tasks.decode_threads).
+            pool_env = {**env, "HERPSCORE_WORKER_CONCURRENCY": str(processes)}
             procs.append(
                 subprocess.Popen(
-                    cmd, env=env, start_new_session=True, stdout=2, preexec_fn=die_with_parent
+                    cmd, env=pool_env, start_new_session=True, stdout=2, preexec_fn=die_with_parent
                 )
             )
         yield procs

@@ -122,7 +122,13 @@ class Settings(BaseSettings):
     )
     batch_size: int = Field(default=8, ge=1, le=256, description="ONNX Runtime batch.")
     worker_threads: int = Field(default=1, ge=1, description="ONNX Runtime threads per process.")
-    decode_threads: int = Field(default=2, ge=1, description="Decode threads per worker process.")
+    decode_threads: int | None = Field(
+        default=None,
+        ge=0,
+        description="Decode threads per scoring process. 0 decodes in the scoring thread, in "
+        "turn with inference. Default: 0 on the CPU (each process has a core of its own), "
+        "2 on a GPU (they keep it fed).",
+    )
     inference_device: Literal["auto", "cpu"] = Field(
         default="auto",
         description="auto: ONNX Runtime's CUDA provider when installed (onnxruntime-gpu) "

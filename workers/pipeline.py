@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,12 +74,29 @@ class _Decoded:
 NOT_FINITE = "the model's output for this image holds NaN or infinity; it was not scored"
 
 
+class _InTurn(Executor):
+    """An executor that runs each call at once, in the calling thread: decoding in turn
+    with inference (`decode_threads=0`)."""
+
+    def submit(  # type: ignore[override]
+        self, fn: Callable[..., _Decoded], /, *args: object, **kwargs: object
+    ) -> Future[_Decoded]:
+        future: Future[_Decoded] = Future()
+        future.set_result(fn(*args, **kwargs))  # an error propagates now, as a bug should
+        return future
+
+
+# Decode threads beside inference where they have cores to run on (a GPU, or a process
+# that is alone on several cores).
+DECODE_THREADS = 2
+
+
 def score_paths(
     engine: InferenceEngine,
     paths: Sequence[str],
     *,
     batch_size: int = 8,
-    decode_threads: int = 2,
+    decode_threads: int = DECODE_THREADS,
     max_pixels: int,
     max_bytes: int,
     max_decoded: int | None = None,
@@ -89,14 +107,15 @@ def score_paths(
 ) -> list[FileResult]:
     """Score files in input order, one FileResult per path; unusable files fail alone.
 
-    Decoding runs `decode_threads` threads one batch ahead of inference (Pillow, numpy and
-    ORT release the GIL, so they overlap), into two preallocated (batch, 3, S, S) buffers
-    used in turn: batch b+1 is decoded into one while ORT reads batch b from the other.
+    Decoding runs one batch ahead of inference, into two preallocated (batch, 3, S, S)
+    buffers used in turn: batch b+1 is decoded into one while ORT reads batch b from the
+    other. With `decode_threads` threads (Pillow, numpy and ORT release the GIL) the two
+    overlap; with 0 the calling thread decodes, in turn with inference.
     With `thumbnail_side`, each decode thread also makes the photo's thumbnail (JPEG bytes
     in FileResult.thumbnail) from the image it decoded for the model.
     """
-    if batch_size < 1 or decode_threads < 1:
-        raise ValueError("batch_size and decode_threads must be at least 1")
+    if batch_size < 1 or decode_threads < 0:
+        raise ValueError("batch_size must be at least 1 and decode_threads at least 0")
     stats = stats if stats is not None else ScoreStats()
     started = time.perf_counter()
     spec = engine.spec
@@ -104,7 +123,10 @@ def score_paths(
     buffers = [np.empty((batch_size, *engine.input_shape), dtype=np.float32) for _ in range(2)]
     results: list[FileResult] = []
 
-    with ThreadPoolExecutor(decode_threads, thread_name_prefix="decode") as pool:
+    executor = (
+        ThreadPoolExecutor(decode_threads, "decode") if decode_threads else nullcontext(_InTurn())
+    )
+    with executor as pool:
 
         def submit(b: int) -> list[Future[_Decoded]]:
             buf, start = buffers[b % 2], starts[b]

@@ -39,8 +39,8 @@ from service.tasks_client import (
 )
 from service.thumbnails import THUMBNAIL_SIDE
 from workers import memory_guard
-from workers.engine import InferenceEngine, get_engine
-from workers.pipeline import score_paths
+from workers.engine import CPU, InferenceEngine, get_engine
+from workers.pipeline import DECODE_THREADS, score_paths
 
 log = logging.getLogger(__name__)
 TRANSIENT = (OperationalError, BrokerError, ConnectionError, TimeoutError)
@@ -75,6 +75,22 @@ def serving_engine(settings: Settings, model_dir: Path) -> InferenceEngine:
     )
 
 
+def decode_threads(settings: Settings, engine: InferenceEngine) -> int:
+    """The setting, or by default none (decoding in turn with inference) when scoring on
+    the CPU with a process per core, else DECODE_THREADS.
+
+    A process that has one core to itself gains nothing from decoding in threads beside
+    ONNX Runtime: the two take turns on that core, and switching costs. On a 2-core Xeon
+    the threads used 2.6 % (12 MP photos) to 5.6 % (1024x768) more CPU per photo and
+    scored 1.6-5.5 % slower (benchmarks/pipeline_shapes.py, docs/performance.md).
+    """
+    if settings.decode_threads is not None:
+        return settings.decode_threads
+    concurrency = settings.worker_concurrency  # 0: a process per core
+    per_core = concurrency == 0 or concurrency >= (os.cpu_count() or 1)
+    return 0 if per_core and engine.providers[0] == CPU else DECODE_THREADS
+
+
 def run_model(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome]:
     """Decode and infer `paths` with the job's pinned model version (cached session)."""
     settings = worker_settings()
@@ -83,7 +99,7 @@ def run_model(model: ModelVersion, paths: Sequence[str]) -> Sequence[FileOutcome
         engine,
         list(paths),
         batch_size=settings.batch_size,
-        decode_threads=settings.decode_threads,
+        decode_threads=decode_threads(settings, engine),
         max_pixels=settings.max_image_pixels,
         max_bytes=settings.max_file_bytes,
         max_decoded=settings.max_decoded_megabytes * 2**20,

@@ -21,7 +21,7 @@ from service.promotion import Predictor
 from service.settings import Settings
 from service.tasks_client import EXPORT_TASK, RETRAIN_CHECK_TASK, TRAIN_TASK, enqueue
 from workers.engine import InferenceEngine
-from workers.pipeline import score_paths
+from workers.pipeline import DECODE_THREADS, score_paths
 from workers.tasks import RETRY_TRANSIENT, worker_settings
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,10 @@ def label_predictor(settings: Settings) -> Predictor:
             engine,
             paths,
             batch_size=settings.batch_size,
-            decode_threads=settings.decode_threads,
+            # One process on every core, judging a candidate: decoding overlaps inference.
+            decode_threads=(
+                DECODE_THREADS if settings.decode_threads is None else settings.decode_threads
+            ),
             max_pixels=settings.max_image_pixels,
             max_bytes=settings.max_file_bytes,
             k=1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from PIL import Image
 from service.imaging import preprocess
 from tests.support.models import make_model_folder
 from workers.engine import InferenceEngine
+from workers import pipeline
 from workers.pipeline import FileResult, ScoreStats, score_paths
 
 BIG = 10**9
@@ -49,7 +51,9 @@ def _assert_same_as_engine(engine: InferenceEngine, result: FileResult, path: st
     ]
 
 
-@pytest.mark.parametrize(("batch_size", "decode_threads"), [(8, 2), (2, 1), (3, 3), (1, 2)])
+@pytest.mark.parametrize(
+    ("batch_size", "decode_threads"), [(8, 2), (2, 1), (3, 3), (1, 2), (8, 0), (3, 0), (1, 0)]
+)
 def test_corrupt_file_in_the_middle_fails_alone(
     engine: InferenceEngine, tmp_path: Path, batch_size: int, decode_threads: int
 ) -> None:
@@ -254,3 +258,33 @@ def test_no_thumbnail_from_a_huge_decode(
     results = _score(engine224, [str(small), str(big)], thumbnail_side=256)
     assert results[0].thumbnail is not None
     assert results[1].failure_reason is None and results[1].thumbnail is None
+
+
+@pytest.mark.parametrize(("decode_threads", "in_caller"), [(0, True), (2, False)])
+def test_decode_threads_zero_decodes_in_the_calling_thread(
+    engine: InferenceEngine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    decode_threads: int,
+    in_caller: bool,
+) -> None:
+    paths = [_photo(tmp_path, f"p{i}.jpg", COLOURS[i % 3], seed=i) for i in range(5)]
+    decoded_in: list[threading.Thread] = []
+    real = pipeline._decode_into
+
+    def spy(*args: Any) -> Any:
+        decoded_in.append(threading.current_thread())
+        return real(*args)
+
+    monkeypatch.setattr(pipeline, "_decode_into", spy)
+    results = _score(engine, paths, batch_size=2, decode_threads=decode_threads)
+
+    assert len(decoded_in) == len(paths)
+    assert all((t is threading.current_thread()) == in_caller for t in decoded_in)
+    for result, path in zip(results, paths, strict=True):
+        _assert_same_as_engine(engine, result, path)
+
+
+def test_negative_decode_threads_is_refused(engine: InferenceEngine, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="decode_threads"):
+        _score(engine, [_photo(tmp_path, "p.jpg", COLOURS[0], seed=0)], decode_threads=-1)
