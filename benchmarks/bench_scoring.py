@@ -178,15 +178,19 @@ def _pipeline(
     chunk: int,
     repeats: int,
     thumbnails_dir: str | None = None,
+    processes: int = PROCESSES,
 ) -> list[tuple[float, ...]]:
     from service.imaging import sha256_file
     from service.settings import Settings
     from service.thumbnails import THUMBNAIL_SIDE, store_thumbnails
     from workers.engine import get_engine
     from workers.pipeline import score_paths
+    from workers.tasks import decode_threads
 
     engine = get_engine(Path(model_dir), 1)
     engine.warmup(range(1, batch + 1))
+    # As many decode threads as a scoring worker of `processes` processes would run.
+    threads = decode_threads(Settings(worker_concurrency=processes), engine)
     # With a folder: as the scoring worker does with thumbnails_when_scoring, each photo's
     # thumbnail cut from its decode and written (sha256s are the scan's work, done before).
     settings = Settings(data_dir=Path(thumbnails_dir)) if thumbnails_dir else None
@@ -199,6 +203,7 @@ def _pipeline(
                 engine,
                 part,
                 batch_size=batch,
+                decode_threads=threads,
                 max_pixels=MAX_PIXELS,
                 max_bytes=MAX_BYTES,
                 thumbnail_side=THUMBNAIL_SIDE if settings else None,
@@ -225,7 +230,8 @@ def measure_pipeline_only(
     """c_pipe: the inference pipeline alone, images/s (no job, broker or database).
 
     `processes` processes each score their share of the folder in chunks of `chunk` with
-    workers.pipeline.score_paths (batch 8, 2 decode threads, engine cached and warmed). Set
+    workers.pipeline.score_paths (batch 8, engine cached and warmed, decode threads as the
+    scoring worker chooses them: workers.tasks.decode_threads). Set
     beside c, it shows what the job path (scan, hashing, dispatch, writes) costs. With
     `thumbnails`, each photo's thumbnail is also made and written, into a fresh folder.
     """
@@ -235,7 +241,7 @@ def measure_pipeline_only(
     shares = [files[i::processes] for i in range(processes)]
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         target = tmp if thumbnails else None
-        jobs = [(share, str(model_dir), 8, chunk, repeats, target) for share in shares]
+        jobs = [(share, str(model_dir), 8, chunk, repeats, target, processes) for share in shares]
         return statistics.median(run_parallel(_pipeline, jobs, cpu))
 
 

@@ -14,7 +14,9 @@ milliseconds per photo of the two processes (os.times, every thread):
 - chunks-1thread: the same with one decode thread per process instead of two;
 - in-turn: the same chunks decoded and scored in turn in one thread (no overlap at all);
 - chunks+hash: `chunks` while a third process sha256es every photo, as the scan does;
-- chunks-pinned: `chunks` with each process (and its threads) held on a core of its own.
+- chunks-pinned: `chunks` with each process (and its threads) held on a core of its own;
+- chunks-0thread: `chunks` decoded in turn with inference (`decode_threads=0`), as the
+  scoring worker does on the CPU with a process per core (workers.tasks.decode_threads).
 
     PYTHONPATH=$PWD python benchmarks/pipeline_shapes.py --size 4000x3000 --count 120
 """
@@ -41,8 +43,15 @@ from benchmarks.scoring_inputs import CTX, build_model, make_photos  # noqa: E40
 from benchmarks.scoring_report import machine_info  # noqa: E402
 
 VARIANTS = (
-    "decode", "infer", "pipe64", "chunks", "chunks-1thread", "in-turn", "chunks+hash",
+    "decode",
+    "infer",
+    "pipe64",
+    "chunks",
+    "chunks-1thread",
+    "in-turn",
+    "chunks+hash",
     "chunks-pinned",
+    "chunks-0thread",
 )
 MAX_PIXELS, MAX_BYTES = 120_000_000, 256 * 2**20
 
@@ -125,6 +134,7 @@ def _work(
         "chunks+hash": lambda: in_chunks(2),
         "chunks-1thread": lambda: in_chunks(1),
         "chunks-pinned": lambda: in_chunks(2),
+        "chunks-0thread": lambda: in_chunks(0),
         "in-turn": in_turn,
     }[variant]
     work()  # first-time costs (imports, allocations) are not what is measured

@@ -125,9 +125,10 @@ class Settings(BaseSettings):
     decode_threads: int | None = Field(
         default=None,
         ge=0,
-        description="Decode threads per scoring process. 0 decodes in the scoring thread, in "
-        "turn with inference. Default: 0 on the CPU (each process has a core of its own), "
-        "2 on a GPU (they keep it fed).",
+        description="Decode threads per scoring process; 0 decodes in the scoring thread, in "
+        "turn with inference. Unset: 0 on the CPU with a process per core (threads would only "
+        "take turns with inference on that core), 2 on a GPU or with fewer processes than "
+        "cores (HERPSCORE_WORKER_CONCURRENCY).",
     )
     inference_device: Literal["auto", "cpu"] = Field(
         default="auto",

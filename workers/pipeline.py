@@ -1,4 +1,4 @@
-"""The scoring hot path: threads decode the next batch while ONNX Runtime scores this one."""
+"""The scoring hot path: decoding runs a batch ahead of inference, in threads or in turn."""
 
 from __future__ import annotations
 
@@ -111,8 +111,8 @@ def score_paths(
     buffers used in turn: batch b+1 is decoded into one while ORT reads batch b from the
     other. With `decode_threads` threads (Pillow, numpy and ORT release the GIL) the two
     overlap; with 0 the calling thread decodes, in turn with inference.
-    With `thumbnail_side`, each decode thread also makes the photo's thumbnail (JPEG bytes
-    in FileResult.thumbnail) from the image it decoded for the model.
+    With `thumbnail_side`, each decode also makes the photo's thumbnail (JPEG bytes in
+    FileResult.thumbnail) from the image it decoded for the model.
     """
     if batch_size < 1 or decode_threads < 0:
         raise ValueError("batch_size must be at least 1 and decode_threads at least 0")

@@ -80,9 +80,8 @@ def decode_threads(settings: Settings, engine: InferenceEngine) -> int:
     the CPU with a process per core, else DECODE_THREADS.
 
     A process that has one core to itself gains nothing from decoding in threads beside
-    ONNX Runtime: the two take turns on that core, and switching costs. On a 2-core Xeon
-    the threads used 2.6 % (12 MP photos) to 5.6 % (1024x768) more CPU per photo and
-    scored 1.6-5.5 % slower (benchmarks/pipeline_shapes.py, docs/performance.md).
+    ONNX Runtime: the two only take turns on that core, and the switching costs CPU
+    (docs/performance.md, "A seventh machine").
     """
     if settings.decode_threads is not None:
         return settings.decode_threads
