@@ -13,8 +13,8 @@ from PIL import Image
 
 from service.imaging import preprocess
 from tests.support.models import make_model_folder
-from workers.engine import InferenceEngine
 from workers import pipeline
+from workers.engine import InferenceEngine
 from workers.pipeline import FileResult, ScoreStats, score_paths
 
 BIG = 10**9
