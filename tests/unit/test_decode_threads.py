@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -22,7 +23,7 @@ def four_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("workers.tasks.os.cpu_count", lambda: 4)
 
 
-def _settings(tmp_path: Any, **values: Any) -> Settings:
+def _settings(tmp_path: Path, **values: Any) -> Settings:
     return Settings(data_dir=tmp_path, **values)
 
 
@@ -39,7 +40,7 @@ def _settings(tmp_path: Any, **values: Any) -> Settings:
     ],
 )
 def test_default_follows_device_and_processes(
-    tmp_path: Any, concurrency: int, providers: tuple[str, ...], expected: int
+    tmp_path: Path, concurrency: int, providers: tuple[str, ...], expected: int
 ) -> None:
     settings = _settings(tmp_path, worker_concurrency=concurrency)
     assert decode_threads(settings, _engine(*providers)) == expected
@@ -47,15 +48,13 @@ def test_default_follows_device_and_processes(
 
 @pytest.mark.usefixtures("four_cores")
 @pytest.mark.parametrize("asked", [0, 1, 3])
-def test_the_setting_wins(tmp_path: Any, asked: int) -> None:
+def test_the_setting_wins(tmp_path: Path, asked: int) -> None:
     settings = _settings(tmp_path, decode_threads=asked)
     assert decode_threads(settings, _engine(CPU)) == asked
     assert decode_threads(settings, _engine(CUDA, CPU)) == asked
 
 
-def test_the_setting_reads_the_environment(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_setting_reads_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HERPSCORE_DECODE_THREADS", "0")
     assert _settings(tmp_path).decode_threads == 0
     monkeypatch.setenv("HERPSCORE_DECODE_THREADS", "-1")
