@@ -6,8 +6,8 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -74,14 +74,16 @@ class _Decoded:
 NOT_FINITE = "the model's output for this image holds NaN or infinity; it was not scored"
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
 class _InTurn(Executor):
     """An executor that runs each call at once, in the calling thread: decoding in turn
     with inference (`decode_threads=0`)."""
 
-    def submit(  # type: ignore[override]
-        self, fn: Callable[..., _Decoded], /, *args: object, **kwargs: object
-    ) -> Future[_Decoded]:
-        future: Future[_Decoded] = Future()
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        future: Future[T] = Future()
         future.set_result(fn(*args, **kwargs))  # an error propagates now, as a bug should
         return future
 
@@ -123,10 +125,8 @@ def score_paths(
     buffers = [np.empty((batch_size, *engine.input_shape), dtype=np.float32) for _ in range(2)]
     results: list[FileResult] = []
 
-    executor = (
-        ThreadPoolExecutor(decode_threads, "decode") if decode_threads else nullcontext(_InTurn())
-    )
-    with executor as pool:
+    pool = ThreadPoolExecutor(decode_threads, "decode") if decode_threads else _InTurn()
+    with pool:
 
         def submit(b: int) -> list[Future[_Decoded]]:
             buf, start = buffers[b % 2], starts[b]
