@@ -39,7 +39,7 @@ def embedded_worker(
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         for name, queues, processes in pools:
-            processes = processes or settings.worker_concurrency or os.cpu_count() or 1
+            processes = processes or settings.worker_processes
             cmd = [
                 sys.executable, "-m", "celery", "--quiet", "-A", "workers", "worker",
                 "-Q", ",".join(queues), "--hostname", f"{name}@%h",

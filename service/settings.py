@@ -341,6 +341,11 @@ class Settings(BaseSettings):
         return self.broker_url or "filesystem://localhost//"
 
     @property
+    def worker_processes(self) -> int:
+        """How many processes a worker runs: worker_concurrency, or one per core."""
+        return self.worker_concurrency or os.cpu_count() or 1
+
+    @property
     def broker_folder(self) -> Path:
         return self.data_path / "broker"
 

@@ -85,8 +85,7 @@ def decode_threads(settings: Settings, engine: InferenceEngine) -> int:
     """
     if settings.decode_threads is not None:
         return settings.decode_threads
-    concurrency = settings.worker_concurrency  # 0: a process per core
-    per_core = concurrency == 0 or concurrency >= (os.cpu_count() or 1)
+    per_core = settings.worker_processes >= (os.cpu_count() or 1)
     return 0 if per_core and engine.providers[0] == CPU else DECODE_THREADS
 
 
